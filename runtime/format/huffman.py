@@ -1,0 +1,243 @@
+"""Canonical Huffman codes: length-limited construction, the stored code-length table, and
+encode/decode through bitarray's C coder.
+
+FORMAT.md ("Code tables", "Payload") is normative; in short:
+
+* A code is given by one length per symbol (0 = unused). Codes are assigned canonically as in
+  DEFLATE (RFC 1951 3.2.2): shorter codes first, equal lengths by increasing symbol.
+* Code bits are written most significant bit first; bytes are filled from their most significant bit.
+* A code is complete (Kraft sum exactly 1), except a code of one symbol, which has length 1 ("0").
+* A table is stored as ``smin`` and ``nspan`` (varints) then, for each symbol of
+  ``smin .. smin+nspan-1``, the Exp-Golomb code (order 0) of the zig-zag difference to the previous
+  symbol's length (the one before ``smin`` counts as 0), bit-packed and zero-padded to a byte.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+from bitarray import bitarray
+from bitarray.util import canonical_decode, int2ba
+
+from .binary import Cursor, encode_varint
+from .errors import AdtCodeTableError, AdtPayloadError
+from .limits import MAX_CODE_LENGTH, MAX_EG_LEADING_ZEROS, MAX_Q
+
+
+# ---------------------------------------------------------------------------------------------
+# Building code lengths from symbol counts
+# ---------------------------------------------------------------------------------------------
+
+def _huffman_lengths(counts: np.ndarray) -> np.ndarray:
+    """Plain Huffman code lengths for the symbols with count > 0 (deterministic tie-breaking)."""
+    lengths = np.zeros(len(counts), dtype=np.int64)
+    used = np.flatnonzero(counts)
+    if len(used) == 0:
+        return lengths
+    if len(used) == 1:
+        lengths[used[0]] = 1
+        return lengths
+    # Nodes 0..m-1 are leaves (in symbol order), internal nodes follow. Ties break on node id,
+    # so the same counts always give the same lengths.
+    m = len(used)
+    parent = np.full(2 * m - 1, -1, dtype=np.int64)
+    heap = [(int(counts[s]), i) for i, s in enumerate(used)]
+    heapq.heapify(heap)
+    nxt = m
+    while len(heap) > 1:
+        w1, a = heapq.heappop(heap)
+        w2, b = heapq.heappop(heap)
+        parent[a] = parent[b] = nxt
+        heapq.heappush(heap, (w1 + w2, nxt))
+        nxt += 1
+    depth = np.zeros(2 * m - 1, dtype=np.int64)
+    for node in range(2 * m - 3, -1, -1):  # parents have larger ids than children
+        depth[node] = depth[parent[node]] + 1
+    lengths[used] = depth[:m]
+    return lengths
+
+
+def code_lengths(counts: np.ndarray, max_length: int = MAX_CODE_LENGTH) -> np.ndarray:
+    """Huffman code lengths (uint8, one per symbol) limited to ``max_length`` bits.
+
+    When plain Huffman exceeds the limit, counts are halved (keeping every used symbol >= 1) and the
+    code rebuilt; this flattens the tail until it fits. It only triggers for extreme distributions
+    (more than ~2**24 symbols with a Fibonacci-like spread), where the loss is negligible.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if np.any(counts < 0):
+        raise ValueError("symbol counts must be non-negative")
+    work = counts.copy()
+    while True:
+        lengths = _huffman_lengths(work)
+        if lengths.max(initial=0) <= max_length:
+            return lengths.astype(np.uint8)
+        work = np.where(work > 0, np.maximum(1, work >> 1), 0)
+
+
+def check_lengths(lengths: np.ndarray, where: str) -> None:
+    """Raise :class:`AdtCodeTableError` unless the lengths form a valid code (see module doc)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    used = lengths[lengths > 0]
+    if len(used) == 0:
+        raise AdtCodeTableError(f"{where}: the code has no symbols")
+    if used.max() > MAX_CODE_LENGTH:
+        raise AdtCodeTableError(f"{where}: code length {int(used.max())} exceeds the maximum {MAX_CODE_LENGTH}")
+    if len(used) == 1:
+        if used[0] != 1:
+            raise AdtCodeTableError(f"{where}: a one-symbol code must have length 1, got {int(used[0])}")
+        return
+    # Kraft sum in integer units of 2**-MAX_CODE_LENGTH.
+    kraft = int(np.sum(np.left_shift(1, MAX_CODE_LENGTH - used)))
+    full = 1 << MAX_CODE_LENGTH
+    if kraft != full:
+        state = "oversubscribed" if kraft > full else "incomplete"
+        raise AdtCodeTableError(
+            f"{where}: code is {state}: Kraft sum {kraft}/{full}, expected exactly {full}/{full}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# A code, ready to encode and decode
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class HuffmanCode:
+    """A canonical prefix code over symbols ``0 .. len(lengths)-1`` (length 0 = symbol unused)."""
+
+    lengths: np.ndarray                      # uint8 per symbol
+    count: list[int] = field(init=False)     # count[L] = number of codes of length L
+    symbol: list[int] = field(init=False)    # symbols in canonical order
+
+    def __post_init__(self) -> None:
+        self.lengths = np.asarray(self.lengths, dtype=np.uint8)
+        used = np.flatnonzero(self.lengths)
+        order = used[np.lexsort((used, self.lengths[used]))]
+        self.symbol = [int(s) for s in order]
+        max_len = int(self.lengths.max(initial=0))
+        self.count = [0] * (max_len + 1)
+        for s in order:
+            self.count[int(self.lengths[s])] += 1
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "HuffmanCode":
+        return cls(code_lengths(counts))
+
+    @property
+    def max_length(self) -> int:
+        return len(self.count) - 1
+
+    def codebook(self) -> dict[int, bitarray]:
+        """Canonical code words (DEFLATE's assignment), MSB first."""
+        book: dict[int, bitarray] = {}
+        code = 0
+        prev_len = 0
+        for s in self.symbol:
+            n = int(self.lengths[s])
+            code <<= n - prev_len
+            book[s] = int2ba(code, length=n, endian="big")
+            code += 1
+            prev_len = n
+        return book
+
+    def bit_count(self, symbols: np.ndarray) -> int:
+        """Bits that ``symbols`` take when coded (no padding)."""
+        if len(symbols) == 0:
+            return 0
+        return int(self.lengths.astype(np.int64)[np.asarray(symbols, dtype=np.int64)].sum())
+
+    def encode_into(self, out: bitarray, symbols: np.ndarray) -> None:
+        """Append the codes of ``symbols`` to ``out`` (bitarray's C encoder)."""
+        if len(symbols) == 0:
+            return
+        out.encode(self.codebook(), np.asarray(symbols).tolist())
+
+    def decode(self, bits: bitarray, start: int, n: int, where: str) -> tuple[np.ndarray, int]:
+        """Decode ``n`` symbols from ``bits`` starting at bit ``start``; return them and the end bit."""
+        if n == 0:
+            return np.zeros(0, dtype=np.uint16), start
+        # Only the bits these n symbols can possibly use are copied out of the stream.
+        stop = min(len(bits), start + n * self.max_length)
+        try:
+            it = canonical_decode(bits[start:stop], self.count, self.symbol)
+            out = np.fromiter(it, dtype=np.uint16, count=n)
+        except (ValueError, StopIteration) as exc:
+            raise AdtPayloadError(
+                f"{where}: the bitstream from bit {start} does not hold {n} valid codes ({exc})"
+            ) from None
+        return out, start + self.bit_count(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored table: Exp-Golomb coded length deltas
+# ---------------------------------------------------------------------------------------------
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def _unzigzag(u: int) -> int:
+    return u >> 1 if u % 2 == 0 else -((u + 1) >> 1)
+
+
+def encode_table(lengths: np.ndarray) -> bytes:
+    """Serialize a code's lengths (FORMAT.md "Code tables")."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    used = np.flatnonzero(lengths)
+    if len(used) == 0:
+        raise AdtCodeTableError("cannot store an empty code")
+    smin, smax = int(used[0]), int(used[-1])
+    bits = bitarray(endian="big")
+    prev = 0
+    for length in lengths[smin:smax + 1]:
+        u = _zigzag(int(length) - prev) + 1          # Exp-Golomb order 0 codes u-1 as u in binary
+        nbits = u.bit_length()
+        bits.extend([False] * (nbits - 1))
+        bits.extend(int2ba(u, length=nbits, endian="big"))
+        prev = int(length)
+    bits.fill()  # zero-pad to a whole byte
+    return encode_varint(smin) + encode_varint(smax - smin + 1) + bits.tobytes()
+
+
+def decode_table(cur: Cursor, where: str) -> np.ndarray:
+    """Read one stored table at ``cur`` and return the lengths of symbols ``0 .. smin+nspan-1``."""
+    smin = cur.varint(f"{where} smin", limit=MAX_Q - 1)
+    nspan = cur.varint(f"{where} nspan", limit=MAX_Q - smin, minimum=1)
+    # Each length takes at least 1 bit: never allocate more than the section can hold.
+    if nspan > 8 * cur.remaining():
+        raise AdtCodeTableError(
+            f"{where}: nspan {nspan} needs at least {nspan} bits, only {8 * cur.remaining()} left in the section"
+        )
+    lengths = np.zeros(smin + nspan, dtype=np.uint8)
+    bits = bitarray(endian="big")
+    bits.frombytes(cur.buf[cur.pos:cur.end])
+    pos = 0
+    nbits = len(bits)
+    prev = 0
+    for i in range(nspan):
+        zeros = 0
+        while pos < nbits and not bits[pos]:
+            zeros += 1
+            pos += 1
+            if zeros > MAX_EG_LEADING_ZEROS:
+                raise AdtCodeTableError(f"{where}: Exp-Golomb code of symbol {smin + i} has more than {MAX_EG_LEADING_ZEROS} leading zeros")
+        if pos + zeros + 1 > nbits:
+            raise AdtCodeTableError(f"{where}: code-length bits end inside the length of symbol {smin + i}")
+        u = 0
+        for bit in bits[pos:pos + zeros + 1]:
+            u = (u << 1) | bit
+        pos += zeros + 1
+        length = prev + _unzigzag(u - 1)
+        if not 0 <= length <= MAX_CODE_LENGTH:
+            raise AdtCodeTableError(f"{where}: length of symbol {smin + i} is {length}, expected 0..{MAX_CODE_LENGTH}")
+        lengths[smin + i] = length
+        prev = length
+    if lengths[smin] == 0 or lengths[-1] == 0:
+        raise AdtCodeTableError(f"{where}: the first and last symbols of the span must have non-zero lengths")
+    nbytes = (pos + 7) // 8
+    if bits[pos:8 * nbytes].any():
+        raise AdtCodeTableError(f"{where}: padding bits after the code lengths are not zero")
+    cur.pos += nbytes
+    check_lengths(lengths, where)
+    return lengths

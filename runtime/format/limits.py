@@ -1,0 +1,26 @@
+"""Hard limits of the .adt format (FORMAT.md, "Limits"). A reader rejects anything beyond them."""
+
+MAGIC = b"ADT\x1a"
+MAJOR_VERSION = 1
+MINOR_VERSION = 0
+
+MAX_SECTIONS = 16
+MAX_SECTION_BYTES = 1 << 26          # any non-payload section: 64 MiB
+MAX_PAYLOAD_BYTES = 1 << 32          # 4 GiB of coded bits
+MAX_VARINT_BYTES = 9                 # values < 2**63
+MAX_ORDER = 8                        # ndim of a shape, order of a Tucker core
+MAX_DIM = (1 << 31) - 1
+MAX_TENSOR_ELEMENTS = 1 << 28        # dense elements of one parameter (1 GiB of float32)
+MAX_TOTAL_ELEMENTS = 1 << 30         # dense elements of all parameters together
+MAX_NAME_BYTES = 255
+MAX_META_ENTRIES = 256
+MAX_META_KEY_BYTES = 64
+MAX_META_VALUE_BYTES = 65535
+MAX_ARCH_BYTES = 1 << 26             # decompressed architecture: 64 MiB
+MAX_TABLES = 256
+MAX_GROUPS = 4096
+MAX_CORES = 4096
+MAX_PARAMS = 65535
+MAX_Q = 65536                        # symbols are 0..Q-1 and fit in 16 bits
+MAX_CODE_LENGTH = 24
+MAX_EG_LEADING_ZEROS = 6             # Exp-Golomb codes of code-length deltas are <= 13 bits

@@ -1,0 +1,298 @@
+"""Read and fully validate a .adt file. The functions below follow FORMAT.md's headings in order;
+every byte is read through :func:`~adt.runtime.format.binary.read_exact` (via :class:`Cursor`), every
+count is checked against a limit before anything is allocated, and every failure is an AdtError."""
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from math import prod
+from pathlib import Path
+
+import numpy as np
+from bitarray import bitarray
+
+from . import limits as L
+from .binary import Cursor, read_exact
+from .container import (
+    ARCH_ONNX_DEFLATE, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13, REQUIRED_SECTIONS,
+    SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD, SECTION_TENSORS,
+    AdtFile, Core, Param, QuantGroup, SectionInfo,
+)
+from .errors import (
+    AdtArchitectureError, AdtChecksumError, AdtError, AdtLimitError, AdtMagicError, AdtMetadataError,
+    AdtPayloadError, AdtSectionError, AdtTableError, AdtTruncatedError, AdtVersionError,
+)
+from .huffman import HuffmanCode, decode_table
+
+MIN_FILE_BYTES = len(L.MAGIC) + 2 + 1 + 4   # magic, version, section count, CRC-32
+MAX_FILE_BYTES = L.MAX_PAYLOAD_BYTES + L.MAX_SECTIONS * L.MAX_SECTION_BYTES
+
+
+def _load_bytes(source: bytes | bytearray | memoryview | str | os.PathLike) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    path = Path(source)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AdtError(f"cannot open {str(path)!r}: {exc.strerror}") from None
+    if size > MAX_FILE_BYTES:
+        raise AdtLimitError(f"{str(path)!r} is {size} bytes, larger than any valid .adt file ({MAX_FILE_BYTES})")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AdtError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+
+
+# -- Header ------------------------------------------------------------------------------------
+def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
+    if len(buf) < MIN_FILE_BYTES:
+        raise AdtTruncatedError(f"file is {len(buf)} bytes, the smallest .adt file is {MIN_FILE_BYTES}")
+    magic = read_exact(buf, 0, 4, "magic")
+    if magic != L.MAGIC:
+        raise AdtMagicError(f"magic is {magic!r}, expected {L.MAGIC!r}: not a .adt file")
+    major, minor = read_exact(buf, 4, 2, "version")
+    if major != L.MAJOR_VERSION:
+        raise AdtVersionError(f"file has major version {major}, this reader reads major version {L.MAJOR_VERSION}")
+    body_end = len(buf) - 4
+    stored = struct.unpack("<I", read_exact(buf, body_end, 4, "checksum"))[0]
+    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF
+    if stored != actual:
+        raise AdtChecksumError(f"CRC-32 is {stored:#010x}, the contents give {actual:#010x}: the file is corrupted")
+
+    # -- Section table
+    cur = Cursor(buf, 6, body_end, "section table")
+    n = cur.varint("section count", limit=L.MAX_SECTIONS)
+    entries = []
+    for i in range(n):
+        kind = cur.u8(f"section {i} kind")
+        length = cur.varint(f"section {i} length")
+        entries.append((kind, length))
+    offset = cur.pos
+    sections = []
+    prev_kind = 0
+    for i, (kind, length) in enumerate(entries):
+        if kind >= 128:
+            raise AdtSectionError(f"section {i}: kind {kind} is reserved (must be < 128)")
+        if kind < 64 and kind not in SECTION_NAMES:
+            raise AdtSectionError(f"section {i}: unknown required section kind {kind} (known: {sorted(SECTION_NAMES)})")
+        if kind <= prev_kind:
+            raise AdtSectionError(f"section {i}: kind {kind} after kind {prev_kind}; kinds must be strictly increasing")
+        limit = L.MAX_PAYLOAD_BYTES if kind == SECTION_PAYLOAD else L.MAX_SECTION_BYTES
+        if length > limit:
+            raise AdtLimitError(f"section {i} ({SECTION_NAMES.get(kind, kind)}): length {length} exceeds {limit}")
+        if offset + length > body_end:
+            raise AdtSectionError(
+                f"section {i} ({SECTION_NAMES.get(kind, kind)}): bytes {offset}..{offset + length} run past "
+                f"the end of the body at {body_end}"
+            )
+        sections.append(SectionInfo(kind, offset, length))
+        offset += length
+        prev_kind = kind
+    if offset != body_end:
+        raise AdtSectionError(
+            f"sections end at byte {offset} but the checksum starts at {body_end}: "
+            f"{body_end - offset} bytes belong to no section"
+        )
+    for kind in REQUIRED_SECTIONS:
+        if not any(s.kind == kind for s in sections):
+            raise AdtSectionError(f"required section {SECTION_NAMES[kind]!r} (kind {kind}) is missing")
+    return (major, minor), sections, cur.pos
+
+
+# -- Metadata ----------------------------------------------------------------------------------
+def _read_metadata(cur: Cursor) -> dict[str, str]:
+    n = cur.varint("entry count", limit=L.MAX_META_ENTRIES)
+    meta: dict[str, str] = {}
+    for i in range(n):
+        key = cur.string(f"key {i}", L.MAX_META_KEY_BYTES, AdtMetadataError)
+        value = cur.string(f"value of {key!r}", L.MAX_META_VALUE_BYTES, AdtMetadataError)
+        if not key:
+            raise AdtMetadataError(f"metadata: key {i} is empty")
+        if key in meta:
+            raise AdtMetadataError(f"metadata: duplicate key {key!r}")
+        meta[key] = value
+    cur.expect_end()
+    return meta
+
+
+# -- Architecture --------------------------------------------------------------------------------
+def _read_architecture(cur: Cursor) -> bytes:
+    fmt = cur.u8("format")
+    if fmt != ARCH_ONNX_DEFLATE:
+        raise AdtArchitectureError(f"architecture: format {fmt} is unknown (expected {ARCH_ONNX_DEFLATE}: ONNX, DEFLATE)")
+    size = cur.varint("uncompressed size", limit=L.MAX_ARCH_BYTES)
+    comp = cur.bytes(cur.remaining(), "compressed graph")
+    d = zlib.decompressobj(-15)
+    try:
+        # max_length bounds the output: a lying size or a zip bomb cannot make us allocate more.
+        raw = d.decompress(comp, size + 1)
+    except zlib.error as exc:
+        raise AdtArchitectureError(f"architecture: DEFLATE stream is corrupt ({exc})") from None
+    if len(raw) != size or not d.eof or d.unused_data or d.unconsumed_tail:
+        raise AdtArchitectureError(
+            f"architecture: DEFLATE stream gives {len(raw)}{'+' if not d.eof else ''} bytes, header says {size}"
+            + (" (data after the end of the stream)" if d.unused_data else "")
+        )
+    return raw
+
+
+# -- Code tables -------------------------------------------------------------------------------
+def _read_codes(cur: Cursor) -> list[HuffmanCode]:
+    n = cur.varint("table count", limit=L.MAX_TABLES)
+    codes = [HuffmanCode(decode_table(cur, f"code table {i}")) for i in range(n)]
+    cur.expect_end()
+    return codes
+
+
+# -- Tensor table ------------------------------------------------------------------------------
+def _dims(cur: Cursor, n: int, what: str) -> tuple[int, ...]:
+    return tuple(cur.varint(f"{what} dim {i}", limit=L.MAX_DIM, minimum=1) for i in range(n))
+
+
+def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGroup], list[Core], list[Param]]:
+    groups = []
+    for i in range(cur.varint("group count", limit=L.MAX_GROUPS)):
+        mode = cur.u8(f"group {i} mode")
+        if mode != QUANT_EQ13:
+            raise AdtTableError(f"tensor table: group {i} has quantizer mode {mode}, expected {QUANT_EQ13} (Eq. 13)")
+        q = cur.varint(f"group {i} Q", limit=L.MAX_Q, minimum=1)
+        b = cur.f32(f"group {i} b")
+        if not (np.isfinite(b) and b > 0):
+            raise AdtTableError(f"tensor table: group {i} has bound b = {b}, expected a finite value > 0")
+        table = cur.varint(f"group {i} table", limit=max(0, len(codes) - 1))
+        if not codes:
+            raise AdtTableError(f"tensor table: group {i} refers to table {table}, but the file has no code tables")
+        groups.append(QuantGroup(q, b, table, mode))
+
+    cores = []
+    for i in range(cur.varint("core count", limit=L.MAX_CORES)):
+        kind = cur.u8(f"core {i} kind")
+        order = cur.varint(f"core {i} order", limit=L.MAX_ORDER, minimum=1)
+        if kind == CORE_TUCKER:
+            dims = _dims(cur, order, f"core {i}")
+        elif kind == CORE_CP:
+            dims = (cur.varint(f"core {i} rank", limit=L.MAX_DIM, minimum=1),) * order
+        else:
+            raise AdtTableError(f"tensor table: core {i} has kind {kind}, expected {CORE_TUCKER} (Tucker) or {CORE_CP} (CP)")
+        group = cur.varint(f"core {i} group", limit=max(0, len(groups) - 1))
+        if not groups:
+            raise AdtTableError(f"tensor table: core {i} refers to group {group}, but there are no groups")
+        core = Core(kind, dims, group, np.zeros(0, np.uint16))
+        if core.stored_count > L.MAX_TENSOR_ELEMENTS:
+            raise AdtLimitError(f"tensor table: core {i} has {core.stored_count} values, limit {L.MAX_TENSOR_ELEMENTS}")
+        cores.append(core)
+
+    params = []
+    names: set[str] = set()
+    total = 0
+    for i in range(cur.varint("parameter count", limit=L.MAX_PARAMS)):
+        name = cur.string(f"parameter {i} name", L.MAX_NAME_BYTES)
+        if not name or name in names:
+            raise AdtTableError(f"tensor table: parameter {i} name {name!r} is {'empty' if not name else 'a duplicate'}")
+        names.add(name)
+        ndim = cur.varint(f"parameter {name!r} ndim", limit=L.MAX_ORDER)
+        shape = _dims(cur, ndim, f"parameter {name!r}")
+        numel = prod(shape)
+        total += numel
+        if numel > L.MAX_TENSOR_ELEMENTS or total > L.MAX_TOTAL_ELEMENTS:
+            raise AdtLimitError(
+                f"tensor table: parameter {name!r} shape {shape} ({numel} elements, {total} in all) exceeds "
+                f"{L.MAX_TENSOR_ELEMENTS} per tensor / {L.MAX_TOTAL_ELEMENTS} in all"
+            )
+        enc = cur.u8(f"parameter {name!r} encoding")
+        group = cur.varint(f"parameter {name!r} group", limit=max(0, len(groups) - 1))
+        if not groups:
+            raise AdtTableError(f"tensor table: parameter {name!r} refers to group {group}, but there are no groups")
+        if enc == ENC_PLAIN:
+            params.append(Param(name, shape, enc, group))
+        elif enc == ENC_TUCKER:
+            ci = cur.varint(f"parameter {name!r} core", limit=max(0, len(cores) - 1))
+            if not cores:
+                raise AdtTableError(f"tensor table: parameter {name!r} refers to core {ci}, but there are no cores")
+            reshape = _dims(cur, cores[ci].order, f"parameter {name!r} reshape")
+            if prod(reshape) != numel:
+                raise AdtTableError(
+                    f"tensor table: parameter {name!r} reshape {reshape} has {prod(reshape)} elements, shape {shape} has {numel}"
+                )
+            factors = [np.zeros((n, 0), np.uint16) for n in reshape]  # placeholders until the payload
+            p = Param(name, shape, enc, group, core=ci, factors=factors)
+            params.append(p)
+        else:
+            raise AdtTableError(f"tensor table: parameter {name!r} has encoding {enc}, expected {ENC_PLAIN} (plain) or {ENC_TUCKER} (Tucker)")
+    cur.expect_end()
+    return groups, cores, params
+
+
+# -- Payload -----------------------------------------------------------------------------------
+def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
+    # (what, group, count, kind of slot, where to put it) in payload order
+    plan = []
+    for i, c in enumerate(cores):
+        plan.append((f"core {i}", c.group, c.stored_count, c, None))
+    for p in params:
+        if p.encoding == ENC_PLAIN:
+            plan.append((f"parameter {p.name!r}", p.group, p.numel, p, None))
+        else:
+            for j, f in enumerate(p.factors):
+                k = cores[p.core].dims[j]
+                plan.append((f"parameter {p.name!r} factor {j}", p.group, f.shape[0] * k, p, j))
+    nbytes = cur.remaining()
+    total = sum(n for _, _, n, _, _ in plan)
+    if total > 8 * nbytes:
+        raise AdtPayloadError(
+            f"payload: {total} coded values need at least {total} bits, the payload has only {8 * nbytes}"
+        )
+    bits = bitarray(endian="big")
+    bits.frombytes(cur.bytes(nbytes, "bitstream"))
+    pos = 0
+    for what, g, n, slot, j in plan:
+        code = codes[groups[g].table]
+        sym, end = code.decode(bits, pos, n, f"payload: {what}")
+        if end > len(bits):
+            raise AdtPayloadError(f"payload: {what} ends at bit {end}, past the end of the payload ({len(bits)} bits)")
+        if n and int(sym.max()) >= groups[g].q:
+            raise AdtPayloadError(f"payload: {what} holds symbol {int(sym.max())}, but its group {g} has only Q = {groups[g].q} levels")
+        if isinstance(slot, Core):
+            slot.symbols = sym.reshape(slot.dims) if slot.kind == CORE_TUCKER else sym
+            slot.bits = end - pos
+        elif j is None:
+            slot.symbols = sym.reshape(slot.shape)
+            slot.bits = end - pos
+        else:
+            k = cores[slot.core].dims[j]
+            slot.factors[j] = sym.reshape(-1, k)
+            slot.bits += end - pos
+        pos = end
+    if (pos + 7) // 8 != nbytes:
+        raise AdtPayloadError(f"payload: codes end at bit {pos}, so the payload must be {(pos + 7) // 8} bytes, it is {nbytes}")
+    if bits[pos:].any():
+        raise AdtPayloadError(f"payload: the {len(bits) - pos} padding bits after the last code are not zero")
+    return pos
+
+
+# -- Whole file --------------------------------------------------------------------------------
+def read_adt(source: bytes | bytearray | memoryview | str | os.PathLike) -> AdtFile:
+    """Parse, validate and decode a .adt file (a path or its bytes). Raises an :class:`AdtError`
+    subclass naming the first problem."""
+    buf = _load_bytes(source)
+    version, sections, header_end = _read_header(buf)
+    by_kind = {s.kind: s for s in sections}
+
+    def cursor(kind: int) -> Cursor:
+        s = by_kind[kind]
+        return Cursor(buf, s.offset, s.offset + s.length, SECTION_NAMES[kind])
+
+    meta = _read_metadata(cursor(SECTION_META)) if SECTION_META in by_kind else {}
+    arch = None
+    if SECTION_ARCH in by_kind:
+        c = cursor(SECTION_ARCH)
+        arch = _read_architecture(c)
+    codes = _read_codes(cursor(SECTION_CODES))
+    groups, cores, params = _read_tensors(cursor(SECTION_TENSORS), codes)
+    nbits = _read_payload(cursor(SECTION_PAYLOAD), codes, groups, cores, params)
+    return AdtFile(
+        version=version, metadata=meta, architecture=arch, tables=codes, groups=groups, cores=cores,
+        params=params, sections=sections, file_size=len(buf), header_bytes=header_end, payload_bits=nbits,
+    )

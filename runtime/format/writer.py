@@ -1,0 +1,297 @@
+"""Build .adt files. The writer is a small state machine (GGUF-style): quantizer groups, then cores,
+then parameters; metadata and the architecture any time before :meth:`AdtWriter.to_bytes`. Calls out
+of that order raise :class:`AdtWriterError`. The same calls always produce the same bytes."""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+from math import prod
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from bitarray import bitarray
+
+from . import limits as L
+from .binary import encode_string, encode_varint
+from .container import (
+    ARCH_ONNX_DEFLATE, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13,
+    SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_PAYLOAD, SECTION_TENSORS,
+)
+from .errors import AdtError, AdtWriterError
+from .huffman import HuffmanCode, encode_table
+from .quantize import check_quantizer
+
+TABLE_POLICIES = ("shared", "per_group", "auto")
+
+_PHASE_GROUPS, _PHASE_CORES, _PHASE_PARAMS, _PHASE_DONE = range(4)
+_PHASE_NAMES = ["groups", "cores", "parameters", "finished"]
+
+
+def _symbols(arr: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.kind not in "ui":
+        raise AdtWriterError(f"{what}: symbols must be integers, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= L.MAX_Q):
+        raise AdtWriterError(f"{what}: symbols must lie in 0..{L.MAX_Q - 1}, got {a.min()}..{a.max()}")
+    return a.astype(np.uint16)
+
+
+class AdtWriter:
+    """Collects quantized arrays and writes one .adt file.
+
+    >>> w = AdtWriter()
+    >>> g = w.add_group(q=512, b=3.0)
+    >>> c = w.add_core(core_symbols, group=g)
+    >>> w.add_tucker("fc.weight", (500, 10), core=c, factors=[m1, m2], group=g)
+    >>> w.write("model.adt")
+    """
+
+    def __init__(self, tables: str = "auto"):
+        if tables not in TABLE_POLICIES:
+            raise AdtWriterError(f"tables must be one of {TABLE_POLICIES}, got {tables!r}")
+        self.table_policy = tables
+        self._phase = _PHASE_GROUPS
+        self._meta: dict[str, str] = {}
+        self._arch: bytes | None = None
+        self._groups: list[tuple[int, float]] = []
+        self._cores: list[tuple[int, tuple[int, ...], int, np.ndarray]] = []
+        self._params: list[tuple[str, tuple[int, ...], int, int, int | None, list[np.ndarray]]] = []
+        self._names: set[str] = set()
+        self._total_elements = 0
+        self.chosen_policy: str | None = None  # which table policy to_bytes() used
+        self._result: bytes | None = None
+
+    # -- state machine ---------------------------------------------------------------------------
+    def _enter(self, phase: int, call: str) -> None:
+        if self._phase == _PHASE_DONE:
+            raise AdtWriterError(f"{call}: the file is already finished")
+        if phase < self._phase:
+            raise AdtWriterError(
+                f"{call}: out of order, {_PHASE_NAMES[phase]} must be added before {_PHASE_NAMES[self._phase]}"
+            )
+        self._phase = phase
+
+    def _check_group(self, group: int, what: str) -> None:
+        if not 0 <= group < len(self._groups):
+            raise AdtWriterError(f"{what}: group {group} does not exist (have {len(self._groups)})")
+
+    # -- content ---------------------------------------------------------------------------------
+    def add_metadata(self, key: str, value: str) -> None:
+        """A key/value string pair for tools to print (producer, model name, accuracy, ...)."""
+        if self._phase == _PHASE_DONE:
+            raise AdtWriterError("add_metadata: the file is already finished")
+        if not key or len(key.encode()) > L.MAX_META_KEY_BYTES:
+            raise AdtWriterError(f"metadata key must be 1..{L.MAX_META_KEY_BYTES} UTF-8 bytes: {key!r}")
+        if len(str(value).encode()) > L.MAX_META_VALUE_BYTES:
+            raise AdtWriterError(f"metadata value of {key!r} exceeds {L.MAX_META_VALUE_BYTES} bytes")
+        if key not in self._meta and len(self._meta) >= L.MAX_META_ENTRIES:
+            raise AdtWriterError(f"more than {L.MAX_META_ENTRIES} metadata entries")
+        self._meta[key] = str(value)
+
+    def set_architecture(self, onnx_model: bytes) -> None:
+        """The model's ONNX graph without weight initializers (stored DEFLATE-compressed)."""
+        if self._phase == _PHASE_DONE:
+            raise AdtWriterError("set_architecture: the file is already finished")
+        if len(onnx_model) > L.MAX_ARCH_BYTES:
+            raise AdtWriterError(f"architecture is {len(onnx_model)} bytes, limit {L.MAX_ARCH_BYTES}")
+        self._arch = bytes(onnx_model)
+
+    def add_group(self, q: int, b: float) -> int:
+        """A quantizer (Eq. 13 with Q levels and bound b); returns its index."""
+        self._enter(_PHASE_GROUPS, "add_group")
+        try:
+            check_quantizer(q, b)
+        except AdtError as exc:
+            raise AdtWriterError(f"add_group: {exc}") from None
+        if len(self._groups) >= L.MAX_GROUPS:
+            raise AdtWriterError(f"more than {L.MAX_GROUPS} groups")
+        self._groups.append((int(q), float(np.float32(b))))
+        return len(self._groups) - 1
+
+    def add_core(self, symbols: np.ndarray, group: int, cp_order: int | None = None) -> int:
+        """A Tucker core (``symbols`` has the core's shape), or with ``cp_order=d`` a CP core: a
+        superdiagonal core of order d whose diagonal ``symbols`` (1-D, length r) is all that is stored."""
+        self._enter(_PHASE_CORES, "add_core")
+        self._check_group(group, "add_core")
+        sym = _symbols(symbols, "add_core")
+        if cp_order is not None:
+            if sym.ndim != 1 or sym.size < 1 or not 1 <= cp_order <= L.MAX_ORDER:
+                raise AdtWriterError(f"add_core: a CP core needs a 1-D diagonal and order 1..{L.MAX_ORDER}")
+            kind, dims = CORE_CP, (int(sym.size),) * cp_order
+        else:
+            if not 1 <= sym.ndim <= L.MAX_ORDER or sym.size == 0:
+                raise AdtWriterError(f"add_core: core order must be 1..{L.MAX_ORDER} with no zero dims, got shape {sym.shape}")
+            kind, dims = CORE_TUCKER, tuple(int(d) for d in sym.shape)
+        if len(self._cores) >= L.MAX_CORES:
+            raise AdtWriterError(f"more than {L.MAX_CORES} cores")
+        self._cores.append((kind, dims, group, sym.reshape(-1)))
+        return len(self._cores) - 1
+
+    def _add_param(self, name: str, shape: Sequence[int], encoding: int, group: int,
+                   core: int | None, arrays: list[np.ndarray]) -> None:
+        self._enter(_PHASE_PARAMS, "add parameter")
+        self._check_group(group, f"parameter {name!r}")
+        if not name or len(name.encode()) > L.MAX_NAME_BYTES:
+            raise AdtWriterError(f"parameter name must be 1..{L.MAX_NAME_BYTES} UTF-8 bytes: {name!r}")
+        if name in self._names:
+            raise AdtWriterError(f"duplicate parameter name {name!r}")
+        shape = tuple(int(d) for d in shape)
+        if len(shape) > L.MAX_ORDER or any(not 1 <= d <= L.MAX_DIM for d in shape):
+            raise AdtWriterError(f"parameter {name!r}: shape {shape} needs ndim <= {L.MAX_ORDER} and dims >= 1")
+        numel = prod(shape)
+        if numel > L.MAX_TENSOR_ELEMENTS or self._total_elements + numel > L.MAX_TOTAL_ELEMENTS:
+            raise AdtWriterError(f"parameter {name!r}: {numel} elements exceed the format's limits")
+        if len(self._params) >= L.MAX_PARAMS:
+            raise AdtWriterError(f"more than {L.MAX_PARAMS} parameters")
+        self._names.add(name)
+        self._total_elements += numel
+        self._params.append((name, shape, encoding, group, core, arrays))
+
+    def add_plain(self, name: str, symbols: np.ndarray, group: int) -> None:
+        """A parameter stored as quantized dense values; its shape is ``symbols.shape``."""
+        sym = _symbols(symbols, f"parameter {name!r}")
+        self._add_param(name, sym.shape, ENC_PLAIN, group, None, [sym.reshape(-1)])
+
+    def add_tucker(self, name: str, shape: Sequence[int], core: int, factors: Sequence[np.ndarray],
+                   group: int) -> None:
+        """A parameter rebuilt as reshape(core x_1 M_1 ... x_d M_d, shape); factor i is an
+        ``(n_i, k_i)`` symbol matrix, so the reshape dims are the factors' row counts."""
+        if not 0 <= core < len(self._cores):
+            raise AdtWriterError(f"parameter {name!r}: core {core} does not exist (have {len(self._cores)})")
+        dims = self._cores[core][1]
+        mats = [_symbols(f, f"parameter {name!r} factor {i}") for i, f in enumerate(factors)]
+        if len(mats) != len(dims):
+            raise AdtWriterError(f"parameter {name!r}: core {core} has order {len(dims)}, got {len(mats)} factors")
+        for i, (m, k) in enumerate(zip(mats, dims)):
+            if m.ndim != 2 or m.shape[1] != k or not 1 <= m.shape[0] <= L.MAX_DIM:
+                raise AdtWriterError(f"parameter {name!r}: factor {i} must be (n_{i}, {k}), got {m.shape}")
+        reshape = [m.shape[0] for m in mats]
+        if prod(reshape) != prod(int(d) for d in shape):
+            raise AdtWriterError(
+                f"parameter {name!r}: reshape {tuple(reshape)} has {prod(reshape)} elements, shape {tuple(shape)} has {prod(shape)}"
+            )
+        self._add_param(name, shape, ENC_TUCKER, group, core, [m.reshape(-1) for m in mats])
+
+    # -- output ----------------------------------------------------------------------------------
+    def _streams(self) -> list[tuple[int, np.ndarray]]:
+        """(group, symbols) in payload order: cores, then parameters (factors in mode order)."""
+        out = [(g, sym) for _, _, g, sym in self._cores]
+        for _, _, _, g, _, arrays in self._params:
+            out.extend((g, a) for a in arrays)
+        return out
+
+    def _codes(self, policy: str, streams: list[tuple[int, np.ndarray]]) -> tuple[list[HuffmanCode], list[int]]:
+        """Code tables and each group's table index under ``policy``."""
+        used = sorted({g for g, s in streams if s.size})
+        unused = [g for g in range(len(self._groups)) if g not in used]
+        if unused:
+            raise AdtWriterError(f"group {unused[0]} holds no values (every group needs at least one symbol)")
+        if not used:
+            return [], []
+        if policy == "shared":
+            counts = np.zeros(L.MAX_Q, dtype=np.int64)
+            for _, s in streams:
+                counts += np.bincount(s, minlength=L.MAX_Q)
+            return [HuffmanCode.from_counts(counts)], [0] * len(self._groups)
+        codes = []
+        for g in range(len(self._groups)):
+            counts = np.zeros(L.MAX_Q, dtype=np.int64)
+            for gg, s in streams:
+                if gg == g:
+                    counts += np.bincount(s, minlength=L.MAX_Q)
+            codes.append(HuffmanCode.from_counts(counts))
+        return codes, list(range(len(self._groups)))
+
+    def _build(self, policy: str) -> bytes:
+        streams = self._streams()
+        codes, group_table = self._codes(policy, streams)
+
+        codes_body = encode_varint(len(codes)) + b"".join(encode_table(c.lengths) for c in codes)
+
+        t = bytearray(encode_varint(len(self._groups)))
+        for gi, (q, b) in enumerate(self._groups):
+            t += bytes([QUANT_EQ13]) + encode_varint(q) + struct.pack("<f", b) + encode_varint(group_table[gi])
+        t += encode_varint(len(self._cores))
+        for kind, dims, g, _ in self._cores:
+            t += bytes([kind]) + encode_varint(len(dims))
+            t += encode_varint(dims[0]) if kind == CORE_CP else b"".join(encode_varint(k) for k in dims)
+            t += encode_varint(g)
+        t += encode_varint(len(self._params))
+        for name, shape, enc, g, core, arrays in self._params:
+            t += encode_string(name) + encode_varint(len(shape)) + b"".join(encode_varint(d) for d in shape)
+            t += bytes([enc]) + encode_varint(g)
+            if enc == ENC_TUCKER:
+                t += encode_varint(core)
+                reshape = [a.size // k for a, k in zip(arrays, self._cores[core][1])]
+                t += b"".join(encode_varint(n) for n in reshape)
+
+        bits = bitarray(endian="big")
+        for g, s in streams:
+            codes[group_table[g]].encode_into(bits, s)
+        bits.fill()
+        payload = bits.tobytes()
+        if len(payload) > L.MAX_PAYLOAD_BYTES:
+            raise AdtWriterError(f"payload of {len(payload)} bytes exceeds {L.MAX_PAYLOAD_BYTES}")
+
+        sections: list[tuple[int, bytes]] = []
+        if self._meta:
+            m = bytearray(encode_varint(len(self._meta)))
+            for k, v in self._meta.items():
+                m += encode_string(k) + encode_string(v)
+            sections.append((SECTION_META, bytes(m)))
+        if self._arch is not None:
+            comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+            deflated = comp.compress(self._arch) + comp.flush()
+            sections.append((SECTION_ARCH, bytes([ARCH_ONNX_DEFLATE]) + encode_varint(len(self._arch)) + deflated))
+        sections += [(SECTION_CODES, codes_body), (SECTION_TENSORS, bytes(t)), (SECTION_PAYLOAD, payload)]
+
+        out = bytearray(L.MAGIC + bytes([L.MAJOR_VERSION, L.MINOR_VERSION]))
+        out += encode_varint(len(sections))
+        for kind, body in sections:
+            out += bytes([kind]) + encode_varint(len(body))
+        for _, body in sections:
+            out += body
+        out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
+        return bytes(out)
+
+    def to_bytes(self) -> bytes:
+        """Finish the file and return its bytes. With ``tables="auto"`` both table policies are
+        built and the smaller file is kept (ties go to one shared table)."""
+        if self._result is not None:
+            return self._result
+        policies = ["shared", "per_group"] if self.table_policy == "auto" else [self.table_policy]
+        best = None
+        for policy in policies:
+            data = self._build(policy)
+            if best is None or len(data) < len(best[1]):
+                best = (policy, data)
+        self.chosen_policy, self._result = best
+        self._phase = _PHASE_DONE
+        return self._result
+
+    def write(self, path: str | os.PathLike) -> int:
+        """Write the file atomically (temporary file in the same folder, fsync, rename); return its size."""
+        data = self.to_bytes()
+        write_atomic(path, data)
+        return len(data)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
