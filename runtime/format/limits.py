@@ -17,10 +17,11 @@ MAX_META_ENTRIES = 256
 MAX_META_KEY_BYTES = 64
 MAX_META_VALUE_BYTES = 65535
 MAX_ARCH_BYTES = 1 << 26             # decompressed architecture: 64 MiB
+MAX_DEFLATE_RATIO = 1032             # no DEFLATE stream expands more than this (zlib FAQ)
 MAX_TABLES = 256
 MAX_GROUPS = 4096
 MAX_CORES = 4096
 MAX_PARAMS = 65535
 MAX_Q = 65536                        # symbols are 0..Q-1 and fit in 16 bits
 MAX_CODE_LENGTH = 24
-MAX_EG_LEADING_ZEROS = 6             # Exp-Golomb codes of code-length deltas are <= 13 bits
+MAX_EG_LEADING_ZEROS = 15            # Exp-Golomb codes in a code table are <= 31 bits

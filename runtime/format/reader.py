@@ -47,19 +47,17 @@ def _load_bytes(source: bytes | bytearray | memoryview | str | os.PathLike) -> b
 
 # -- Header ------------------------------------------------------------------------------------
 def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
+    # Magic and version first (on whatever prefix exists), so that a short foreign file is reported
+    # as "not a .adt file" and a short newer file as a version problem, not as truncated.
+    head = buf[:4]
+    if head != L.MAGIC[:len(head)] or len(buf) == 0:
+        raise AdtMagicError(f"magic is {bytes(head)!r}, expected {L.MAGIC!r}: not a .adt file")
+    if len(buf) >= 5 and buf[4] != L.MAJOR_VERSION:
+        raise AdtVersionError(f"file has major version {buf[4]}, this reader reads major version {L.MAJOR_VERSION}")
     if len(buf) < MIN_FILE_BYTES:
         raise AdtTruncatedError(f"file is {len(buf)} bytes, the smallest .adt file is {MIN_FILE_BYTES}")
-    magic = read_exact(buf, 0, 4, "magic")
-    if magic != L.MAGIC:
-        raise AdtMagicError(f"magic is {magic!r}, expected {L.MAGIC!r}: not a .adt file")
     major, minor = read_exact(buf, 4, 2, "version")
-    if major != L.MAJOR_VERSION:
-        raise AdtVersionError(f"file has major version {major}, this reader reads major version {L.MAJOR_VERSION}")
     body_end = len(buf) - 4
-    stored = struct.unpack("<I", read_exact(buf, body_end, 4, "checksum"))[0]
-    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF
-    if stored != actual:
-        raise AdtChecksumError(f"CRC-32 is {stored:#010x}, the contents give {actual:#010x}: the file is corrupted")
 
     # -- Section table
     cur = Cursor(buf, 6, body_end, "section table")
@@ -83,9 +81,10 @@ def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
         if length > limit:
             raise AdtLimitError(f"section {i} ({SECTION_NAMES.get(kind, kind)}): length {length} exceeds {limit}")
         if offset + length > body_end:
-            raise AdtSectionError(
+            raise AdtTruncatedError(
                 f"section {i} ({SECTION_NAMES.get(kind, kind)}): bytes {offset}..{offset + length} run past "
-                f"the end of the body at {body_end}"
+                f"the end of the body at {body_end}: the file is {len(buf)} bytes, its section table "
+                f"declares at least {offset + length + 4}"
             )
         sections.append(SectionInfo(kind, offset, length))
         offset += length
@@ -98,6 +97,12 @@ def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
     for kind in REQUIRED_SECTIONS:
         if not any(s.kind == kind for s in sections):
             raise AdtSectionError(f"required section {SECTION_NAMES[kind]!r} (kind {kind}) is missing")
+    # The checksum comes after the structural checks so that a truncated file is reported as
+    # truncated (its section table declares more bytes than it has), not as merely corrupted.
+    stored = struct.unpack("<I", read_exact(buf, body_end, 4, "checksum"))[0]
+    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF
+    if stored != actual:
+        raise AdtChecksumError(f"CRC-32 is {stored:#010x}, the contents give {actual:#010x}: the file is corrupted")
     return (major, minor), sections, cur.pos
 
 
@@ -124,6 +129,13 @@ def _read_architecture(cur: Cursor) -> bytes:
         raise AdtArchitectureError(f"architecture: format {fmt} is unknown (expected {ARCH_ONNX_DEFLATE}: ONNX, DEFLATE)")
     size = cur.varint("uncompressed size", limit=L.MAX_ARCH_BYTES)
     comp = cur.bytes(cur.remaining(), "compressed graph")
+    if size > L.MAX_DEFLATE_RATIO * len(comp):
+        # No DEFLATE stream expands more than 1032:1, so this size is a lie; refusing it here keeps a
+        # hostile file from making the reader allocate the declared size.
+        raise AdtArchitectureError(
+            f"architecture: uncompressed size {size} is impossible for {len(comp)} compressed bytes "
+            f"(DEFLATE expands at most {L.MAX_DEFLATE_RATIO}:1)"
+        )
     d = zlib.decompressobj(-15)
     try:
         # max_length bounds the output: a lying size or a zip bomb cannot make us allocate more.
@@ -147,6 +159,15 @@ def _read_codes(cur: Cursor) -> list[HuffmanCode]:
 
 
 # -- Tensor table ------------------------------------------------------------------------------
+def _ref(cur: Cursor, what: str, count: int, target: str) -> int:
+    """An index into an earlier list (tables, groups, cores): out of range is an AdtTableError."""
+    at = cur.pos
+    v = cur.varint(what)
+    if v >= count:
+        raise AdtTableError(f"{cur.where}: {what} = {v} at offset {at}, but the file has only {count} {target}")
+    return v
+
+
 def _dims(cur: Cursor, n: int, what: str) -> tuple[int, ...]:
     return tuple(cur.varint(f"{what} dim {i}", limit=L.MAX_DIM, minimum=1) for i in range(n))
 
@@ -161,9 +182,7 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
         b = cur.f32(f"group {i} b")
         if not (np.isfinite(b) and b > 0):
             raise AdtTableError(f"tensor table: group {i} has bound b = {b}, expected a finite value > 0")
-        table = cur.varint(f"group {i} table", limit=max(0, len(codes) - 1))
-        if not codes:
-            raise AdtTableError(f"tensor table: group {i} refers to table {table}, but the file has no code tables")
+        table = _ref(cur, f"group {i} table", len(codes), "code tables")
         groups.append(QuantGroup(q, b, table, mode))
 
     cores = []
@@ -176,9 +195,7 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
             dims = (cur.varint(f"core {i} rank", limit=L.MAX_DIM, minimum=1),) * order
         else:
             raise AdtTableError(f"tensor table: core {i} has kind {kind}, expected {CORE_TUCKER} (Tucker) or {CORE_CP} (CP)")
-        group = cur.varint(f"core {i} group", limit=max(0, len(groups) - 1))
-        if not groups:
-            raise AdtTableError(f"tensor table: core {i} refers to group {group}, but there are no groups")
+        group = _ref(cur, f"core {i} group", len(groups), "groups")
         core = Core(kind, dims, group, np.zeros(0, np.uint16))
         if core.stored_count > L.MAX_TENSOR_ELEMENTS:
             raise AdtLimitError(f"tensor table: core {i} has {core.stored_count} values, limit {L.MAX_TENSOR_ELEMENTS}")
@@ -202,15 +219,11 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
                 f"{L.MAX_TENSOR_ELEMENTS} per tensor / {L.MAX_TOTAL_ELEMENTS} in all"
             )
         enc = cur.u8(f"parameter {name!r} encoding")
-        group = cur.varint(f"parameter {name!r} group", limit=max(0, len(groups) - 1))
-        if not groups:
-            raise AdtTableError(f"tensor table: parameter {name!r} refers to group {group}, but there are no groups")
+        group = _ref(cur, f"parameter {name!r} group", len(groups), "groups")
         if enc == ENC_PLAIN:
             params.append(Param(name, shape, enc, group))
         elif enc == ENC_TUCKER:
-            ci = cur.varint(f"parameter {name!r} core", limit=max(0, len(cores) - 1))
-            if not cores:
-                raise AdtTableError(f"tensor table: parameter {name!r} refers to core {ci}, but there are no cores")
+            ci = _ref(cur, f"parameter {name!r} core", len(cores), "cores")
             reshape = _dims(cur, cores[ci].order, f"parameter {name!r} reshape")
             if prod(reshape) != numel:
                 raise AdtTableError(

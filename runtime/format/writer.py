@@ -74,9 +74,14 @@ class AdtWriter:
             )
         self._phase = phase
 
-    def _check_group(self, group: int, what: str) -> None:
-        if not 0 <= group < len(self._groups):
-            raise AdtWriterError(f"{what}: group {group} does not exist (have {len(self._groups)})")
+    def _check_group(self, group: int, what: str, symbols: Sequence[np.ndarray] = ()) -> None:
+        """The group must exist and every symbol must be one of its Q levels (a reader rejects more)."""
+        if not isinstance(group, (int, np.integer)) or not 0 <= group < len(self._groups):
+            raise AdtWriterError(f"{what}: group {group!r} does not exist (have {len(self._groups)})")
+        q = self._groups[group][0]
+        for s in symbols:
+            if s.size and int(s.max()) >= q:
+                raise AdtWriterError(f"{what}: symbol {int(s.max())} is out of range for group {group} (Q = {q}, symbols 0..{q - 1})")
 
     # -- content ---------------------------------------------------------------------------------
     def add_metadata(self, key: str, value: str) -> None:
@@ -115,8 +120,8 @@ class AdtWriter:
         """A Tucker core (``symbols`` has the core's shape), or with ``cp_order=d`` a CP core: a
         superdiagonal core of order d whose diagonal ``symbols`` (1-D, length r) is all that is stored."""
         self._enter(_PHASE_CORES, "add_core")
-        self._check_group(group, "add_core")
         sym = _symbols(symbols, "add_core")
+        self._check_group(group, "add_core", [sym])
         if cp_order is not None:
             if sym.ndim != 1 or sym.size < 1 or not 1 <= cp_order <= L.MAX_ORDER:
                 raise AdtWriterError(f"add_core: a CP core needs a 1-D diagonal and order 1..{L.MAX_ORDER}")
@@ -133,7 +138,7 @@ class AdtWriter:
     def _add_param(self, name: str, shape: Sequence[int], encoding: int, group: int,
                    core: int | None, arrays: list[np.ndarray]) -> None:
         self._enter(_PHASE_PARAMS, "add parameter")
-        self._check_group(group, f"parameter {name!r}")
+        self._check_group(group, f"parameter {name!r}", arrays)
         if not name or len(name.encode()) > L.MAX_NAME_BYTES:
             raise AdtWriterError(f"parameter name must be 1..{L.MAX_NAME_BYTES} UTF-8 bytes: {name!r}")
         if name in self._names:
