@@ -50,7 +50,7 @@ def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
     # Magic and version first (on whatever prefix exists), so that a short foreign file is reported
     # as "not a .adt file" and a short newer file as a version problem, not as truncated.
     head = buf[:4]
-    if head != L.MAGIC[:len(head)] or len(buf) == 0:
+    if head != L.MAGIC[:len(head)]:
         raise AdtMagicError(f"magic is {bytes(head)!r}, expected {L.MAGIC!r}: not a .adt file")
     if len(buf) >= 5 and buf[4] != L.MAJOR_VERSION:
         raise AdtVersionError(f"file has major version {buf[4]}, this reader reads major version {L.MAJOR_VERSION}")
