@@ -1,0 +1,400 @@
+"""The malformed-file corpus: every broken file raises its specific AdtError subclass, quickly and
+without large allocations. Fields are lied about with the CRC recomputed, so the intended check fires
+(the checksum is verified after the structural header checks, see FORMAT.md "Reading order")."""
+from __future__ import annotations
+
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+
+import adt_format_craft as C
+from adt.runtime.format import (
+    AdtArchitectureError, AdtChecksumError, AdtCodeTableError, AdtError, AdtLimitError, AdtMagicError,
+    AdtMetadataError, AdtPayloadError, AdtSectionError, AdtTableError, AdtTruncatedError, AdtVarintError,
+    AdtVersionError, read_adt,
+)
+from adt.runtime.format import limits as L
+
+PLAIN = (C.VECTORS / "plain.adt").read_bytes()       # 39 bytes, FORMAT.md's worked example
+META = (C.VECTORS / "tucker_bias_meta.adt").read_bytes()
+ARCH = (C.VECTORS / "arch.adt").read_bytes()
+
+# The plain vector's parts, rebuilt (test_format_vectors checks they give PLAIN byte for byte).
+CODES = C.varint(1) + C.table({1: 2, 2: 1, 3: 2})
+GROUP = C.group(4, 1.0)
+PARAM = C.plain_param("x", [4], 0)
+PAY = C.payload("100011")
+
+
+def build(codes=CODES, groups=(GROUP,), cores=(), params=(PARAM,), pay=PAY, extra=(), **kw) -> bytes:
+    sections = sorted([(3, codes), (4, C.tensors(list(groups), list(cores), list(params))), (5, pay), *extra])
+    return C.assemble(sections, **kw)
+
+
+def check(data: bytes, exc: type[AdtError]) -> AdtError:
+    """read_adt(data) must raise exactly ``exc`` (a subclass of it fails too: classes are asserted)."""
+    with pytest.raises(AdtError) as info:
+        read_adt(data)
+    assert type(info.value) is exc, f"expected {exc.__name__}, got {type(info.value).__name__}: {info.value}"
+    return info.value
+
+
+def test_build_reproduces_plain_vector():
+    assert build() == PLAIN
+
+
+# -- truncation, magic, version, checksum ---------------------------------------------------------
+@pytest.mark.parametrize("vector", ["plain", "tucker_bias_meta", "arch"])
+def test_truncation_at_every_offset(vector):
+    data = (C.VECTORS / f"{vector}.adt").read_bytes()
+    for n in range(len(data)):
+        check(data[:n], AdtTruncatedError)
+
+
+@pytest.mark.parametrize("magic", [b"ADT\x00", b"GGUF", b"\x89PNG", b"adt\x1a", b"ADT"[:0] + b"X"])
+def test_bad_magic(magic):
+    check(magic + PLAIN[4:], AdtMagicError)
+
+
+@pytest.mark.parametrize("major", [0, 2, 255])
+def test_other_major_version(major):
+    check(build(major=major), AdtVersionError)
+    check(PLAIN[:5].replace(b"\x01", bytes([major])), AdtVersionError)   # even when truncated
+
+
+def test_future_minor_version_is_read():
+    f = read_adt(build(minor=7))
+    assert f.version == (1, 7) and f.param("x").symbols.tolist() == [1, 2, 2, 3]
+
+
+def test_flipped_bits():
+    """Every single-bit flip is caught; after the section table it is always the checksum."""
+    header_end = read_adt(PLAIN).header_bytes
+    for i in range(len(PLAIN)):
+        for bit in range(8):
+            bad = bytearray(PLAIN)
+            bad[i] ^= 1 << bit
+            if i >= header_end:
+                check(bytes(bad), AdtChecksumError)
+            else:
+                with pytest.raises(AdtError):
+                    read_adt(bytes(bad))
+
+
+def test_trailing_bytes():
+    check(PLAIN + b"\x00", AdtSectionError)
+    check(C.recrc(PLAIN + b"\x00\x00\x00\x00\x00"), AdtSectionError)
+
+
+# -- section table ------------------------------------------------------------------------------
+def test_section_count_limits_and_lies():
+    check(build(count=L.MAX_SECTIONS + 1), AdtLimitError)
+    check(build(count=0), AdtSectionError)                  # no entries: bytes belong to no section
+    check(C.assemble([(3, CODES)] * 0, count=0), AdtSectionError)
+
+
+@pytest.mark.parametrize("kind,exc", [(0, AdtSectionError), (9, AdtSectionError), (63, AdtSectionError),
+                                      (128, AdtSectionError), (255, AdtSectionError)])
+def test_bad_section_kinds(kind, exc):
+    check(build(extra=[(kind, b"")]) if kind < 3 else
+          C.assemble([(3, CODES), (4, C.tensors([GROUP], [], [PARAM])), (5, PAY), (kind, b"")]), exc)
+
+
+def test_optional_extension_section_is_skipped():
+    f = read_adt(build(extra=[(64, b"anything"), (127, b"")]))
+    assert [s.kind for s in f.sections] == [3, 4, 5, 64, 127] and f.param("x").symbols.tolist() == [1, 2, 2, 3]
+
+
+def test_section_order_and_duplicates():
+    tens = C.tensors([GROUP], [], [PARAM])
+    check(C.assemble([(4, tens), (3, CODES), (5, PAY)]), AdtSectionError)
+    check(C.assemble([(3, CODES), (3, CODES), (4, tens), (5, PAY)]), AdtSectionError)
+
+
+@pytest.mark.parametrize("missing", [3, 4, 5])
+def test_missing_required_section(missing):
+    secs = [(3, CODES), (4, C.tensors([GROUP], [], [PARAM])), (5, PAY)]
+    check(C.assemble([s for s in secs if s[0] != missing]), AdtSectionError)
+
+
+def test_mis_sized_sections():
+    real = [len(CODES), len(C.tensors([GROUP], [], [PARAM])), len(PAY)]
+    for i in range(3):
+        longer = list(real)
+        longer[i] += 1
+        check(build(lengths=longer), AdtTruncatedError)      # runs past the end of the file
+        shorter = list(real)
+        shorter[i] -= 1
+        check(build(lengths=shorter), AdtSectionError)       # leaves bytes that belong to no section
+    check(build(lengths=[L.MAX_SECTION_BYTES + 1, real[1], real[2]]), AdtLimitError)
+    check(build(lengths=[real[0], real[1], L.MAX_PAYLOAD_BYTES + 1]), AdtLimitError)
+    check(build(lengths=[real[0], real[1], (1 << 63) - 1]), AdtLimitError)
+
+
+def test_overlong_and_non_minimal_varints():
+    head = b"ADT\x1a\x01\x00"
+    body = PLAIN[7:-4]
+    check(C.recrc(head + b"\x83\x00" + body + b"\0\0\0\0"), AdtVarintError)   # 3 written in 2 bytes
+    check(C.recrc(head + b"\xff" * 10 + body + b"\0\0\0\0"), AdtVarintError)  # > 9 bytes
+    # a non-minimal Q inside the tensor table
+    check(build(groups=[b"\x00" + b"\x84\x00" + struct.pack("<f", 1.0) + b"\x00"]), AdtVarintError)
+
+
+# -- metadata -----------------------------------------------------------------------------------
+def _meta(entries: list[tuple[bytes, bytes]], count: int | None = None) -> bytes:
+    body = C.varint(len(entries) if count is None else count)
+    return body + b"".join(C.string(k) + C.string(v) for k, v in entries)
+
+
+@pytest.mark.parametrize("body,exc", [
+    (_meta([(b"a", b"1"), (b"a", b"2")]), AdtMetadataError),            # duplicate key
+    (_meta([(b"\xff\xfe", b"1")]), AdtMetadataError),                   # key not UTF-8
+    (_meta([(b"k", b"\xc3")]), AdtMetadataError),                       # value not UTF-8
+    (_meta([(b"", b"1")]), AdtMetadataError),                           # empty key
+    (_meta([(b"k" * (L.MAX_META_KEY_BYTES + 1), b"1")]), AdtLimitError),
+    (_meta([], count=L.MAX_META_ENTRIES + 1), AdtLimitError),
+    (_meta([(b"k", b"1")], count=2), AdtTruncatedError),                # fewer entries than declared
+    (_meta([(b"k", b"1")]) + b"\x00", AdtSectionError),                 # unused bytes
+])
+def test_bad_metadata(body, exc):
+    check(build(extra=[(1, body)]), exc)
+
+
+def test_metadata_value_length_limit():
+    body = C.varint(1) + C.string("k") + C.varint(L.MAX_META_VALUE_BYTES + 1)
+    check(build(extra=[(1, body)]), AdtLimitError)
+
+
+# -- architecture --------------------------------------------------------------------------------
+def _arch(raw: bytes, size: int | None = None, fmt: int = 0, comp: bytes | None = None) -> bytes:
+    return bytes([fmt]) + C.varint(len(raw) if size is None else size) + (C.deflate(raw) if comp is None else comp)
+
+
+def test_good_architecture_reads():
+    assert read_adt(build(extra=[(2, _arch(b"graph bytes"))])).architecture == b"graph bytes"
+
+
+@pytest.mark.parametrize("body,exc", [
+    (_arch(b"graph", fmt=1), AdtArchitectureError),                     # unknown format
+    (_arch(b"graph", size=6), AdtArchitectureError),                    # size lies (bigger)
+    (_arch(b"graph", size=4), AdtArchitectureError),                    # size lies (smaller)
+    (_arch(b"graph", comp=b"\xff\xff\xff\xff"), AdtArchitectureError),  # not DEFLATE
+    (_arch(b"graph", comp=C.deflate(b"graph")[:-1]), AdtArchitectureError),   # stream cut short
+    (_arch(b"graph", comp=C.deflate(b"graph") + b"xx"), AdtArchitectureError),  # data after the stream
+    (_arch(b"graph", size=L.MAX_ARCH_BYTES + 1), AdtLimitError),
+    (b"", AdtTruncatedError),                                            # no format byte
+])
+def test_bad_architecture(body, exc):
+    check(build(extra=[(2, body)]), exc)
+
+
+def _peak_of(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_zip_bombs_are_bounded():
+    bomb = C.deflate(b"\x00" * (50 << 20))          # 50 MiB of zeros in ~50 KB
+    # (a) honest about the bomb's size but over the limit? no: 50 MiB < 64 MiB, so claim a small size
+    data_small = build(extra=[(2, _arch(b"", size=1000, comp=bomb))])
+    # (b) claims the full 64 MiB limit with only a few bytes of DEFLATE behind it
+    data_huge = build(extra=[(2, _arch(b"", size=L.MAX_ARCH_BYTES, comp=C.deflate(b"\x00" * 100)))])
+    for data in (data_small, data_huge):
+        peak = _peak_of(lambda: check(data, AdtArchitectureError))
+        assert peak < 4 * len(data) + (1 << 20), f"peak {peak} bytes for a {len(data)}-byte file"
+
+
+# -- code tables --------------------------------------------------------------------------------
+@pytest.mark.parametrize("codes,exc", [
+    (C.varint(1) + C.table({1: 1, 2: 2}), AdtCodeTableError),                     # incomplete
+    (C.varint(1) + C.table({1: 1, 2: 1, 3: 1}), AdtCodeTableError),               # oversubscribed
+    (C.varint(1) + C.table({1: 1, 2: 2, 3: 25}), AdtCodeTableError),              # too long
+    (C.varint(1) + C.table({2: 2}), AdtCodeTableError),                           # one symbol, length 2
+    (C.varint(1) + C.table({1: 2, 2: 1, 3: 2}, pad="1"), AdtCodeTableError),      # padding bits set
+    (C.varint(1) + C.varint(1) + C.varint(3) + b"\x00\x00\x00\x80", AdtCodeTableError),  # >15 leading zeros
+    (C.varint(1) + C.varint(65535) + C.varint(2) + C.payload(C.eg_bits(2)), AdtLimitError),  # nused > MAX_Q - smin
+    (C.varint(1) + C.varint(65535 + 1), AdtLimitError),                           # smin >= MAX_Q
+    (C.varint(1) + C.varint(0) + C.varint(0), AdtLimitError),                     # nused 0
+    (C.varint(1) + C.varint(0) + C.varint(1000) + b"\xff", AdtCodeTableError),    # nused > bits left
+    (C.varint(1) + C.varint(1) + C.varint(3) + b"\x2d", AdtCodeTableError),       # bits end early
+    (C.varint(L.MAX_TABLES + 1), AdtLimitError),
+    (C.varint(2) + C.table({1: 2, 2: 1, 3: 2}), AdtTruncatedError),               # second table missing
+    (CODES + b"\x00", AdtSectionError),                                           # unused bytes
+])
+def test_bad_code_tables(codes, exc):
+    check(build(codes=codes), exc)
+
+
+def test_code_table_symbol_gap_past_alphabet():
+    bits = C.eg_bits(2) + C.eg_bits(65534) + C.eg_bits(0)     # symbol 65000, then a gap past 65535
+    codes = C.varint(1) + C.varint(65000) + C.varint(2) + C.payload(bits)
+    check(build(codes=codes), AdtCodeTableError)
+
+
+def test_code_length_zero_inside_list():
+    bits = C.eg_bits(2) + C.eg_bits(0) + C.eg_bits(C.zigzag(-1))   # lengths 1 then 0
+    check(build(codes=C.varint(1) + C.varint(1) + C.varint(2) + C.payload(bits)), AdtCodeTableError)
+
+
+def test_hostile_big_code_table_is_quick():
+    """65535 used symbols of length 16 (a valid complete code): decodes in C, not per bit."""
+    import time
+    lengths = {s: 16 for s in range(65536)}
+    codes = C.varint(1) + C.table(lengths)
+    t = time.perf_counter()
+    check(build(codes=codes), AdtPayloadError)      # payload holds codes the 4-level group cannot use
+    assert time.perf_counter() - t < 5.0
+
+
+# -- tensor table -------------------------------------------------------------------------------
+B1 = struct.pack("<f", 1.0)
+
+
+@pytest.mark.parametrize("groups,exc", [
+    ([C.group(4, 1.0, mode=1)], AdtTableError),
+    ([C.group(0, 1.0)], AdtLimitError),
+    ([C.group(L.MAX_Q + 1, 1.0)], AdtLimitError),
+    ([C.group(4, 0.0, b_raw=struct.pack("<f", float("nan")))], AdtTableError),
+    ([C.group(4, 0.0, b_raw=struct.pack("<f", float("inf")))], AdtTableError),
+    ([C.group(4, -1.0)], AdtTableError),
+    ([C.group(4, 0.0)], AdtTableError),
+    ([C.group(4, 1.0, tab=1)], AdtTableError),              # table 1 of 1
+    ([C.group(4, 1.0, tab=(1 << 62))], AdtTableError),
+    ([C.group(4, 1.0)] * (L.MAX_GROUPS + 1), AdtLimitError),
+])
+def test_bad_groups(groups, exc):
+    check(build(groups=groups), exc)
+
+
+def test_group_count_lie():
+    tens = C.varint(2) + GROUP + C.varint(0) + C.varint(1) + PARAM
+    # the second "group" swallows the core count and the parameter: the section ends inside a field
+    check(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtTruncatedError)
+
+
+@pytest.mark.parametrize("core,exc", [
+    (C.core(2, [2, 2], 0), AdtTableError),                   # kind
+    (C.core(0, [], 0), AdtLimitError),                        # order 0
+    (C.core(0, [1] * 9, 0), AdtLimitError),                   # order 9
+    (C.core(0, [2, 0], 0), AdtLimitError),                    # zero dim
+    (C.core(0, [L.MAX_DIM + 1, 1], 0), AdtLimitError),
+    (C.core(0, [L.MAX_DIM, L.MAX_DIM], 0), AdtLimitError),    # huge dims: > MAX_TENSOR_ELEMENTS
+    (C.core(1, [L.MAX_DIM], 0, order=3), AdtLimitError),      # CP rank over the element limit
+    (C.core(1, [0], 0, order=2), AdtLimitError),              # CP rank 0
+    (C.core(0, [2, 2], 1), AdtTableError),                    # group 1 of 1
+])
+def test_bad_cores(core, exc):
+    check(build(cores=[core], params=[PARAM]), exc)
+
+
+@pytest.mark.parametrize("params,exc", [
+    ([C.plain_param("", [4], 0)], AdtTableError),
+    ([PARAM, PARAM], AdtTableError),                                      # duplicate name
+    ([C.plain_param(b"\xff", [4], 0)], AdtTableError),                     # not UTF-8
+    ([C.plain_param("n" * (L.MAX_NAME_BYTES + 1), [4], 0)], AdtLimitError),
+    ([C.plain_param("x", [1] * 9, 0)], AdtLimitError),                     # ndim 9
+    ([C.plain_param("x", [4, 0], 0)], AdtLimitError),                      # zero dim
+    ([C.plain_param("x", [L.MAX_DIM, L.MAX_DIM], 0)], AdtLimitError),       # huge dims
+    ([C.plain_param("x", [4], 0, enc=2)], AdtTableError),                  # encoding
+    ([C.plain_param("x", [4], 1)], AdtTableError),                         # group 1 of 1
+    ([C.tucker_param("x", [4], 0, 0, [4])], AdtTableError),                # core 0 of 0
+    ([C.plain_param(f"p{i}", [1 << 14, 1 << 14], 0) for i in range(5)], AdtLimitError),  # total elements
+    ([C.varint(L.MAX_PARAMS + 1)], None),                                   # count (built below)
+])
+def test_bad_params(params, exc):
+    if exc is None:
+        tens = C.varint(1) + GROUP + C.varint(0) + C.varint(L.MAX_PARAMS + 1)
+        check(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtLimitError)
+        return
+    check(build(params=params), exc)
+
+
+def test_tucker_reshape_mismatch_and_unused_bytes():
+    core = C.core(0, [1, 1], 0)
+    check(build(cores=[core], params=[C.tucker_param("x", [4], 0, 0, [2, 3])]), AdtTableError)
+    check(build(cores=[core], params=[C.tucker_param("x", [4], 0, 0, [2, 0])]), AdtLimitError)
+    tens = C.tensors([GROUP], [], [PARAM]) + b"\x00"
+    check(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtSectionError)
+
+
+def test_huge_dims_are_rejected_without_allocating():
+    cases = [
+        build(params=[C.plain_param("x", [L.MAX_DIM, L.MAX_DIM, L.MAX_DIM], 0)]),
+        build(cores=[C.core(0, [L.MAX_DIM] * 8, 0)]),
+        # at the limits (2**28 symbols) but with a 1-byte payload: the symbol count check fires
+        build(params=[C.plain_param("x", [1 << 14, 1 << 14], 0)]),
+        build(cores=[C.core(0, [1 << 14, 1 << 14], 0)], params=[PARAM]),
+        # a Tucker factor of 2**31-1 rows: reshape (2**31-1, 1) of a shape with as many elements
+        build(cores=[C.core(0, [1, 1], 0)], params=[C.tucker_param("x", [L.MAX_DIM], 0, 0, [L.MAX_DIM, 1])]),
+    ]
+    for data in cases:
+        peak = _peak_of(lambda: pytest.raises(AdtError, read_adt, data))
+        assert peak < 1 << 20, f"peak {peak} bytes"
+    check(cases[0], AdtLimitError)
+    check(cases[1], AdtLimitError)
+    for data in cases[2:]:
+        check(data, AdtPayloadError if data is not cases[4] else AdtLimitError)
+
+
+# -- payload ------------------------------------------------------------------------------------
+def test_symbol_count_exceeds_8x_payload_bytes():
+    check(build(params=[C.plain_param("x", [9], 0)]), AdtPayloadError)   # 9 symbols, 1 byte
+
+
+@pytest.mark.parametrize("pay,exc", [
+    (C.payload("100011", pad="1"), AdtPayloadError),    # padding bits set
+    (PAY + b"\x00", AdtPayloadError),                    # a byte too many
+    (b"", AdtPayloadError),                              # no bits for 4 symbols
+])
+def test_bad_payload(pay, exc):
+    check(build(pay=pay), exc)
+
+
+def test_codes_run_out():
+    # 5 symbols of at most 2 bits fit in 8 bits only if one is the 1-bit code; "11" x 4 leaves none
+    check(build(params=[C.plain_param("x", [5], 0)], pay=C.payload("11111111")), AdtPayloadError)
+
+
+def test_symbol_beyond_group_q():
+    # table covers symbols 1..4; the group has Q = 4 levels (0..3); the payload codes symbol 4
+    codes = C.varint(1) + C.table({1: 2, 2: 2, 3: 2, 4: 2})
+    check(build(codes=codes, pay=C.payload("00" + "01" + "10" + "11")), AdtPayloadError)
+
+
+def test_one_symbol_code_rejects_bit_one():
+    codes = C.varint(1) + C.table({2: 1})
+    assert read_adt(build(codes=codes, pay=C.payload("0000"))).param("x").symbols.tolist() == [2] * 4
+    check(build(codes=codes, pay=C.payload("0010")), AdtPayloadError)
+
+
+# -- no other exception type escapes, on random corruption --------------------------------------
+def test_random_corruption_only_raises_adt_errors():
+    rng = np.random.default_rng(7)
+    for src in (PLAIN, META, ARCH):
+        for _ in range(300):
+            bad = bytearray(src)
+            for _ in range(int(rng.integers(1, 4))):
+                bad[int(rng.integers(len(bad) - 4))] = int(rng.integers(256))
+            try:
+                read_adt(C.recrc(bytes(bad)))
+            except AdtError:
+                pass
+
+
+def test_missing_file_is_an_adt_error(tmp_path):
+    with pytest.raises(AdtError):
+        read_adt(tmp_path / "nope.adt")
+    with pytest.raises(AdtError):
+        read_adt(tmp_path)
+
+
+def test_crc_is_zlib_crc32_le():
+    assert PLAIN[-4:] == struct.pack("<I", zlib.crc32(PLAIN[:-4]))
