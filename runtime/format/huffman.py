@@ -111,16 +111,14 @@ class HuffmanCode:
     lengths: np.ndarray                      # uint8 per symbol
     count: list[int] = field(init=False)     # count[L] = number of codes of length L
     symbol: list[int] = field(init=False)    # symbols in canonical order
+    _book: dict | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.lengths = np.asarray(self.lengths, dtype=np.uint8)
         used = np.flatnonzero(self.lengths)
         order = used[np.lexsort((used, self.lengths[used]))]
-        self.symbol = [int(s) for s in order]
-        max_len = int(self.lengths.max(initial=0))
-        self.count = [0] * (max_len + 1)
-        for s in order:
-            self.count[int(self.lengths[s])] += 1
+        self.symbol = order.tolist()
+        self.count = np.bincount(self.lengths[used], minlength=int(self.lengths.max(initial=0)) + 1).tolist()
 
     @classmethod
     def from_counts(cls, counts: np.ndarray) -> "HuffmanCode":
@@ -153,7 +151,9 @@ class HuffmanCode:
         """Append the codes of ``symbols`` to ``out`` (bitarray's C encoder)."""
         if len(symbols) == 0:
             return
-        out.encode(self.codebook(), np.asarray(symbols).tolist())
+        if self._book is None:      # built once: the writer encodes many streams with one code
+            self._book = self.codebook()
+        out.encode(self._book, np.asarray(symbols).tolist())
 
     def decode(self, bits: bitarray, start: int, n: int, where: str) -> tuple[np.ndarray, int]:
         """Decode ``n`` symbols from ``bits`` starting at bit ``start``; return them and the end bit."""

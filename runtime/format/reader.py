@@ -188,13 +188,13 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
     cores = []
     for i in range(cur.varint("core count", limit=L.MAX_CORES)):
         kind = cur.u8(f"core {i} kind")
+        if kind not in (CORE_TUCKER, CORE_CP):
+            raise AdtTableError(f"tensor table: core {i} has kind {kind}, expected {CORE_TUCKER} (Tucker) or {CORE_CP} (CP)")
         order = cur.varint(f"core {i} order", limit=L.MAX_ORDER, minimum=1)
         if kind == CORE_TUCKER:
             dims = _dims(cur, order, f"core {i}")
-        elif kind == CORE_CP:
-            dims = (cur.varint(f"core {i} rank", limit=L.MAX_DIM, minimum=1),) * order
         else:
-            raise AdtTableError(f"tensor table: core {i} has kind {kind}, expected {CORE_TUCKER} (Tucker) or {CORE_CP} (CP)")
+            dims = (cur.varint(f"core {i} rank", limit=L.MAX_DIM, minimum=1),) * order
         group = _ref(cur, f"core {i} group", len(groups), "groups")
         core = Core(kind, dims, group, np.zeros(0, np.uint16))
         if core.stored_count > L.MAX_TENSOR_ELEMENTS:
@@ -219,10 +219,12 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
                 f"{L.MAX_TENSOR_ELEMENTS} per tensor / {L.MAX_TOTAL_ELEMENTS} in all"
             )
         enc = cur.u8(f"parameter {name!r} encoding")
+        if enc not in (ENC_PLAIN, ENC_TUCKER):
+            raise AdtTableError(f"tensor table: parameter {name!r} has encoding {enc}, expected {ENC_PLAIN} (plain) or {ENC_TUCKER} (Tucker)")
         group = _ref(cur, f"parameter {name!r} group", len(groups), "groups")
         if enc == ENC_PLAIN:
             params.append(Param(name, shape, enc, group))
-        elif enc == ENC_TUCKER:
+        else:
             ci = _ref(cur, f"parameter {name!r} core", len(cores), "cores")
             reshape = _dims(cur, cores[ci].order, f"parameter {name!r} reshape")
             if prod(reshape) != numel:
@@ -232,8 +234,6 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
             factors = [np.zeros((n, 0), np.uint16) for n in reshape]  # placeholders until the payload
             p = Param(name, shape, enc, group, core=ci, factors=factors)
             params.append(p)
-        else:
-            raise AdtTableError(f"tensor table: parameter {name!r} has encoding {enc}, expected {ENC_PLAIN} (plain) or {ENC_TUCKER} (Tucker)")
     cur.expect_end()
     return groups, cores, params
 
