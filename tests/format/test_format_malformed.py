@@ -398,3 +398,23 @@ def test_missing_file_is_an_adt_error(tmp_path):
 
 def test_crc_is_zlib_crc32_le():
     assert PLAIN[-4:] == struct.pack("<I", zlib.crc32(PLAIN[:-4]))
+
+
+@pytest.mark.parametrize("vector", ["plain", "scada_shared", "per_group"])
+def test_every_byte_value_at_every_offset(vector):
+    """Exhaustive single-byte substitutions (CRC recomputed): each either reads or raises an AdtError.
+    Any other exception type escaping fails the test."""
+    src = (C.VECTORS / f"{vector}.adt").read_bytes()
+    ok = 0
+    for i in range(len(src) - 4):
+        for v in range(256):
+            if v == src[i]:
+                continue
+            bad = bytearray(src)
+            bad[i] = v
+            try:
+                read_adt(C.recrc(bytes(bad)))
+                ok += 1
+            except AdtError:
+                pass
+    assert ok < (len(src) - 4) * 255          # most substitutions are caught
