@@ -6,6 +6,7 @@ For each (Q, b, size): values ~ Laplace(0, scale) quantized with Eq. 13 (the pap
 Q=512, b=3 and LeNet-300-100 setting Q=1500, b=5), then
   * encode: HuffmanCode.encode_into (bitarray's C encoder), symbols/s, median over repeats;
   * decode: HuffmanCode.decode (bitarray's C canonical decoder, the reader's path), symbols/s, median;
+  * read_adt: the same stream as one plain parameter of a whole file, symbols/s of read_adt;
   * average code length vs the empirical entropy of the stream (bits/symbol), and the stored code
     table's size in bytes.
 Issue 6's targets: decode >= 20 M symbols/s, payload bits <= 1.01 x entropy. Timings depend on the
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from bitarray import bitarray
 
-from adt.runtime.format import HuffmanCode, quantize
+from adt.runtime.format import AdtWriter, HuffmanCode, quantize, read_adt
 from adt.runtime.format.huffman import encode_table
 from adt.runtime.format.limits import MAX_Q
 
@@ -60,6 +61,17 @@ def bench(q: int, b: float, scale: float, n: int, repeats: int, seed: int = 0) -
     t_enc, bits = timed(encode, repeats)
     t_dec, (decoded, end) = timed(lambda: code.decode(bits, 0, n, "bench"), repeats)
     assert end == len(bits) and np.array_equal(decoded, symbols), "round trip failed"
+
+    # The same stream as one plain parameter of a whole .adt file: read_adt's full path (CRC,
+    # section parsing, table decoding, payload decoding and checks).
+    def write():
+        w = AdtWriter(tables="shared")
+        w.add_plain("x", symbols, w.add_group(q, b))
+        return w.to_bytes()
+
+    t_write, data = timed(write, max(1, repeats // 2))
+    t_read, f = timed(lambda: read_adt(data), repeats)
+    assert np.array_equal(f.param("x").symbols, symbols), "file round trip failed"
     p = counts[counts > 0] / n
     entropy = float(-(p * np.log2(p)).sum())
     avg = len(bits) / n
@@ -68,6 +80,7 @@ def bench(q: int, b: float, scale: float, n: int, repeats: int, seed: int = 0) -
         "max_code_length": code.max_length, "code_table_bytes": len(encode_table(code.lengths)),
         "encode_symbols_per_s": n / t_enc, "decode_symbols_per_s": n / t_dec,
         "encode_s_median": t_enc, "decode_s_median": t_dec, "repeats": repeats,
+        "file_bytes": len(data), "write_adt_s_median": t_write, "read_adt_symbols_per_s": n / t_read,
         "entropy_bits_per_symbol": entropy, "avg_code_bits_per_symbol": avg,
         "bits_over_entropy": avg / entropy,
         "payload_bytes": (len(bits) + 7) // 8,
@@ -93,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{'Q':>5s} {'b':>4s} {'symbols':>9s} {'enc Msym/s':>10s} {'dec Msym/s':>10s} {'H bits':>7s} "
-          f"{'avg bits':>8s} {'ratio':>6s} {'table B':>7s}")
+    print(f"{'Q':>5s} {'b':>4s} {'symbols':>9s} {'enc Msym/s':>10s} {'dec Msym/s':>10s} {'read_adt':>8s} "
+          f"{'H bits':>7s} {'avg bits':>8s} {'ratio':>6s} {'table B':>7s}")
     for r in rows:
         print(f"{r['q']:5d} {r['b']:4.1f} {r['symbols']:9d} {r['encode_symbols_per_s'] / 1e6:10.1f} "
-              f"{r['decode_symbols_per_s'] / 1e6:10.1f} {r['entropy_bits_per_symbol']:7.3f} "
+              f"{r['decode_symbols_per_s'] / 1e6:10.1f} {r['read_adt_symbols_per_s'] / 1e6:8.1f} "
+              f"{r['entropy_bits_per_symbol']:7.3f} "
               f"{r['avg_code_bits_per_symbol']:8.3f} {r['bits_over_entropy']:6.4f} {r['code_table_bytes']:7d}")
     print(f"targets: decode >= {TARGET_DECODE / 1e6:.0f} M symbols/s, bits <= {TARGET_BITS_OVER_ENTROPY} x entropy"
           f"  (load avg {result['machine']['loadavg_1m_at_start']:.1f} on {os.cpu_count()} CPUs) -> {args.out}")
