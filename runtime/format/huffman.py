@@ -15,8 +15,8 @@ FORMAT.md ("Code tables", "Payload") is normative; in short:
 from __future__ import annotations
 
 import heapq
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 from bitarray import bitarray
@@ -257,8 +257,9 @@ def decode_table(cur: Cursor, where: str) -> np.ndarray:
             f"{where}: the bits after offset {cur.pos} are not {ncodes} Exp-Golomb codes of at most "
             f"{MAX_EG_LEADING_ZEROS} leading zeros ({exc})"
         ) from None
-    # Exp-Golomb of v has 2*bit_length(v+1)-1 bits.
-    nbits = int(np.sum(2 * np.floor(np.log2(vals + 1)).astype(np.int64) + 1))
+    # Exp-Golomb of v has 2*bit_length(v+1)-1 bits (v+1 < 2**16 here, so 17 powers of two suffice).
+    bit_length = np.searchsorted(1 << np.arange(MAX_EG_LEADING_ZEROS + 2, dtype=np.int64), vals + 1, side="right")
+    nbits = int(np.sum(2 * bit_length - 1))
     zz = vals[0::2]
     deltas = np.where(zz % 2 == 0, zz >> 1, -((zz + 1) >> 1))
     lens = np.cumsum(deltas)

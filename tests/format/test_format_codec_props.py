@@ -194,3 +194,14 @@ def test_bad_quantizers(q, b):
 def test_quantize_rejects_nan():
     with pytest.raises(AdtQuantizationError):
         quantize(np.array([0.0, np.nan]), 512, 3.0)
+
+
+@pytest.mark.parametrize("lengths", [{0: 1, 65535: 1}, {65535: 1}, {0: 1}, {7: 1, 8: 2, 60000: 2}])
+def test_table_extremes_round_trip(lengths):
+    """The longest gap (65534: a 31-bit Exp-Golomb code) and the alphabet's ends."""
+    arr = np.zeros(max(lengths) + 1, dtype=np.uint8)
+    for s, n in lengths.items():
+        arr[s] = n
+    raw = encode_table(arr)
+    got = decode_table(Cursor(raw, 0, len(raw), "t"), "t")
+    assert np.array_equal(got, arr)
