@@ -33,7 +33,8 @@ CORE_CP = 1
 ENC_PLAIN = 0
 ENC_TUCKER = 1
 QUANT_EQ13 = 0
-ARCH_ONNX_DEFLATE = 0
+ARCH_ONNX_DEFLATE = 0          # ONNX ModelProto, raw DEFLATE
+ARCH_ONNX_DEFLATE_DICT1 = 1    # ONNX ModelProto, raw DEFLATE with the ADT-ONNX-1 preset dictionary
 
 
 @dataclass(frozen=True)

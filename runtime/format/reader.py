@@ -13,9 +13,10 @@ import numpy as np
 from bitarray import bitarray
 
 from . import limits as L
+from .archdict import ONNX_DICT_V1
 from .binary import Cursor, read_exact
 from .container import (
-    ARCH_ONNX_DEFLATE, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13, REQUIRED_SECTIONS,
+    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13, REQUIRED_SECTIONS,
     SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD, SECTION_TENSORS,
     AdtFile, Core, Param, QuantGroup, SectionInfo,
 )
@@ -125,8 +126,11 @@ def _read_metadata(cur: Cursor) -> dict[str, str]:
 # -- Architecture --------------------------------------------------------------------------------
 def _read_architecture(cur: Cursor) -> bytes:
     fmt = cur.u8("format")
-    if fmt != ARCH_ONNX_DEFLATE:
-        raise AdtArchitectureError(f"architecture: format {fmt} is unknown (expected {ARCH_ONNX_DEFLATE}: ONNX, DEFLATE)")
+    if fmt not in (ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1):
+        raise AdtArchitectureError(
+            f"architecture: format {fmt} is unknown (expected {ARCH_ONNX_DEFLATE}: ONNX, DEFLATE or "
+            f"{ARCH_ONNX_DEFLATE_DICT1}: ONNX, DEFLATE with the ADT-ONNX-1 dictionary)"
+        )
     size = cur.varint("uncompressed size", limit=L.MAX_ARCH_BYTES)
     comp = cur.bytes(cur.remaining(), "compressed graph")
     if size > L.MAX_DEFLATE_RATIO * len(comp):
@@ -136,7 +140,7 @@ def _read_architecture(cur: Cursor) -> bytes:
             f"architecture: uncompressed size {size} is impossible for {len(comp)} compressed bytes "
             f"(DEFLATE expands at most {L.MAX_DEFLATE_RATIO}:1)"
         )
-    d = zlib.decompressobj(-15)
+    d = zlib.decompressobj(-15, zdict=ONNX_DICT_V1) if fmt == ARCH_ONNX_DEFLATE_DICT1 else zlib.decompressobj(-15)
     try:
         # max_length bounds the output: a lying size or a zip bomb cannot make us allocate more.
         raw = d.decompress(comp, size + 1)

@@ -15,9 +15,10 @@ import numpy as np
 from bitarray import bitarray
 
 from . import limits as L
+from .archdict import ONNX_DICT_V1
 from .binary import encode_string, encode_varint
 from .container import (
-    ARCH_ONNX_DEFLATE, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13,
+    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13,
     SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_PAYLOAD, SECTION_TENSORS,
 )
 from .errors import AdtError, AdtWriterError
@@ -97,7 +98,8 @@ class AdtWriter:
         self._meta[key] = str(value)
 
     def set_architecture(self, onnx_model: bytes) -> None:
-        """The model's ONNX graph without weight initializers (stored DEFLATE-compressed)."""
+        """The model's ONNX graph without weight initializers (stored DEFLATE-compressed, with the
+        ADT-ONNX-1 preset dictionary when that is smaller)."""
         if self._phase == _PHASE_DONE:
             raise AdtWriterError("set_architecture: the file is already finished")
         if len(onnx_model) > L.MAX_ARCH_BYTES:
@@ -248,9 +250,8 @@ class AdtWriter:
                 m += encode_string(k) + encode_string(v)
             sections.append((SECTION_META, bytes(m)))
         if self._arch is not None:
-            comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
-            deflated = comp.compress(self._arch) + comp.flush()
-            sections.append((SECTION_ARCH, bytes([ARCH_ONNX_DEFLATE]) + encode_varint(len(self._arch)) + deflated))
+            fmt, deflated = _compress_architecture(self._arch)
+            sections.append((SECTION_ARCH, bytes([fmt]) + encode_varint(len(self._arch)) + deflated))
         sections += [(SECTION_CODES, codes_body), (SECTION_TENSORS, bytes(t)), (SECTION_PAYLOAD, payload)]
 
         out = bytearray(L.MAGIC + bytes([L.MAJOR_VERSION, L.MINOR_VERSION]))
@@ -282,6 +283,18 @@ class AdtWriter:
         data = self.to_bytes()
         write_atomic(path, data)
         return len(data)
+
+
+def _compress_architecture(onnx_model: bytes) -> tuple[int, bytes]:
+    """Raw DEFLATE (zlib level 9) without and with the ADT-ONNX-1 preset dictionary; the smaller wins
+    (ties: no dictionary), so the choice is deterministic."""
+    best: tuple[int, bytes] | None = None
+    for fmt, zdict in ((ARCH_ONNX_DEFLATE, None), (ARCH_ONNX_DEFLATE_DICT1, ONNX_DICT_V1)):
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=zdict) if zdict else zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        data = comp.compress(onnx_model) + comp.flush()
+        if best is None or len(data) < len(best[1]):
+            best = (fmt, data)
+    return best
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

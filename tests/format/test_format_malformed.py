@@ -177,8 +177,26 @@ def test_good_architecture_reads():
     assert read_adt(build(extra=[(2, _arch(b"graph bytes"))])).architecture == b"graph bytes"
 
 
+def _dict_deflate(data: bytes) -> bytes:
+    from adt.runtime.format.archdict import ONNX_DICT_V1
+
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=ONNX_DICT_V1)
+    return c.compress(data) + c.flush()
+
+
+def test_architecture_with_preset_dictionary():
+    from adt.runtime.format.archdict import ONNX_DICT_V1
+
+    raw = ONNX_DICT_V1[100:400] + b"tail"              # back-references into the dictionary
+    comp = _dict_deflate(raw)
+    assert len(comp) < len(C.deflate(raw)) // 2
+    assert read_adt(build(extra=[(2, _arch(raw, fmt=1, comp=comp))])).architecture == raw
+    # the same stream declared as format 0 (no dictionary) refers to bytes before its start
+    check(build(extra=[(2, _arch(raw, fmt=0, comp=comp))]), AdtArchitectureError)
+
+
 @pytest.mark.parametrize("body,exc", [
-    (_arch(b"graph", fmt=1), AdtArchitectureError),                     # unknown format
+    (_arch(b"graph", fmt=2), AdtArchitectureError),                     # unknown format
     (_arch(b"graph", size=6), AdtArchitectureError),                    # size lies (bigger)
     (_arch(b"graph", size=4), AdtArchitectureError),                    # size lies (smaller)
     (_arch(b"graph", comp=b"\xff\xff\xff\xff"), AdtArchitectureError),  # not DEFLATE

@@ -70,3 +70,12 @@ def test_worked_example_bytes_match_the_vector():
             assert int(m.group(1)) == len(listed), f"offset {m.group(1)} out of sequence"
             listed += bytes.fromhex(m.group(2))
     assert bytes(listed) == data
+
+
+def test_arch_dictionary_hash_is_in_the_spec():
+    import hashlib
+
+    from adt.runtime.format.archdict import ONNX_DICT_V1, ONNX_DICT_V1_SHA256
+
+    assert hashlib.sha256(ONNX_DICT_V1).hexdigest() == ONNX_DICT_V1_SHA256
+    assert ONNX_DICT_V1_SHA256 in SPEC and f"{len(ONNX_DICT_V1)} bytes" in SPEC

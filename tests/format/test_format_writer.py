@@ -139,3 +139,15 @@ def test_write_atomic_failure_keeps_old_file(tmp_path):
     with pytest.raises(TypeError):
         write_atomic(path, object())  # type: ignore[arg-type]
     assert path.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["f.bin"]
+
+
+def test_architecture_format_is_the_smaller_one():
+    from adt.runtime.format.archdict import ONNX_DICT_V1
+
+    for arch, fmt in ((ONNX_DICT_V1[:500], 1), (np.random.default_rng(0).bytes(300), 0), (b"", 0)):
+        w, g = _writer_with_group()
+        w.set_architecture(arch)
+        w.add_plain("a", S, g)
+        f = read_adt(w.to_bytes())
+        body = w.to_bytes()[f.sections[0].offset:]
+        assert f.architecture == arch and f.sections[0].kind == 2 and body[0] == fmt
