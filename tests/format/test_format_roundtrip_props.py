@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import adt_spec_decoder as S
 from adt.runtime.format import CORE_CP, ENC_PLAIN, AdtWriter, dequantize, read_adt
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,14 +90,22 @@ def test_model_round_trip(model):
             dense = f.core_values(i)
             assert dense.shape == dims and dense.dtype == np.float32
         assert [p.name for p in f.params] == [p[1] for p in params]
-        for (kind, name, shape, g, c, data), p in zip(params, f.params):
+        for (kind, name, shape, g, c, arr), p in zip(params, f.params):
             assert p.shape == shape and p.group == g
             if kind == "plain":
-                assert p.encoding == ENC_PLAIN and np.array_equal(p.symbols, data)
+                assert p.encoding == ENC_PLAIN and np.array_equal(p.symbols, arr)
                 q, b = groups[g]
-                assert np.array_equal(f.values(p.symbols, g), dequantize(data, q, b))
+                assert np.array_equal(f.values(p.symbols, g), dequantize(arr, q, b))
             else:
-                assert p.core == c and len(p.factors) == len(data)
-                assert all(np.array_equal(a, e) for a, e in zip(p.factors, data))
+                assert p.core == c and len(p.factors) == len(arr)
+                assert all(np.array_equal(a, e) for a, e in zip(p.factors, arr))
         bits = sum(c.bits for c in f.cores) + sum(p.bits for p in f.params)
         assert bits == f.payload_bits and (bits + 7) // 8 == f.sections[-1].length
+        # the decoder written from FORMAT.md alone agrees
+        spec = S.decode(data, b"")
+        assert [c["symbols"] for c in spec["cores"]] == [c.symbols.reshape(-1).tolist() for c in f.cores]
+        for sp, p in zip(spec["params"], f.params, strict=True):
+            got = sp["symbols"] if p.encoding == ENC_PLAIN else [x for m in sp["factors"] for x in m]
+            want = p.symbols.reshape(-1).tolist() if p.encoding == ENC_PLAIN else [
+                x for m in p.factors for x in m.reshape(-1).tolist()]
+            assert got == want
