@@ -4,6 +4,7 @@ count is checked against a limit before anything is allocated, and every failure
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 from math import prod
@@ -35,15 +36,22 @@ def _load_bytes(source: bytes | bytearray | memoryview | str | os.PathLike) -> b
         return bytes(source)
     path = Path(source)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         raise AdtError(f"cannot open {str(path)!r}: {exc.strerror}") from None
-    if size > MAX_FILE_BYTES:
-        raise AdtLimitError(f"{str(path)!r} is {size} bytes, larger than any valid .adt file ({MAX_FILE_BYTES})")
+    if not stat.S_ISREG(st.st_mode):
+        # a device or pipe has no size to check first (/dev/zero would never end)
+        raise AdtError(f"cannot read {str(path)!r}: not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise AdtLimitError(f"{str(path)!r} is {st.st_size} bytes, larger than any valid .adt file ({MAX_FILE_BYTES})")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)    # never more, even if the file grows meanwhile
     except OSError as exc:
         raise AdtError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise AdtLimitError(f"{str(path)!r} is larger than any valid .adt file ({MAX_FILE_BYTES} bytes)")
+    return data
 
 
 # -- Header ------------------------------------------------------------------------------------

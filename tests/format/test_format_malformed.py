@@ -409,7 +409,23 @@ def test_missing_file_is_an_adt_error(tmp_path):
     with pytest.raises(AdtError):
         read_adt(tmp_path / "nope.adt")
     with pytest.raises(AdtError):
-        read_adt(tmp_path)
+        read_adt(tmp_path)                      # a directory
+
+
+def test_device_file_is_refused_before_reading():
+    import os
+
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    with pytest.raises(AdtError, match="not a regular file"):
+        read_adt("/dev/zero")
+
+
+def test_path_and_bytes_read_the_same(tmp_path):
+    path = tmp_path / "p.adt"
+    path.write_bytes(PLAIN)
+    assert read_adt(path).param("x").symbols.tolist() == read_adt(PLAIN).param("x").symbols.tolist()
+    assert read_adt(str(path)).file_size == len(PLAIN) == read_adt(memoryview(PLAIN)).file_size
 
 
 def test_crc_is_zlib_crc32_le():
