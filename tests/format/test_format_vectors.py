@@ -75,9 +75,17 @@ def test_vector_decodes_to_expected_arrays(name):
 
 
 def test_golden_bytes():
-    """Regenerating the vectors with today's writer gives exactly the committed files."""
+    """Regenerating the vectors with today's writer gives exactly the committed files. (A vector with
+    an architecture section is compared byte for byte only under the zlib build that wrote it, as
+    recorded in its .json: DEFLATE output may differ between zlib versions.)"""
+    import zlib
+
     gen = _generator()
     for fname, data in gen.outputs().items():
+        stem = fname.rsplit(".", 1)[0]
+        recorded = json.loads((C.VECTORS / f"{stem}.json").read_text()).get("zlib")
+        if recorded is not None and recorded != zlib.ZLIB_RUNTIME_VERSION:
+            continue
         committed = (C.VECTORS / fname).read_bytes()
         assert data == committed, f"{fname} changed: the writer's output is not what the vectors pin down"
 
