@@ -15,8 +15,8 @@
 #     them; with the real /sys it segfaults under qemu). About 250 MB, under a minute.
 #     The repository's runtime/ (and tools/) are linked as adt.runtime (adt.tools) into a folder on
 #     the emulated PYTHONPATH; exporter/ is not: there is no torch on the device.
-#  2. Runs the runtime's torch-free tests (tests/runtime, tests/format where they exist; marker
-#     "not slow") with the aarch64 Python under `QEMU_CPU=cortex-a72 qemu-aarch64-static -L ROOT`.
+#  2. Runs the runtime's torch-free tests (tests/runtime, tests/format, tests/test_format*.py where
+#     they exist; marker "not slow"; tests needing torch must skip themselves, e.g. importorskip) with the aarch64 Python under `QEMU_CPU=cortex-a72 qemu-aarch64-static -L ROOT`.
 #  3. End to end: decodes a LeNet-5 .adt (--file; without it a seeded random-weight LeNet-5-shaped
 #     file from `tools/arm64_e2e.py fallback`, for development only), classifies the first --n MNIST
 #     test images with the numpy and onnxruntime engines natively (host venv) and under emulation,
@@ -69,7 +69,7 @@ Options:
   --no-tests         skip the emulated pytest run
   --no-e2e           skip the end-to-end comparison (no results files written)
   --pytest-args STR  arguments for the emulated pytest run (default: $PYTEST_ARGS); paths given
-                     here replace the default tests/runtime tests/format
+                     here replace the default tests/runtime tests/format tests/test_format*.py
   --test-timeout S   kill the emulated pytest run after S seconds (default $TEST_TIMEOUT)
   -h, --help         this text
 
@@ -210,8 +210,10 @@ if [[ $DO_TESTS == 1 ]]; then
   has_path=0
   for a in "${extra[@]}"; do [[ "$a" == tests* || "$a" == /* ]] && has_path=1; done
   if [[ $has_path == 0 ]]; then
-    for d in tests/runtime tests/format; do [[ -d "$REPO/$d" ]] && paths+=("$REPO/$d"); done
-    [[ ${#paths[@]} -gt 0 ]] || die "no tests/runtime or tests/format folder in $REPO"
+    for d in "$REPO"/tests/runtime "$REPO"/tests/format "$REPO"/tests/test_format*.py; do
+      [[ -e "$d" ]] && paths+=("$d")
+    done
+    [[ ${#paths[@]} -gt 0 ]] || die "no tests/runtime, tests/format or tests/test_format*.py in $REPO"
   fi
   for i in "${!extra[@]}"; do [[ "${extra[$i]}" == tests* ]] && extra[$i]="$REPO/${extra[$i]}"; done
   log "runtime tests under qemu-aarch64: pytest ${extra[*]} ${paths[*]/#$REPO\//}"

@@ -231,6 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "file": jx["file"],
         "file_sha256": jx["file_sha256"],
         "file_bytes": jx["file_bytes"],
+        "model_metadata": jx["metadata"],
         "n_images": jx["n_images"],
         "tolerance": {"rtol": RTOL, "atol_relative_to_max_abs_output": ATOL_REL,
                       "rule": "|arm - x86| <= rtol*|x86| + atol_rel*max|x86| elementwise"},
@@ -272,6 +273,7 @@ def _markdown(r: dict) -> str:
         "",
         f"- Model: `{r['file']}` ({r['file_bytes']} bytes, sha256 `{r['file_sha256'][:16]}…`), "
         f"source: **{r['model_source']}**",
+        f"- Model metadata: {', '.join(f'{k}={v}' for k, v in sorted(r['model_metadata'].items())) or 'none'}",
         f"- Images: the first {r['n_images']} MNIST test images",
         f"- aarch64: {emu.get('qemu', 'qemu-aarch64-static')}, QEMU_CPU={emu.get('qemu_cpu', '?')}, "
         f"Debian {emu.get('debian', '?')}, Python {ea['versions']['python']}, numpy {ea['versions']['numpy']}, "
