@@ -181,17 +181,26 @@ prepare_root() {
 }
 
 link_repo() {  # the repository's torch-free packages as adt.runtime / adt.tools on PYTHONPATH
-  rm -rf "$PKG"; mkdir -p "$PKG/adt" "$CACHE/home" "$CACHE/work"
+  rm -rf "$PKG" "$CACHE/bin"; mkdir -p "$PKG/adt" "$CACHE/bin" "$CACHE/home" "$CACHE/work"
   ln -s "$REPO/runtime" "$PKG/adt/runtime"
   ln -s "$REPO/tools" "$PKG/adt/tools"
+  # No binfmt_misc here: a test that starts sys.executable (or `python3`, `adt`) in a subprocess
+  # would get the host's x86 python. The emulated python's sys.executable is this wrapper instead
+  # (qemu -0 sets argv[0]), which starts another emulated python with the same environment.
+  printf '#!/bin/sh\nexec qemu-aarch64-static -0 "$0" -L "%s" "%s/usr/bin/python3.11" "$@"\n' \
+    "$ROOT" "$ROOT" > "$CACHE/bin/python3.11"
+  printf '#!/bin/sh\nexec "%s" -m adt.tools.cli "$@"\n' "$CACHE/bin/python3.11" > "$CACHE/bin/adt"
+  chmod +x "$CACHE/bin/python3.11" "$CACHE/bin/adt"
+  ln -s python3.11 "$CACHE/bin/python3"
+  ln -s python3.11 "$CACHE/bin/python"
 }
 
 # The aarch64 Python with a clean environment (no host venv variables leak in), niced.
-ARM_PY=(env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$CACHE/home" LANG=C.UTF-8
+ARM_PY=(env -i PATH="$CACHE/bin:/usr/local/bin:/usr/bin:/bin" HOME="$CACHE/home" LANG=C.UTF-8
   QEMU_CPU="$QEMU_CPU_MODEL" PYTHONPATH="$PKG" PYTHONPYCACHEPREFIX="$CACHE/pycache"
   OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ADT_DATA="$DATA"
   ADT_ARM64_MAX_EXAMPLES="${ADT_ARM64_MAX_EXAMPLES:-20}"
-  nice -n 10 qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11")
+  nice -n 10 qemu-aarch64-static -0 "$CACHE/bin/python3.11" -L "$ROOT" "$ROOT/usr/bin/python3.11")
 arm_python() { "${ARM_PY[@]}" "$@"; }
 
 prepare_root
