@@ -1,0 +1,256 @@
+"""``adt bench FILE.adt``: how fast a .adt file opens and runs, next to the dense float32 ONNX model
+of the same network run by ONNX Runtime (the baseline a device would otherwise ship).
+
+Every number is a median over ``--repeats`` runs in this process (module imports are warmed up first
+and not counted):
+
+* open+decode: ``read_adt`` (read, CRC-32, parse, Huffman-decode); rebuild: ``rebuild_weights``;
+* per engine (numpy, onnxruntime): cold start = ``adt.runtime.load(path)`` + the first batch-1 run
+  (open .adt -> first output), and steady-state batch-1 / batch-64 latency of ``Model.run``;
+* dense baseline: the dense ONNX model (``Model.onnx_bytes()``, rebuilt weights as initializers)
+  written to a temporary .onnx file; cold start = ``onnxruntime.InferenceSession(path)`` + the first
+  batch-1 run; steady-state batch-1 / batch-64 latency of ``session.run``;
+* peak resident memory of the load (``adt.runtime.load`` with the numpy engine), measured in a fresh
+  subprocess (see :func:`peak_memory` for the method, which the output names).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from adt.runtime.format import read_adt
+from adt.tools.cli import CommandError
+from adt.tools.inspect_report import safe_text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the .adt file to benchmark (it needs an architecture section)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="runs per measurement; each number is their median (default 5; steady-state "
+                             "latencies use max(4 x repeats, 20) runs)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
+
+
+# -- timing helpers ------------------------------------------------------------------------------
+def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Median wall time of ``fn()`` over ``repeats`` calls, and the last result."""
+    times, result = [], None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def steady(fn: Callable[[], object], repeats: int) -> float:
+    """Median latency after two warm-up calls."""
+    fn()
+    fn()
+    return median_time(fn, max(4 * repeats, 20))[0]
+
+
+# -- peak memory -------------------------------------------------------------------------------
+def _proc_status(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def measure_peak(load: Callable[[], object]) -> dict:
+    """Peak resident memory added by ``load()`` in THIS process (call it in a fresh subprocess).
+
+    Linux: reset the peak (VmHWM) to the current RSS through /proc/self/clear_refs, then peak minus
+    the RSS before. Elsewhere: ru_maxrss after minus before (an under-estimate when imports peaked
+    higher than the load). The result says which method it used.
+    """
+    before = _proc_status("VmRSS")
+    reset = False
+    if before is not None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            hwm = _proc_status("VmHWM")
+            reset = hwm is not None and hwm <= before + (1 << 20)
+        except OSError:
+            reset = False
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    ru_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    kept = load()
+    if reset:
+        peak, method = _proc_status("VmHWM") - before, "Linux VmHWM (reset via /proc/self/clear_refs) minus VmRSS before"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale - ru_before
+        method = "ru_maxrss delta (under-estimates if imports peaked higher)"
+    del kept
+    return {"peak_bytes": int(peak), "method": method}
+
+
+def _child_load(path: str) -> None:
+    import adt.runtime as rt
+    import adt.runtime.rebuild  # noqa: F401  (imports warmed before the measurement)
+    result = measure_peak(lambda: rt.load(path, engine="numpy"))
+    print(json.dumps(result))
+
+
+def peak_memory(path: str | Path) -> dict:
+    """Peak resident memory of ``adt.runtime.load(path)`` (numpy engine) in a fresh process."""
+    code = f"from adt.tools.cmd_bench import _child_load; _child_load({str(path)!r})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CommandError(f"peak-memory subprocess failed: {last}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+def _session_options(ort):
+    """The same session options the runtime's onnxruntime engine uses, so the baseline is fair."""
+    try:
+        from adt.runtime.ort_engine import session_options
+        return session_options()
+    except (ImportError, AttributeError):
+        return ort.SessionOptions()
+
+
+def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
+    """All measurements for one file (see the module doc); seconds, bytes."""
+    import adt.runtime as rt
+    from adt.runtime.rebuild import rebuild_weights
+    from adt.tools.cmd_verify import input_shape
+
+    path = Path(path)
+    f = read_adt(path)  # warm-up, and the architecture check
+    if f.architecture is None:
+        raise CommandError(f"{safe_text(path, None)} has no architecture section: nothing to run")
+    warm = rt.load(path, engine="numpy")
+    shape1 = input_shape(warm)
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal(shape1).astype(np.float32)
+    x64 = rng.standard_normal((64,) + shape1[1:]).astype(np.float32)
+    warm.run(x1)
+
+    out: dict = {"file": str(path), "file_bytes": path.stat().st_size, "repeats": repeats,
+                 "input_shape": list(shape1[1:]),
+                 "dense_float32_bytes": f.original_float32_bytes()}
+    out["open_decode_s"], _ = median_time(lambda: read_adt(path), repeats)
+    out["rebuild_s"], _ = median_time(lambda: rebuild_weights(f), repeats)
+
+    engines: dict[str, dict] = {}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    for engine in ("numpy", "onnxruntime"):
+        if engine == "onnxruntime" and ort is None:
+            engines[engine] = {"skipped": "onnxruntime is not installed (pip install 'adt[onnx]')"}
+            continue
+        rt.load(path, engine=engine).run(x1)  # warm imports
+
+        def cold(engine=engine):
+            m = rt.load(path, engine=engine)
+            m.run(x1)
+            return m
+        cold_s, m = median_time(cold, repeats)
+        engines[engine] = {"cold_start_s": cold_s, "batch1_s": steady(lambda: m.run(x1), repeats),
+                           "batch64_s": steady(lambda: m.run(x64), repeats)}
+
+    if ort is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "dense.onnx"
+            onnx_path.write_bytes(warm.onnx_bytes())
+            opts = _session_options(ort)
+
+            def session():
+                return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+            s = session()
+            name = s.get_inputs()[0].name
+
+            def dense_cold():
+                sess = session()
+                sess.run(None, {name: x1})
+                return sess
+            cold_s, s = median_time(dense_cold, repeats)
+            engines["dense_onnxruntime"] = {
+                "cold_start_s": cold_s, "onnx_bytes": onnx_path.stat().st_size,
+                "batch1_s": steady(lambda: s.run(None, {name: x1}), repeats),
+                "batch64_s": steady(lambda: s.run(None, {name: x64}), repeats)}
+    else:
+        engines["dense_onnxruntime"] = {"skipped": "onnxruntime is not installed (pip install 'adt[onnx]')"}
+    out["engines"] = engines
+
+    base = engines["dense_onnxruntime"]
+    ratios = {}
+    if "skipped" not in base:
+        for engine in ("numpy", "onnxruntime"):
+            e = engines[engine]
+            if "skipped" in e:
+                continue
+            for key in ("cold_start_s", "batch1_s", "batch64_s"):
+                ratios[f"{engine}_{key[:-2]}_vs_dense"] = e[key] / base[key]
+    out["ratios_vs_dense"] = ratios
+    out["memory"] = peak_memory(path) if memory else None
+    if out["memory"]:
+        out["memory"]["over_dense_float32"] = out["memory"]["peak_bytes"] / out["dense_float32_bytes"]
+    return out
+
+
+def _ms(s: float) -> str:
+    return f"{1e3 * s:9.3f} ms"
+
+
+def render(result: dict) -> str:
+    e = result["engines"]
+    lines = [f"{safe_text(result['file'], None)}: {result['file_bytes']:,} bytes, input {result['input_shape']}, "
+             f"medians of {result['repeats']} runs (latencies: of max(4 x repeats, 20))",
+             f"  open+decode            {_ms(result['open_decode_s'])}",
+             f"  rebuild weights        {_ms(result['rebuild_s'])}",
+             "",
+             f"  {'':22} {'cold start':>12} {'batch 1':>12} {'batch 64':>12}"]
+    labels = {"numpy": ".adt numpy engine", "onnxruntime": ".adt onnxruntime engine",
+              "dense_onnxruntime": "dense .onnx + ORT"}
+    for key, label in labels.items():
+        r = e.get(key, {})
+        if "skipped" in r:
+            lines.append(f"  {label:22} skipped: {r['skipped']}")
+        else:
+            lines.append(f"  {label:22} {_ms(r['cold_start_s'])} {_ms(r['batch1_s'])} {_ms(r['batch64_s'])}")
+    if result["ratios_vs_dense"]:
+        lines += ["", "  vs the dense baseline (lower is faster):"]
+        for engine in ("numpy", "onnxruntime"):
+            rr = {k.split("_", 1)[1].rsplit("_vs", 1)[0]: v for k, v in result["ratios_vs_dense"].items()
+                  if k.startswith(engine + "_")}
+            if rr:
+                lines.append(f"  {labels[engine]:22} " + "  ".join(f"{k} {v:.2f}x" for k, v in rr.items()))
+    mem = result["memory"]
+    if mem:
+        lines += ["", f"  peak memory of the load: {mem['peak_bytes'] / 2**20:.1f} MiB "
+                      f"({mem['over_dense_float32']:.2f}x the dense float32 weights; {mem['method']})"]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1:
+        raise CommandError(f"--repeats must be >= 1, got {args.repeats}")
+    if not os.path.isfile(args.file):
+        raise CommandError(f"{args.file!r} is not a file")
+    result = bench(args.file, args.repeats, memory=not args.no_memory)
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=1, ensure_ascii=True) + "\n")
+    else:
+        sys.stdout.write(render(result))
+    return 0
