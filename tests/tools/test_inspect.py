@@ -16,7 +16,8 @@ from adt.tools.inspect_report import build_report, entropy_bits, render_text, sa
 
 from tools_adt_files import mixed_file, sym
 
-CLI = [sys.executable, "-m", "adt.tools.cli"]
+# Not "-m adt.tools.cli": run as __main__, cli.CommandError would be a second class.
+CLI = [sys.executable, "-c", "import sys; from adt.tools.cli import main; sys.exit(main())"]
 
 
 def check_accounting(data: bytes) -> dict:
