@@ -119,31 +119,41 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     layers = []
     for p in f.params:
         numel = p.numel
+        core_bits = 0
         if p.encoding == ENC_PLAIN:
-            sym = p.symbols.reshape(-1)
+            arrays = [p.symbols.reshape(-1)]
             method, core_dims, core_idx, core_share_bits, core_vals = "plain", None, None, 0.0, 0
         else:
-            sym = np.concatenate([m.reshape(-1) for m in p.factors])
+            arrays = [m.reshape(-1) for m in p.factors]
             c = f.cores[p.core]
             shared = len(users[p.core]) > 1
             method = "SCADA shared core" if shared else ("CP" if c.kind == CORE_CP else "ADA")
             core_dims, core_idx = list(c.dims), p.core
-            # A shared core's bits are split evenly among its users for the per-layer ratio.
-            core_share_bits = c.bits / len(users[p.core])
-            core_vals = 0 if shared else c.stored_count
-        own_bits = p.bits + core_share_bits
+            if shared:
+                # A shared core is listed once under "cores"; for the per-layer ratio its bits are
+                # split evenly among the parameters that use it.
+                core_share_bits, core_vals = c.bits / len(users[p.core]), 0
+            else:
+                core_share_bits, core_vals, core_bits = 0.0, c.stored_count, c.bits
+                arrays.append(c.symbols.reshape(-1))
+        sym = np.concatenate(arrays)
+        bits = p.bits + core_bits
         layers.append({
             "name": p.name, "shape": list(p.shape), "numel": numel,
             "reshape": list(p.reshape) if p.reshape is not None else None,
             "core": core_idx, "core_dims": core_dims, "method": method, "group": p.group,
-            "stored_values": p.stored_count + core_vals,      # own values (+ its core unless shared)
-            "coded_values": int(sym.size),                    # values of this parameter's own bits
-            "bits": p.bits,                                    # payload bits (factors or plain values)
+            # own values and their payload bits: factors or plain values, plus the core unless shared
+            "stored_values": int(sym.size),
+            "bits": bits,
+            "factor_or_value_bits": p.bits,
+            "core_bits": core_bits,
             "core_bits_share": core_share_bits,
-            "avg_code_bits": _ratio(p.bits, sym.size),
+            "avg_code_bits": _ratio(bits, sym.size),
             "entropy_bits": entropy_bits(sym),
-            "ratio": _ratio(32 * numel, own_bits),
+            "ratio": _ratio(32 * numel, bits + core_share_bits),
         })
+    assert (sum(r["bits"] for r in layers) + sum(c.bits for i, c in enumerate(f.cores) if len(users[i]) != 1)
+            == f.payload_bits), "per-layer bits do not add up to the payload"
 
     # -- entropy bound of the payload: one static code per table, so the best any such code could do
     # is sum over tables of (values coded with it) x (their empirical entropy).
@@ -229,6 +239,10 @@ def _fmt_bits(b: float | None) -> str:
     return "-" if b is None else f"{b:.2f}"
 
 
+def _fmt_bytes(b: float) -> str:
+    return f"{b:,.0f} B" if b >= 10 or float(b).is_integer() else f"{b:.1f} B"
+
+
 def _dims(d: list[int] | None) -> str:
     return "-" if d is None else "x".join(str(x) for x in d)
 
@@ -267,7 +281,8 @@ def render_text(report: dict) -> str:
                  f"{c['bits']:,}", _fmt_bits(c["avg_code_bits"]), _fmt_bits(c["entropy_bits"])] for c in report["cores"]]
         out += _table(["core", "kind", "dims", "users", "values", "bits", "avg bits", "entropy"], rows, {0, 3, 4, 5, 6, 7})
 
-    out += ["", "Parameters (avg bits = payload bits per coded value; entropy = empirical, bits per value)"]
+    out += ["", "Parameters (stored values and bits include the parameter's own core; avg bits = payload bits"
+                " per value; entropy = empirical, bits per value)"]
     rows = []
     for r in report["layers"]:
         rows.append([safe_text(r["name"], 48), _dims(r["shape"]), _dims(r["reshape"]), _dims(r["core_dims"]),
@@ -306,6 +321,8 @@ def plot_report(report: dict, path: str | os.PathLike, top: int = 20) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     from adt.runtime.format import write_atomic
 
@@ -333,9 +350,12 @@ def plot_report(report: dict, path: str | os.PathLike, top: int = 20) -> None:
     a1.set_xlabel("bytes")
     a1.set_title(f"file: {total:,} bytes (true ratio {_fmt_ratio(t['true_ratio'])})")
     for bar, (_, b) in zip(bars, parts):
-        a1.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {b:,.0f} B ({100 * b / total:.1f}%)" if b >= 10 else f" {b:.1f} B ({100 * b / total:.1f}%)",
+        a1.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {_fmt_bytes(b)} ({100 * b / total:.1f}%)",
                 va="center", fontsize=8)
     a1.set_xlim(0, max(b for _, b in parts) * 1.45)
+    for ax in (a1, a2):
+        ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
 
     colors = {"ADA": "#4c72b0", "CP": "#55a868", "SCADA shared core": "#c44e52", "plain": "#999999"}
     method_of = {safe_text(r["name"], 32): r["method"] for r in shown}
@@ -345,9 +365,8 @@ def plot_report(report: dict, path: str | os.PathLike, top: int = 20) -> None:
     a2.set_xlabel("payload bytes (incl. own core / share of a shared core)")
     a2.set_title("payload by parameter")
     for bar, b in zip(bars, lbytes):
-        a2.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {b:,.0f}", va="center", fontsize=7)
+        a2.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {_fmt_bytes(b)}", va="center", fontsize=7)
     a2.set_xlim(0, max(lbytes) * 1.25 if lbytes else 1)
-    from matplotlib.patches import Patch
     a2.legend(handles=[Patch(color=c, label=m) for m, c in colors.items()
                        if any(r["method"] == m for r in report["layers"])], loc="lower right", fontsize=8)
     fig.tight_layout()

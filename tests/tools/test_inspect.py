@@ -32,10 +32,19 @@ def check_accounting(data: bytes) -> dict:
     # Every coded value's bits, recomputed from the code tables, match the per-array bits.
     for core, row in zip(f.cores, r["cores"]):
         assert row["bits"] == f.tables[f.groups[core.group].table].bit_count(core.symbols.reshape(-1))
+    users = {}
+    for p in f.params:
+        if p.factors:
+            users.setdefault(p.core, []).append(p.name)
     for p, row in zip(f.params, r["layers"]):
         code = f.tables[f.groups[p.group].table]
-        arrays = [p.symbols] if p.factors == [] else p.factors
+        arrays = [p.symbols] if p.factors == [] else list(p.factors)
+        if p.factors and len(users[p.core]) == 1:  # an own core counts with its parameter
+            arrays.append(f.cores[p.core].symbols)
         assert row["bits"] == sum(code.bit_count(a.reshape(-1)) for a in arrays)
+        assert row["stored_values"] == sum(a.size for a in arrays)
+    shared = sum(c["bits"] for c in r["cores"] if len(c["users"]) > 1)
+    assert sum(row["bits"] for row in r["layers"]) + shared == f.payload_bits
     assert r["totals"]["original_float32_bytes"] == 4 * sum(int(np.prod(p.shape)) for p in f.params)
     assert abs(r["totals"]["true_ratio"] - r["totals"]["original_float32_bytes"] / len(data)) < 1e-12
     json.loads(json.dumps(r))  # JSON-serializable
