@@ -6,10 +6,13 @@ and not counted):
 
 * open+decode: ``read_adt`` (read, CRC-32, parse, Huffman-decode); rebuild: ``rebuild_weights``;
 * per engine (numpy, onnxruntime): cold start = ``adt.runtime.load(path)`` + the first batch-1 run
-  (open .adt -> first output), and steady-state batch-1 / batch-64 latency of ``Model.run``;
+  (open .adt -> first output), and steady-state batch-1 / batch-64 latency of ``Model.run``
+  (``max(4 x repeats, 20)`` runs);
 * dense baseline: the dense ONNX model (``Model.onnx_bytes()``, rebuilt weights as initializers)
   written to a temporary .onnx file; cold start = ``onnxruntime.InferenceSession(path)`` + the first
   batch-1 run; steady-state batch-1 / batch-64 latency of ``session.run``;
+* the engines and the baseline are timed in turn (round robin), so that load from other processes
+  hits them alike and the ratios compare like with like;
 * peak resident memory of the load (``adt.runtime.load`` with the numpy engine), measured in a fresh
   subprocess (see :func:`peak_memory` for the method, which the output names).
 """
@@ -54,13 +57,6 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def steady(fn: Callable[[], object], repeats: int) -> float:
-    """Median latency after two warm-up calls."""
-    fn()
-    fn()
-    return median_time(fn, max(4 * repeats, 20))[0]
-
-
 # -- peak memory -------------------------------------------------------------------------------
 def _proc_status(field: str) -> int | None:
     try:
@@ -102,7 +98,9 @@ def measure_peak(load: Callable[[], object]) -> dict:
 
 def _child_load(path: str) -> None:
     import adt.runtime as rt
-    import adt.runtime.rebuild  # noqa: F401  (imports warmed before the measurement)
+    # Import everything the load touches first, so the measurement is the load, not module code.
+    import adt.runtime.numpy_engine  # noqa: F401
+    import adt.runtime.rebuild  # noqa: F401
     result = measure_peak(lambda: rt.load(path, engine="numpy"))
     print(json.dumps(result))
 
@@ -127,6 +125,18 @@ def _session_options(ort):
         return ort.SessionOptions()
 
 
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function, the functions called in turn (round robin), so that load
+    from other processes drifts over all of them alike and the ratios compare like with like."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
     """All measurements for one file (see the module doc); seconds, bytes."""
     import adt.runtime as rt
@@ -145,52 +155,51 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
     warm.run(x1)
 
     out: dict = {"file": str(path), "file_bytes": path.stat().st_size, "repeats": repeats,
-                 "input_shape": list(shape1[1:]),
-                 "dense_float32_bytes": f.original_float32_bytes()}
+                 "input_shape": list(shape1[1:]), "dense_float32_bytes": f.original_float32_bytes()}
     out["open_decode_s"], _ = median_time(lambda: read_adt(path), repeats)
     out["rebuild_s"], _ = median_time(lambda: rebuild_weights(f), repeats)
 
-    engines: dict[str, dict] = {}
     try:
         import onnxruntime as ort
     except ImportError:
         ort = None
-    for engine in ("numpy", "onnxruntime"):
-        if engine == "onnxruntime" and ort is None:
-            engines[engine] = {"skipped": "onnxruntime is not installed (pip install 'adt[onnx]')"}
-            continue
-        rt.load(path, engine=engine).run(x1)  # warm imports
-
-        def cold(engine=engine):
-            m = rt.load(path, engine=engine)
+    missing = {"skipped": "onnxruntime is not installed (pip install 'adt[onnx]')"}
+    engines: dict[str, dict] = {"numpy": {}, "onnxruntime": {}, "dense_onnxruntime": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        cold: dict[str, Callable[[], object]] = {}
+        run1: dict[str, Callable[[], object]] = {}
+        run64: dict[str, Callable[[], object]] = {}
+        for engine in ("numpy", "onnxruntime"):
+            if engine == "onnxruntime" and ort is None:
+                engines[engine] = dict(missing)
+                continue
+            m = rt.load(path, engine=engine)  # also warms the engine's imports
             m.run(x1)
-            return m
-        cold_s, m = median_time(cold, repeats)
-        engines[engine] = {"cold_start_s": cold_s, "batch1_s": steady(lambda: m.run(x1), repeats),
-                           "batch64_s": steady(lambda: m.run(x64), repeats)}
-
-    if ort is not None:
-        with tempfile.TemporaryDirectory() as tmp:
+            cold[engine] = lambda engine=engine: rt.load(path, engine=engine).run(x1)
+            run1[engine] = lambda m=m: m.run(x1)
+            run64[engine] = lambda m=m: m.run(x64)
+        if ort is None:
+            engines["dense_onnxruntime"] = dict(missing)
+        else:
             onnx_path = Path(tmp) / "dense.onnx"
             onnx_path.write_bytes(warm.onnx_bytes())
+            engines["dense_onnxruntime"]["onnx_bytes"] = onnx_path.stat().st_size
             opts = _session_options(ort)
 
             def session():
                 return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
             s = session()
             name = s.get_inputs()[0].name
-
-            def dense_cold():
-                sess = session()
-                sess.run(None, {name: x1})
-                return sess
-            cold_s, s = median_time(dense_cold, repeats)
-            engines["dense_onnxruntime"] = {
-                "cold_start_s": cold_s, "onnx_bytes": onnx_path.stat().st_size,
-                "batch1_s": steady(lambda: s.run(None, {name: x1}), repeats),
-                "batch64_s": steady(lambda: s.run(None, {name: x64}), repeats)}
-    else:
-        engines["dense_onnxruntime"] = {"skipped": "onnxruntime is not installed (pip install 'adt[onnx]')"}
+            s.run(None, {name: x1})
+            cold["dense_onnxruntime"] = lambda: session().run(None, {name: x1})
+            run1["dense_onnxruntime"] = lambda: s.run(None, {name: x1})
+            run64["dense_onnxruntime"] = lambda: s.run(None, {name: x64})
+        steady_n = max(4 * repeats, 20)
+        for key, fns, n in (("cold_start_s", cold, repeats), ("batch1_s", run1, steady_n), ("batch64_s", run64, steady_n)):
+            for fn in fns.values():  # warm-up (caches, thread pools)
+                fn()
+            for engine, t in interleaved(fns, n).items():
+                engines[engine][key] = t
     out["engines"] = engines
 
     base = engines["dense_onnxruntime"]
@@ -220,22 +229,22 @@ def render(result: dict) -> str:
              f"  open+decode            {_ms(result['open_decode_s'])}",
              f"  rebuild weights        {_ms(result['rebuild_s'])}",
              "",
-             f"  {'':22} {'cold start':>12} {'batch 1':>12} {'batch 64':>12}"]
+             f"  {'':24} {'cold start':>12} {'batch 1':>12} {'batch 64':>12}"]
     labels = {"numpy": ".adt numpy engine", "onnxruntime": ".adt onnxruntime engine",
               "dense_onnxruntime": "dense .onnx + ORT"}
     for key, label in labels.items():
         r = e.get(key, {})
         if "skipped" in r:
-            lines.append(f"  {label:22} skipped: {r['skipped']}")
+            lines.append(f"  {label:24} skipped: {r['skipped']}")
         else:
-            lines.append(f"  {label:22} {_ms(r['cold_start_s'])} {_ms(r['batch1_s'])} {_ms(r['batch64_s'])}")
+            lines.append(f"  {label:24} {_ms(r['cold_start_s'])} {_ms(r['batch1_s'])} {_ms(r['batch64_s'])}")
     if result["ratios_vs_dense"]:
         lines += ["", "  vs the dense baseline (lower is faster):"]
         for engine in ("numpy", "onnxruntime"):
             rr = {k.split("_", 1)[1].rsplit("_vs", 1)[0]: v for k, v in result["ratios_vs_dense"].items()
                   if k.startswith(engine + "_")}
             if rr:
-                lines.append(f"  {labels[engine]:22} " + "  ".join(f"{k} {v:.2f}x" for k, v in rr.items()))
+                lines.append(f"  {labels[engine]:24} " + "  ".join(f"{k.replace('_', ' ')} {v:.2f}x" for k, v in rr.items()))
     mem = result["memory"]
     if mem:
         lines += ["", f"  peak memory of the load: {mem['peak_bytes'] / 2**20:.1f} MiB "

@@ -35,9 +35,9 @@ def _one_line(exc: BaseException) -> str:
 
 def input_shape(model) -> tuple[int, ...]:
     """The concrete batch-1 input shape of ``model`` (its architecture's graph input ``input``)."""
-    dims = list(model.input_shape)
+    dims = model.input_shape
     if not dims:
-        raise ValueError("the architecture's input has no dimensions")
+        raise ValueError("the architecture's input declares no shape: cannot build a zero input")
     shape = [1]
     for i, d in enumerate(dims[1:], start=1):
         if not isinstance(d, (int, np.integer)) or d < 1:
