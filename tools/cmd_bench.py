@@ -11,8 +11,8 @@ and not counted):
 * dense baseline: the dense ONNX model (``Model.onnx_bytes()``, rebuilt weights as initializers)
   written to a temporary .onnx file; cold start = ``onnxruntime.InferenceSession(path)`` + the first
   batch-1 run; steady-state batch-1 / batch-64 latency of ``session.run``;
-* the engines and the baseline are timed in turn (round robin), so that load from other processes
-  hits them alike and the ratios compare like with like;
+* the engines and the baseline take turns in blocks of runs (:func:`blocked`), so that load from
+  other processes hits them alike and the ratios compare like with like;
 * peak resident memory of the load (``adt.runtime.load`` with the numpy engine), measured in a fresh
   subprocess (see :func:`peak_memory` for the method, which the output names).
 """
@@ -125,15 +125,25 @@ def _session_options(ort):
         return ort.SessionOptions()
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, the functions called in turn (round robin), so that load
-    from other processes drifts over all of them alike and the ratios compare like with like."""
+def blocked(fns: dict[str, Callable[[], object]], runs: int, rounds: int = 3, warm: int = 2) -> dict[str, float]:
+    """Median wall time of each function over ``runs`` timed calls, made in ``rounds`` blocks that take
+    turns (A-block, B-block, C-block, A-block, ...), each block starting with ``warm`` untimed calls.
+
+    Blocks, not single calls in turn: with 2 cores, NumPy's OpenBLAS threads and ONNX Runtime's
+    thread pool slow each other down for milliseconds after a switch (measured: a LeNet-5 batch-1
+    NumPy run right after an ORT run takes ~20x longer), which no single engine on a device would see.
+    Taking turns by block still spreads drifting load from other processes over all of them alike."""
+    rounds = max(1, min(rounds, runs))
+    per = [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(max(1, repeats)):
+    for n in per:
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(warm):
+                fn()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -195,10 +205,9 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
             run1["dense_onnxruntime"] = lambda: s.run(None, {name: x1})
             run64["dense_onnxruntime"] = lambda: s.run(None, {name: x64})
         steady_n = max(4 * repeats, 20)
-        for key, fns, n in (("cold_start_s", cold, repeats), ("batch1_s", run1, steady_n), ("batch64_s", run64, steady_n)):
-            for fn in fns.values():  # warm-up (caches, thread pools)
-                fn()
-            for engine, t in interleaved(fns, n).items():
+        for key, fns, n, warm in (("cold_start_s", cold, repeats, 1), ("batch1_s", run1, steady_n, 2),
+                                  ("batch64_s", run64, steady_n, 2)):
+            for engine, t in blocked(fns, n, warm=warm).items():
                 engines[engine][key] = t
     out["engines"] = engines
 
