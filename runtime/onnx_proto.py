@@ -70,16 +70,28 @@ def _signed(v: int, bits: int = 64) -> int:
     return v
 
 
-def _fields(buf: memoryview, path: str) -> Iterator[tuple[int, int, object, str]]:
+# field names per message, only to name a malformed field in errors
+_NAMES = {
+    "model": {1: "ir_version", 7: "graph", 8: "opset_import"},
+    "graph": {1: "node", 5: "initializer", 11: "input", 12: "output"},
+    "node": {1: "input", 2: "output", 3: "name", 4: "op_type", 5: "attribute", 7: "domain"},
+    "attribute": {1: "name", 2: "f", 3: "i", 4: "s", 5: "t", 7: "floats", 8: "ints", 20: "type"},
+    "tensor": {1: "dims", 2: "data_type", 4: "float_data", 5: "int32_data", 7: "int64_data", 8: "name",
+               9: "raw_data", 10: "double_data", 11: "uint64_data"},
+}
+
+
+def _fields(buf: memoryview, path: str, kind: str = "") -> Iterator[tuple[int, int, object, str]]:
     """Yield ``(field number, wire type, value, path)`` of one message; LEN values are memoryviews,
     VARINT values ints, I32/I64 values raw bytes. Validates tags and lengths as it goes."""
+    names = _NAMES.get(kind, {})
     pos, end = 0, len(buf)
     while pos < end:
         key, pos = _varint(buf, pos, end, f"{path} (field key)")
         num, wt = key >> 3, key & 7
         if num == 0 or num >= 1 << 29:
             raise _err(path, f"invalid field number {num} at byte {pos}")
-        where = f"{path} (field {num})"
+        where = f"{path}.{names[num]}" if num in names else f"{path} (field {num})"
         if wt == VARINT:
             val, pos = _varint(buf, pos, end, where)
         elif wt == LEN:
@@ -202,7 +214,7 @@ def parse_tensor(buf: memoryview, path: str) -> Tensor:
     raw = None
     typed: dict[int, list] = {}
     external = False
-    for num, wt, val, where in _fields(buf, path):
+    for num, wt, val, where in _fields(buf, path, "tensor"):
         if num == 1:
             dims += _packed_varints(val, wt, f"{path}.dims")
         elif num == 2:
@@ -267,7 +279,7 @@ def _parse_attribute(buf: memoryview, path: str) -> Attribute:
     floats: list[float] = []
     ints: list[int] = []
     strings: list[bytes] = []
-    for num, wt, val, where in _fields(buf, path):
+    for num, wt, val, where in _fields(buf, path, "attribute"):
         if num == 1:
             name = _text(val, wt, f"{path}.name")
         elif num == 20:
@@ -324,7 +336,7 @@ def _parse_attribute(buf: memoryview, path: str) -> Attribute:
 
 def _parse_node(buf: memoryview, path: str) -> Node:
     node = Node(op_type="")
-    for num, wt, val, where in _fields(buf, path):
+    for num, wt, val, where in _fields(buf, path, "node"):
         if num == 1:
             node.inputs.append(_text(val, wt, f"{path}.input"))
         elif num == 2:
@@ -382,7 +394,7 @@ def _parse_value_info(buf: memoryview, path: str) -> ValueInfo:
 
 def _parse_graph(buf: memoryview, path: str) -> Graph:
     g = Graph()
-    for num, wt, val, where in _fields(buf, path):
+    for num, wt, val, where in _fields(buf, path, "graph"):
         if num == 1:
             _expect(wt, LEN, f"{path}.node")
             g.nodes.append(_parse_node(val, f"{path}.node[{len(g.nodes)}]"))
@@ -405,7 +417,7 @@ def parse_model(data: bytes | memoryview) -> Model:
     buf = memoryview(bytes(data))
     m = Model()
     graphs = 0
-    for num, wt, val, where in _fields(buf, "model"):
+    for num, wt, val, where in _fields(buf, "model", "model"):
         if num == 1:
             m.ir_version = _int(val, wt, "model.ir_version")
         elif num == 8:

@@ -195,6 +195,6 @@ def float64_rebuild(data: bytes) -> dict[str, np.ndarray]:
         d = len(facs)
         letters, ranks = "abcdefgh"[:d], "ijklmnop"[:d]
         spec = ranks + "," + ",".join(a + r for a, r in zip(letters, ranks)) + "->" + letters
-        out[p.name] = np.einsum(spec, core, *facs).reshape(p.shape).astype(np.float32)
+        out[p.name] = np.einsum(spec, core, *facs, optimize=True).reshape(p.shape).astype(np.float32)
         assert c.dims == core.shape
     return out
