@@ -16,6 +16,8 @@ Run:  .venv/bin/python benchmarks/bench_lenet.py [--repeats 10] [--file model.ad
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import json
 import os
 import platform
@@ -72,6 +74,45 @@ def build_lenet5(path: Path, seed: int = 0) -> None:
     w.write(path)
 
 
+def _profile(fn, runs: int, top: int = 6) -> list[dict]:
+    """cProfile of ``runs`` calls of ``fn``: the functions with the most own time, per call."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(runs):
+        fn()
+    prof.disable()
+    rows = sorted(pstats.Stats(prof).stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return [{"function": f"{Path(f).name}:{line}({name})", "own_ms_per_call": round(1e3 * tt / runs, 3)}
+            for (f, line, name), (_, _, tt, _, _) in rows]
+
+
+def explain(path: Path, repeats: int) -> dict:
+    """Where the missed targets' time goes: the NumPy engine's batch-64 run by function, and the
+    onnxruntime engine's cold start split into its steps (medians)."""
+    import onnxruntime as ort
+
+    import adt.runtime as rt
+    from adt.runtime.format import read_adt
+    from adt.runtime.ort_engine import session_options
+    from adt.runtime.rebuild import rebuild_weights
+    from adt.tools.cmd_bench import median_time
+
+    m = rt.load(path)
+    x64 = np.zeros((64, 1, 28, 28), np.float32)
+    m.run(x64)
+    f = read_adt(path)
+    dense = m.onnx_bytes()
+    steps = {
+        "read_adt_ms": median_time(lambda: read_adt(path), repeats)[0],
+        "rebuild_weights_ms": median_time(lambda: rebuild_weights(f), repeats)[0],
+        "onnx_bytes_ms": median_time(m.onnx_bytes, repeats)[0],
+        "ort_session_from_bytes_ms": median_time(lambda: ort.InferenceSession(
+            dense, sess_options=session_options(), providers=["CPUExecutionProvider"]), repeats)[0],
+    }
+    return {"numpy_batch64_profile": _profile(lambda: m.run(x64), 5),
+            "ort_engine_cold_start_steps": {k: round(1e3 * v, 3) for k, v in steps.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10, help="runs per measurement (medians)")
@@ -83,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.file) if args.file else Path(tmp) / "lenet5.adt"
         if not args.file:
             build_lenet5(path)
+        why = explain(path, args.repeats)
         result = bench(path, args.repeats)
         report = build_report(path)
     e, r = result["engines"], result["ratios_vs_dense"]
@@ -101,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         "source": args.file or "built: random values, paper-matching LeNet-5 plan, hand-written ONNX graph",
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
                     "platform": platform.platform()},
+        "note": "a shared 2-core machine: see bench.loadavg_before/after; NumPy's threaded BLAS and ORT's thread "
+                "pool both slow down sharply when other processes hold a core",
         "bench": {k: v for k, v in result.items() if k != "file"},
         "file_bytes": t["file_bytes"], "true_ratio": t["true_ratio"], "paper_qh_ratio": report["paper"]["qh_ratio"],
         "targets": targets,
+        "explain": why,
     }
     dest = Path(args.out)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
               f"b64 {1e3 * x['batch64_s']:8.3f} ms")
     for k, v in targets.items():
         print(f"{k:>30}: {v['value']:.3f} {'met' if v['met'] else 'MISSED'}")
+    print("numpy batch-64 by function (own ms/call):",
+          ", ".join(f"{p['function']} {p['own_ms_per_call']}" for p in why["numpy_batch64_profile"][:4]))
+    print("onnxruntime engine cold start steps (ms):", why["ort_engine_cold_start_steps"])
     print(f"wrote {dest}")
     return 0
 

@@ -125,6 +125,14 @@ def _session_options(ort):
         return ort.SessionOptions()
 
 
+def _loadavg() -> list[float] | None:
+    """1/5/15-minute load averages: other processes on a small machine move every latency."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def blocked(fns: dict[str, Callable[[], object]], runs: int, rounds: int = 3, warm: int = 2) -> dict[str, float]:
     """Median wall time of each function over ``runs`` timed calls, made in ``rounds`` blocks that take
     turns (A-block, B-block, C-block, A-block, ...), each block starting with ``warm`` untimed calls.
@@ -165,6 +173,7 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
     warm.run(x1)
 
     out: dict = {"file": str(path), "file_bytes": path.stat().st_size, "repeats": repeats,
+                 "cpus": os.cpu_count(), "loadavg_before": _loadavg(),
                  "input_shape": list(shape1[1:]), "dense_float32_bytes": f.original_float32_bytes()}
     out["open_decode_s"], _ = median_time(lambda: read_adt(path), repeats)
     out["rebuild_s"], _ = median_time(lambda: rebuild_weights(f), repeats)
@@ -221,6 +230,7 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
             for key in ("cold_start_s", "batch1_s", "batch64_s"):
                 ratios[f"{engine}_{key[:-2]}_vs_dense"] = e[key] / base[key]
     out["ratios_vs_dense"] = ratios
+    out["loadavg_after"] = _loadavg()
     out["memory"] = peak_memory(path) if memory else None
     if out["memory"]:
         out["memory"]["over_dense_float32"] = out["memory"]["peak_bytes"] / out["dense_float32_bytes"]
@@ -254,6 +264,9 @@ def render(result: dict) -> str:
                   if k.startswith(engine + "_")}
             if rr:
                 lines.append(f"  {labels[engine]:24} " + "  ".join(f"{k.replace('_', ' ')} {v:.2f}x" for k, v in rr.items()))
+    if result.get("loadavg_before"):
+        lines += ["", f"  load average before/after: {result['loadavg_before'][0]:.2f} / {result['loadavg_after'][0]:.2f}"
+                      f" on {result['cpus']} CPUs (other processes slow every engine, NumPy's threaded BLAS most)"]
     mem = result["memory"]
     if mem:
         lines += ["", f"  peak memory of the load: {mem['peak_bytes'] / 2**20:.1f} MiB "
