@@ -191,7 +191,8 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     # -- the paper's formula ratios (Sec. 3): values, not bytes ------------------------------------
     n_shared = sum(1 for u in users.values() if len(u) > 1)
     n_own = sum(1 for u in users.values() if len(u) == 1)
-    equation = ("Eq. 12 (SCADA-Tucker)" if n_shared and not n_own else
+    equation = ("no decomposed parameters" if not n_shared and not n_own else
+                "Eq. 12 (SCADA-Tucker)" if n_shared and not n_own else
                 "Eq. 11/12 (own and shared cores)" if n_shared else "Eq. 11 (ADA-Tucker)")
     tucker = [p for p in f.params if p.encoding != ENC_PLAIN]
     tucker_cores = sorted({p.core for p in tucker})
@@ -302,7 +303,7 @@ def render_text(report: dict) -> str:
             f" metadata: {t['weights_only_bytes']:,} bytes)",
             f"  payload                : {t['payload_bits']:,} bits for {t['stored_values']:,} values"
             f" ({_fmt_bits(t['avg_code_bits'])} bits/value); entropy bound {t['entropy_bound_bits']:,.0f} bits"
-            f" (payload = {_fmt_bits(t['payload_over_entropy'])}x)",
+            + (f" (payload = {t['payload_over_entropy']:.3f}x)" if t["payload_over_entropy"] else ""),
             "",
             f"Paper's formula ratios ({pp['equation']}; they count values, not bytes, and ignore tables,",
             "headers and the architecture):",
