@@ -141,6 +141,15 @@ except PackageNotFoundError:
 EOF
 }
 
+deb_version() {  # Debian version of package $1 in ROOT, from its changelog (--variant=extract leaves
+  # no dpkg status and no base-files)
+  local f
+  for f in "$ROOT/usr/share/doc/$1"/changelog.Debian*.gz; do
+    [[ -f "$f" ]] && { gzip -dc "$f" | head -n1 | sed -nE 's/^[^ ]+ \(([^)]+)\).*/\1/p'; return; }
+  done
+  echo unknown
+}
+
 prepare_root() {
   if [[ $FRESH == 1 ]]; then rm -rf "$ROOT"; fi
   if [[ -f "$STAMP" ]]; then log "reusing aarch64 environment $ROOT"; return; fi
@@ -257,7 +266,7 @@ if [[ $DO_E2E == 1 ]]; then
     --repeats "$REPEATS" --out-dir "$RUN/aarch64")
   qemu_version="$(qemu-aarch64-static --version | head -n1)"
   emu="$("$HOST_PY" -c 'import json,sys; print(json.dumps({"qemu": sys.argv[1], "qemu_cpu": sys.argv[2], "debian": sys.argv[3], "rootfs": sys.argv[4], "rootfs_size": sys.argv[5], "prepare_s": sys.argv[6], "threads": "OPENBLAS_NUM_THREADS=1, fake /proc/cpuinfo with 1 CPU"}))' \
-    "$qemu_version" "$QEMU_CPU_MODEL" "$SUITE $(cat "$ROOT/etc/debian_version")" "mmdebstrap --variant=extract --arch=arm64" \
+    "$qemu_version" "$QEMU_CPU_MODEL" "$SUITE (python3.11 $(deb_version python3.11), libc6 $(deb_version libc6))" "mmdebstrap --variant=extract --arch=arm64" \
     "$(du -sh "$ROOT" | cut -f1)" "$(sed -n 's/^prepare_s=//p' "$STAMP")")"
   mkdir -p "$RESULTS"
   set +e
