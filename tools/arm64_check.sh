@@ -57,7 +57,7 @@ both, writing results/arm64.json and results/arm64.md.
 Options:
   --file PATH        LeNet-5 .adt to check (default: a random-weight LeNet-5-shaped fallback file,
                      development only; the results then say "fallback")
-  --data DIR         MNIST IDX folder (default: \$ADT_DATA)
+  --data DIR         MNIST IDX folder (default: \$ADT_DATA, else shared/data/mnist beside the checkout)
   --n N              MNIST test images to classify, the first N (default $N)
   --repeats R        timing repeats, medians reported (default $REPEATS)
   --results DIR      where arm64.json / arm64.md go (default: <repo>/results)
@@ -108,6 +108,8 @@ PKG="$CACHE/pkg"
 RUN="$CACHE/run"
 STAMP="$ROOT/.adt-arm64-ready"
 if [[ -x "$REPO/.venv/bin/python" ]]; then HOST_PY="$REPO/.venv/bin/python"; else HOST_PY="$(command -v python3)"; fi
+# MNIST: --data, else $ADT_DATA, else shared/data/mnist beside the checkout (as tests/conftest.py).
+if [[ -z "$DATA" && -d "$REPO/../shared/data/mnist" ]]; then DATA="$(cd "$REPO/../shared/data/mnist" && pwd)"; fi
 [[ -n "$FILE" && ! -f "$FILE" ]] && die "--file $FILE does not exist"
 [[ -n "$FILE" ]] && FILE="$(cd "$(dirname "$FILE")" && pwd)/$(basename "$FILE")"
 if [[ $DO_E2E == 1 && $PREPARE_ONLY == 0 ]]; then
@@ -207,9 +209,9 @@ link_repo() {  # the repository's torch-free packages as adt.runtime / adt.tools
 # The aarch64 Python with a clean environment (no host venv variables leak in), niced.
 ARM_PY=(env -i PATH="$CACHE/bin:/usr/local/bin:/usr/bin:/bin" HOME="$CACHE/home" LANG=C.UTF-8
   QEMU_CPU="$QEMU_CPU_MODEL" PYTHONPATH="$PKG" PYTHONPYCACHEPREFIX="$CACHE/pycache"
-  OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ADT_DATA="$DATA"
-  ADT_ARM64_MAX_EXAMPLES="${ADT_ARM64_MAX_EXAMPLES:-20}"
-  nice -n 10 qemu-aarch64-static -0 "$CACHE/bin/python3.11" -L "$ROOT" "$ROOT/usr/bin/python3.11")
+  OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ADT_ARM64_MAX_EXAMPLES="${ADT_ARM64_MAX_EXAMPLES:-20}")
+[[ -n "$DATA" ]] && ARM_PY+=(ADT_DATA="$DATA")
+ARM_PY+=(nice -n 10 qemu-aarch64-static -0 "$CACHE/bin/python3.11" -L "$ROOT" "$ROOT/usr/bin/python3.11")
 arm_python() { "${ARM_PY[@]}" "$@"; }
 
 prepare_root
