@@ -130,26 +130,27 @@ def _conv(node: Node, opset: int, consts) -> Fn:
         xp = _pad(x, begin, end, 0.0)
         s = len(kernel)
         eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
-        # im2col: a strided view of every window, then ONE copy into (N*L, C*K) and ONE matmul.
+        # im2col: a strided view of every window, then ONE copy into columns (N, C*K, L) whose
+        # innermost axis walks the output positions (stride-1 reads) and a matmul per sample that
+        # writes NCHW directly. Measured faster than (N*L, C*K) @ W.T (a strided copy plus an output
+        # transpose) for every LeNet/ResNet layer shape, most of all for few input channels.
         win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + s)))
         win = win[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * st + 1, st) for o, st in zip(out, strides))
                   + tuple(slice(None, None, d) for d in dil)]
-        # (N, C, *out, *k) -> (N, *out, C, *k)
-        perm = (0,) + tuple(range(2, 2 + s)) + (1,) + tuple(range(2 + s, 2 + 2 * s))
+        # (N, C, *out, *k) -> (N, C, *k, *out)
+        perm = (0, 1) + tuple(range(2 + s, 2 + 2 * s)) + tuple(range(2, 2 + s))
         L = prod(out)
         K = prod(kernel)
-        cols = win.transpose(perm).reshape(n * L, c * K)
         if group == 1:
-            y = cols @ w.reshape(m, c * K).T
+            cols = win.transpose(perm).reshape(n, c * K, L)
+            y = np.matmul(w.reshape(m, c * K), cols)                              # (N, M, L)
         else:
             cg, mg = c // group, m // group
-            cols_g = cols.reshape(n * L, group, cg * K).transpose(1, 0, 2)          # (G, NL, CgK)
-            y = np.matmul(cols_g, w.reshape(group, mg, cg * K).transpose(0, 2, 1))  # (G, NL, Mg)
-            y = y.transpose(1, 0, 2).reshape(n * L, m)
+            cols = win.transpose(perm).reshape(n, group, cg * K, L)
+            y = np.matmul(w.reshape(group, mg, cg * K), cols).reshape(n, m, L)   # (N, G, Mg, L)
         if b is not None:
-            y += b
-        y = y.reshape((n,) + tuple(out) + (m,))
-        return (np.ascontiguousarray(np.moveaxis(y, -1, 1)),)
+            y += b.reshape(m, 1)
+        return (y.reshape((n, m) + tuple(out)),)
     return run
 
 
@@ -171,12 +172,6 @@ def _pool(node: Node, opset: int, consts, kind: str) -> Fn:
             raise AdtArchitectureError(f"{node.label()}: AveragePool dilations need opset 19")
         begin, end, out, extra = _pads(node, x.shape[2:], kernel, strides, dil, ceil_mode)
         end_all = [e + x_ for e, x_ in zip(end, extra)]
-        s = len(kernel)
-        if (kind == "max" and not any(begin) and not any(end_all) and dil == [1] * s
-                and list(strides) == list(kernel) and all(o * k == n for o, k, n in zip(out, kernel, x.shape[2:]))):
-            # non-overlapping windows that tile the input exactly: one reshape and one reduction
-            shape = x.shape[:2] + tuple(v for o, k in zip(out, kernel) for v in (o, k))
-            return (x.reshape(shape).max(axis=tuple(range(3, 3 + 2 * s, 2))),)
         fill = -np.inf if kind == "max" else 0.0
         xp = _pad(x, begin, end_all, fill)
         acc = None
