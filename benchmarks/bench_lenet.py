@@ -11,25 +11,47 @@ ONNX Runtime engine within 1.1x of it; cold start (open .adt -> first output) no
 Runtime creating a session on the dense .onnx file and running once; payload bits <= 1.01x the
 empirical entropy of the symbols.
 
-Run:  .venv/bin/python benchmarks/bench_lenet.py [--repeats 10] [--file model.adt] [--out results/bench_lenet.json]
+Threads: ``--threads 1`` (default) limits NumPy's BLAS and ONNX Runtime's intra-op pool to one thread
+each (on this shared 2-core machine, multi-threaded pools stall whenever another process holds a core:
+a LeNet-5 NumPy batch-1 run went from 0.5 ms to 10-30 ms); ``--threads 0`` keeps the libraries' defaults.
+
+Run:  .venv/bin/python benchmarks/bench_lenet.py [--repeats 10] [--threads 1] [--file model.adt] [--out ...]
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
-import pstats
 import json
 import os
 import platform
+import pstats
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-from adt.runtime.format import AdtWriter, quantize, write_atomic
-from adt.tools.cmd_bench import bench
-from adt.tools.inspect_report import build_report
+
+def _threads_from_argv(argv: list[str]) -> int:
+    """--threads N (default 1), read before NumPy is imported: BLAS reads its thread count at import."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+if __name__ == "__main__":
+    _n = _threads_from_argv(sys.argv[1:])
+    if _n > 0:
+        os.environ.update({k: str(_n) for k in THREAD_ENV})
+
+import numpy as np  # noqa: E402
+
+from adt.runtime.format import AdtWriter, quantize, write_atomic  # noqa: E402
+from adt.tools.cmd_bench import bench, limit_ort_threads  # noqa: E402
+from adt.tools.inspect_report import build_report  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wrn_scale import PLAIN_B, PLAIN_Q, TUCKER_B, TUCKER_Q, lenet5_spec, random_values  # noqa: E402
@@ -117,15 +139,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10, help="runs per measurement (medians)")
     ap.add_argument("--file", help="a real LeNet-5 .adt file (default: build one with random values)")
-    ap.add_argument("--out", default=str(REPO / "results" / "bench_lenet.json"), help="where to write the JSON")
+    ap.add_argument("--out", default=None,
+                    help="where to write the JSON (default results/bench_lenet.json, or "
+                         "results/bench_lenet_threads<N>.json for --threads N other than 1)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads per engine (BLAS and ONNX Runtime intra-op); 0 = each library's default "
+                         "(default 1: stable on a small shared machine)")
     args = ap.parse_args(argv)
+    if args.threads > 0 and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        ap.error("--threads must be given on the command line of this script (BLAS reads it at import)")
+    if args.out is None:
+        name = "bench_lenet.json" if args.threads == 1 else f"bench_lenet_threads{args.threads or 'default'}.json"
+        args.out = str(REPO / "results" / name)
+    if args.threads > 0:
+        limit_ort_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.file) if args.file else Path(tmp) / "lenet5.adt"
         if not args.file:
             build_lenet5(path)
         why = explain(path, args.repeats)
-        result = bench(path, args.repeats)
+        result = bench(path, args.repeats, threads=args.threads or None)
         report = build_report(path)
     e, r = result["engines"], result["ratios_vs_dense"]
     t = report["totals"]

@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5,
                         help="runs per measurement; each number is their median (default 5; steady-state "
                              "latencies use max(4 x repeats, 20) runs)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit every engine to N threads: NumPy's BLAS (OMP/OPENBLAS/MKL_NUM_THREADS, in a child "
+                             "process) and ONNX Runtime's intra-op pool (the runtime's engine and the dense baseline "
+                             "alike). On a small shared machine, --threads 1 gives stable numbers (default: each "
+                             "library's own default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
 
@@ -155,8 +160,30 @@ def blocked(fns: dict[str, Callable[[], object]], runs: int, rounds: int = 3, wa
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
-    """All measurements for one file (see the module doc); seconds, bytes."""
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_ort_threads(n: int) -> None:
+    """Give every onnxruntime session made from now on (the runtime's engine, which asks
+    ``adt.runtime.ort_engine.session_options`` for its options, and the dense baseline) ``n``
+    intra-op threads. Benchmark-only: it rebinds that function in this process."""
+    from adt.runtime import ort_engine
+
+    base = ort_engine.session_options
+
+    def limited():
+        so = base()
+        so.intra_op_num_threads = n
+        so.inter_op_num_threads = 1
+        return so
+    ort_engine.session_options = limited
+
+
+def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int | None = None) -> dict:
+    """All measurements for one file (see the module doc); seconds, bytes. With ``threads``, call it
+    in a process whose BLAS was limited by THREAD_ENV before NumPy was imported (see :func:`run`)."""
+    if threads:
+        limit_ort_threads(threads)
     import adt.runtime as rt
     from adt.runtime.rebuild import rebuild_weights
     from adt.tools.cmd_verify import input_shape
@@ -174,6 +201,7 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True) -> dict:
 
     out: dict = {"file": str(path), "file_bytes": path.stat().st_size, "repeats": repeats,
                  "cpus": os.cpu_count(), "loadavg_before": _loadavg(),
+                 "threads": threads or "library defaults",
                  "input_shape": list(shape1[1:]), "dense_float32_bytes": f.original_float32_bytes()}
     out["open_decode_s"], _ = median_time(lambda: read_adt(path), repeats)
     out["rebuild_s"], _ = median_time(lambda: rebuild_weights(f), repeats)
@@ -244,7 +272,7 @@ def _ms(s: float) -> str:
 def render(result: dict) -> str:
     e = result["engines"]
     lines = [f"{safe_text(result['file'], None)}: {result['file_bytes']:,} bytes, input {result['input_shape']}, "
-             f"medians of {result['repeats']} runs (latencies: of max(4 x repeats, 20))",
+             f"medians of {result['repeats']} runs (latencies: of max(4 x repeats, 20)), threads: {result['threads']}",
              f"  open+decode            {_ms(result['open_decode_s'])}",
              f"  rebuild weights        {_ms(result['rebuild_s'])}",
              "",
@@ -274,12 +302,43 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _child_bench(path: str, repeats: int, memory: bool, threads: int) -> None:
+    """Entry point of the --threads child: prints the result (or the error) as JSON."""
+    from adt.runtime.format import AdtError
+    try:
+        result = bench(path, repeats, memory, threads)
+    except (AdtError, CommandError) as exc:
+        result = {"error": str(exc)}
+    print(json.dumps(result))
+
+
+def bench_threads(path: str | Path, repeats: int, memory: bool, threads: int) -> dict:
+    """:func:`bench` in a child process whose BLAS and ORT pools have ``threads`` threads."""
+    env = dict(os.environ, **{k: str(threads) for k in THREAD_ENV})
+    code = (f"from adt.tools.cmd_bench import _child_bench; "
+            f"_child_bench({str(path)!r}, {repeats}, {memory!r}, {threads})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CommandError(f"benchmark subprocess failed: {last}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise CommandError(result["error"])
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise CommandError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"--threads must be >= 1, got {args.threads}")
     if not os.path.isfile(args.file):
         raise CommandError(f"{args.file!r} is not a file")
-    result = bench(args.file, args.repeats, memory=not args.no_memory)
+    if args.threads:
+        result = bench_threads(args.file, args.repeats, not args.no_memory, args.threads)
+    else:
+        result = bench(args.file, args.repeats, memory=not args.no_memory)
     if args.json:
         sys.stdout.write(json.dumps(result, indent=1, ensure_ascii=True) + "\n")
     else:

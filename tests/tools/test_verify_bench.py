@@ -122,6 +122,16 @@ def test_bench_small_file_json(tiny):
     assert "dense .onnx + ORT" in out.stdout and "vs the dense baseline" in out.stdout
 
 
+def test_bench_threads_runs_in_a_limited_child(tiny):
+    out = adt("bench", tiny, "--repeats", "1", "--threads", "1", "--no-memory", "--json", timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["threads"] == 1 and r["memory"] is None
+    assert r["engines"]["numpy"]["batch64_s"] > 0
+    line = one_line_error(adt("bench", tiny, "--threads", "0"), "bench")
+    assert "--threads" in line
+
+
 def test_bench_needs_an_architecture(tmp_path):
     path = tmp_path / "m.adt"
     path.write_bytes(mixed_file())
