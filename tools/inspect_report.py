@@ -65,6 +65,12 @@ def safe_text(value: Any, limit: int | None = DISPLAY_LIMIT) -> str:
     return text
 
 
+def _check(ok: bool, what: str) -> None:
+    """The accounting invariants; an explicit raise, so ``python -O`` cannot skip them."""
+    if not ok:
+        raise AssertionError(f"inspect accounting bug: {what}")
+
+
 # -- the report ----------------------------------------------------------------------------------
 def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     """A JSON-serializable description of a .adt file (a path, its bytes, or a decoded AdtFile).
@@ -88,7 +94,7 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
         rows.append({"name": s.name, "kind": s.kind, "bytes": s.length})
     rows.append({"name": "checksum (CRC-32)", "kind": None, "bytes": f.checksum_bytes})
     total = sum(r["bytes"] for r in rows)
-    assert total == f.file_size, f"section accounting gives {total} bytes, the file has {f.file_size}"
+    _check(total == f.file_size, f"section accounting gives {total} bytes, the file has {f.file_size}")
     for r in rows:
         r["share"] = r["bytes"] / f.file_size
 
@@ -101,8 +107,8 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     padding_bits = 8 * payload.length - f.payload_bits
     parts = [("cores", core_bits), ("factors", factor_bits), ("plain biases", bias_bits),
              ("other plain parameters", other_bits), ("padding", padding_bits)]
-    assert core_bits + factor_bits + bias_bits + other_bits == f.payload_bits, "payload bits do not add up"
-    assert sum(b for _, b in parts) == 8 * payload.length, "payload split does not add up to the section"
+    _check(core_bits + factor_bits + bias_bits + other_bits == f.payload_bits, "payload bits do not add up")
+    _check(sum(b for _, b in parts) == 8 * payload.length, "payload split does not add up to the section")
     payload_split = [{"name": n, "bits": b, "bytes": b / 8, "share_of_file": b / 8 / f.file_size} for n, b in parts]
 
     # -- per core ---------------------------------------------------------------------------------
@@ -122,7 +128,7 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
         core_bits = 0
         if p.encoding == ENC_PLAIN:
             arrays = [p.symbols.reshape(-1)]
-            method, core_dims, core_idx, core_share_bits, core_vals = "plain", None, None, 0.0, 0
+            method, core_dims, core_idx, core_share_bits = "plain", None, None, 0.0
         else:
             arrays = [m.reshape(-1) for m in p.factors]
             c = f.cores[p.core]
@@ -132,9 +138,9 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
             if shared:
                 # A shared core is listed once under "cores"; for the per-layer ratio its bits are
                 # split evenly among the parameters that use it.
-                core_share_bits, core_vals = c.bits / len(users[p.core]), 0
+                core_share_bits = c.bits / len(users[p.core])
             else:
-                core_share_bits, core_vals, core_bits = 0.0, c.stored_count, c.bits
+                core_share_bits, core_bits = 0.0, c.bits
                 arrays.append(c.symbols.reshape(-1))
         sym = np.concatenate(arrays)
         bits = p.bits + core_bits
@@ -152,8 +158,8 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
             "entropy_bits": entropy_bits(sym),
             "ratio": _ratio(32 * numel, bits + core_share_bits),
         })
-    assert (sum(r["bits"] for r in layers) + sum(c.bits for i, c in enumerate(f.cores) if len(users[i]) != 1)
-            == f.payload_bits), "per-layer bits do not add up to the payload"
+    _check(sum(r["bits"] for r in layers) + sum(c.bits for i, c in enumerate(f.cores) if len(users[i]) != 1)
+           == f.payload_bits, "per-layer bits do not add up to the payload")
 
     # -- entropy bound of the payload: one static code per table, so the best any such code could do
     # is sum over tables of (values coded with it) x (their empirical entropy).
