@@ -267,7 +267,7 @@ if [[ $DO_E2E == 1 ]]; then
   (cd "$CACHE/work" && arm_python "$REPO/tools/arm64_e2e.py" infer --file "$FILE" --data "$DATA" --n "$N" \
     --repeats "$REPEATS" --out-dir "$RUN/aarch64")
   qemu_version="$(qemu-aarch64-static --version | head -n1)"
-  emu="$("$HOST_PY" -c 'import json,sys; print(json.dumps({"qemu": sys.argv[1], "qemu_cpu": sys.argv[2], "debian": sys.argv[3], "rootfs": sys.argv[4], "rootfs_size": sys.argv[5], "prepare_s": sys.argv[6], "threads": "OPENBLAS_NUM_THREADS=1, fake /proc/cpuinfo with 1 CPU"}))' \
+  emu="$("$HOST_PY" -c 'import json,sys; print(json.dumps({"qemu": sys.argv[1], "qemu_cpu": sys.argv[2], "debian": sys.argv[3], "rootfs": sys.argv[4], "rootfs_size": sys.argv[5], "prepare_s": int(sys.argv[6] or -1), "threads": "OPENBLAS_NUM_THREADS=1, fake /proc/cpuinfo with 1 CPU"}))' \
     "$qemu_version" "$QEMU_CPU_MODEL" "$SUITE (python3.11 $(deb_version python3.11), libc6 $(deb_version libc6))" "mmdebstrap --variant=extract --arch=arm64" \
     "$(du -sh "$ROOT" | cut -f1)" "$(sed -n 's/^prepare_s=//p' "$STAMP")")"
   mkdir -p "$RESULTS"
