@@ -36,6 +36,11 @@ class Model:
             return
         self.architecture = parse_model(file.architecture)
         g = self.architecture.graph
+        clash = sorted(set(self.weights) & {t.name for t in g.initializers})
+        if clash:
+            raise AdtArchitectureError(
+                f"architecture: {clash[0]!r} is both a graph initializer and a stored weight "
+                "(the contract keeps stored parameters out of graph.initializer)")
         consts = set(self.weights) | {t.name for t in g.initializers}
         self.inputs = [vi for vi in g.inputs if vi.name not in consts]
         self.output_names = [vi.name for vi in g.outputs]

@@ -213,3 +213,31 @@ def test_engine_frees_intermediates_but_keeps_results_stable(lenet):
     a = lenet.run(x)
     b = lenet.run(x)
     assert np.array_equal(a, b) and a is not b
+
+
+def test_weight_also_stored_as_initializer_is_refused():
+    from onnx import numpy_helper
+    model, specs = mlp()
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(10, np.float32), "fc3.bias"))
+    with pytest.raises(AdtArchitectureError, match="'fc3.bias' is both a graph initializer and a stored weight"):
+        rt.load(make_adt(model, specs))
+
+
+@pytest.mark.parametrize("engine", ["numpy", "onnxruntime"])
+def test_several_outputs_come_back_by_name(engine):
+    """A graph with another input name and two outputs: run() returns {name: array}."""
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    model, specs = mlp()
+    model.graph.node[0].input[0] = "pixels"
+    model.graph.input[0].name = "pixels"
+    model.graph.output.append(helper.make_tensor_value_info("3", TensorProto.FLOAT, ["N", 300]))
+    m = rt.load(make_adt(model, specs), engine=engine)
+    assert m.input_name == "pixels" and m.output_names == ["output", "3"]
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    out = m.run(x)
+    assert set(out) == {"output", "3"} and out["output"].shape == (2, 10) and out["3"].shape == (2, 300)
+    assert (out["3"] >= 0).all()  # the Relu output
+    np.testing.assert_allclose(out["output"].sum(1), 1.0, rtol=1e-5)  # softmax rows
+    assert np.array_equal(m.run({"pixels": x})["output"], out["output"])
