@@ -77,15 +77,15 @@ def test_accounting_adds_up_on_random_files(seed, n_plain, n_tucker, shared, wit
     w = AdtWriter(tables=tables)
     if with_meta:
         w.add_metadata("k", "v" * int(rng.integers(0, 300)))
-    g = w.add_group(int(rng.integers(2, 2000)), 3.0)
-    q = w._groups[g][0]
-    cores = []
+    q = int(rng.integers(2, 2000))
+    g = w.add_group(q, 3.0)
+    cores = []  # (index, dims)
     if n_tucker:
         for _ in range(1 if shared else n_tucker):
-            cores.append(w.add_core(sym(rng, tuple(int(k) for k in rng.integers(1, 5, size=2)), q), g))
+            dims = tuple(int(k) for k in rng.integers(1, 5, size=2))
+            cores.append((w.add_core(sym(rng, dims, q), g), dims))
     for i in range(n_tucker):
-        c = cores[0 if shared else i]
-        k1, k2 = w._cores[c][1]
+        c, (k1, k2) = cores[0 if shared else i]
         n1, n2 = (int(n) for n in rng.integers(1, 30, size=2))
         w.add_tucker(f"t{i}.weight", (n1, n2), c, [sym(rng, (n1, k1), q), sym(rng, (n2, k2), q)], g)
     for i in range(n_plain):
