@@ -6,11 +6,11 @@ and not counted):
 
 * open+decode: ``read_adt`` (read, CRC-32, parse, Huffman-decode); rebuild: ``rebuild_weights``;
 * per engine (numpy, onnxruntime): cold start = ``adt.runtime.load(path)`` + the first batch-1 run
-  (open .adt -> first output), and steady-state batch-1 / batch-64 latency of ``Model.run``
+  (open .adt -> first output; also split into its two parts, "load" and "first run"), and steady-state batch-1 / batch-64 latency of ``Model.run``
   (``max(4 x repeats, 20)`` runs);
 * dense baseline: the dense ONNX model (``Model.onnx_bytes()``, rebuilt weights as initializers)
-  written to a temporary .onnx file; cold start = ``onnxruntime.InferenceSession(path)`` + the first
-  batch-1 run; steady-state batch-1 / batch-64 latency of ``session.run``;
+  written to a temporary .onnx file; cold start = ``onnxruntime.InferenceSession(path)`` ("load") +
+  the first batch-1 run; steady-state batch-1 / batch-64 latency of ``session.run``;
 * the engines and the baseline take turns in blocks of runs (:func:`blocked`), so that load from
   other processes hits them alike and the ratios compare like with like;
 * peak resident memory of the load (``adt.runtime.load`` with the numpy engine), measured in a fresh
@@ -138,6 +138,18 @@ def _loadavg() -> list[float] | None:
         return None
 
 
+def _split(load: Callable[[], object], first: Callable[[object], object],
+           into: list[tuple[float, float]]) -> Callable[[], object]:
+    """A cold start ``first(load())`` that also records the two parts' times into ``into``."""
+    def cold():
+        t0 = time.perf_counter()
+        m = load()
+        t1 = time.perf_counter()
+        first(m)
+        into.append((t1 - t0, time.perf_counter() - t1))
+    return cold
+
+
 def blocked(fns: dict[str, Callable[[], object]], runs: int, rounds: int = 3, warm: int = 2) -> dict[str, float]:
     """Median wall time of each function over ``runs`` timed calls, made in ``rounds`` blocks that take
     turns (A-block, B-block, C-block, A-block, ...), each block starting with ``warm`` untimed calls.
@@ -214,6 +226,7 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
     engines: dict[str, dict] = {"numpy": {}, "onnxruntime": {}, "dense_onnxruntime": {}}
     with tempfile.TemporaryDirectory() as tmp:
         cold: dict[str, Callable[[], object]] = {}
+        splits: dict[str, list[tuple[float, float]]] = {}  # (load or session, first run) per cold start
         run1: dict[str, Callable[[], object]] = {}
         run64: dict[str, Callable[[], object]] = {}
         for engine in ("numpy", "onnxruntime"):
@@ -222,7 +235,8 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
                 continue
             m = rt.load(path, engine=engine)  # also warms the engine's imports
             m.run(x1)
-            cold[engine] = lambda engine=engine: rt.load(path, engine=engine).run(x1)
+            cold[engine] = _split(lambda engine=engine: rt.load(path, engine=engine), lambda m: m.run(x1),
+                                  splits.setdefault(engine, []))
             run1[engine] = lambda m=m: m.run(x1)
             run64[engine] = lambda m=m: m.run(x64)
         if ort is None:
@@ -238,7 +252,8 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
             s = session()
             name = s.get_inputs()[0].name
             s.run(None, {name: x1})
-            cold["dense_onnxruntime"] = lambda: session().run(None, {name: x1})
+            cold["dense_onnxruntime"] = _split(session, lambda sess: sess.run(None, {name: x1}),
+                                               splits.setdefault("dense_onnxruntime", []))
             run1["dense_onnxruntime"] = lambda: s.run(None, {name: x1})
             run64["dense_onnxruntime"] = lambda: s.run(None, {name: x64})
         steady_n = max(4 * repeats, 20)
@@ -246,6 +261,9 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
                                   ("batch64_s", run64, steady_n, 2)):
             for engine, t in blocked(fns, n, warm=warm).items():
                 engines[engine][key] = t
+        for engine, pairs in splits.items():  # warm-up calls included: they are cold starts too
+            engines[engine]["load_s"] = statistics.median(a for a, _ in pairs)
+            engines[engine]["first_run_s"] = statistics.median(b for _, b in pairs)
     out["engines"] = engines
 
     base = engines["dense_onnxruntime"]
@@ -276,7 +294,7 @@ def render(result: dict) -> str:
              f"  open+decode            {_ms(result['open_decode_s'])}",
              f"  rebuild weights        {_ms(result['rebuild_s'])}",
              "",
-             f"  {'':24} {'cold start':>12} {'batch 1':>12} {'batch 64':>12}"]
+             f"  {'':24} {'load':>12} {'first run':>12} {'cold start':>12} {'batch 1':>12} {'batch 64':>12}"]
     labels = {"numpy": ".adt numpy engine", "onnxruntime": ".adt onnxruntime engine",
               "dense_onnxruntime": "dense .onnx + ORT"}
     for key, label in labels.items():
@@ -284,7 +302,8 @@ def render(result: dict) -> str:
         if "skipped" in r:
             lines.append(f"  {label:24} skipped: {r['skipped']}")
         else:
-            lines.append(f"  {label:24} {_ms(r['cold_start_s'])} {_ms(r['batch1_s'])} {_ms(r['batch64_s'])}")
+            lines.append(f"  {label:24} {_ms(r['load_s'])} {_ms(r['first_run_s'])} {_ms(r['cold_start_s'])} "
+                         f"{_ms(r['batch1_s'])} {_ms(r['batch64_s'])}")
     if result["ratios_vs_dense"]:
         lines += ["", "  vs the dense baseline (lower is faster):"]
         for engine in ("numpy", "onnxruntime"):

@@ -114,6 +114,7 @@ def test_bench_small_file_json(tiny):
     for key in ("numpy", "onnxruntime", "dense_onnxruntime"):
         e = r["engines"][key]
         assert 0 < e["cold_start_s"] and 0 < e["batch1_s"] and 0 < e["batch64_s"], (key, e)
+        assert 0 < e["load_s"] and 0 < e["first_run_s"], (key, e)
     assert set(r["ratios_vs_dense"]) == {f"{e}_{k}_vs_dense" for e in ("numpy", "onnxruntime")
                                         for k in ("cold_start", "batch1", "batch64")}
     assert r["memory"]["peak_bytes"] >= 0 and r["memory"]["method"]
