@@ -19,6 +19,7 @@ from .onnx_proto import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, Mo
 
 Fn = Callable[..., tuple]
 F32 = np.float32
+_COLS_CHUNK = 1 << 18  # float32 elements of im2col columns per matmul (1 MiB)
 
 
 # -- attribute helpers ------------------------------------------------------------------------------
@@ -130,24 +131,25 @@ def _conv(node: Node, opset: int, consts) -> Fn:
         xp = _pad(x, begin, end, 0.0)
         s = len(kernel)
         eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
-        # im2col: a strided view of every window, then ONE copy into columns (N, C*K, L) whose
-        # innermost axis walks the output positions (stride-1 reads) and a matmul per sample that
-        # writes NCHW directly. Measured faster than (N*L, C*K) @ W.T (a strided copy plus an output
-        # transpose) for every LeNet/ResNet layer shape, most of all for few input channels.
+        # im2col: a strided view of every window, copied into columns (N, C*K, L) whose innermost
+        # axis walks the output positions (stride-1 reads), then a matmul per sample that writes
+        # NCHW directly. Measured faster than (N*L, C*K) @ W.T (a strided copy plus an output
+        # transpose) for every LeNet/ResNet layer shape. Samples go in chunks whose columns fit in
+        # ~1 MiB so the matmul reads them from cache (10-30% faster for batch 64).
         win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + s)))
         win = win[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * st + 1, st) for o, st in zip(out, strides))
                   + tuple(slice(None, None, d) for d in dil)]
-        # (N, C, *out, *k) -> (N, C, *k, *out)
-        perm = (0, 1) + tuple(range(2 + s, 2 + 2 * s)) + tuple(range(2, 2 + s))
+        win = win.transpose((0, 1) + tuple(range(2 + s, 2 + 2 * s)) + tuple(range(2, 2 + s)))  # (N, C, *k, *out)
         L = prod(out)
         K = prod(kernel)
-        if group == 1:
-            cols = win.transpose(perm).reshape(n, c * K, L)
-            y = np.matmul(w.reshape(m, c * K), cols)                              # (N, M, L)
-        else:
-            cg, mg = c // group, m // group
-            cols = win.transpose(perm).reshape(n, group, cg * K, L)
-            y = np.matmul(w.reshape(group, mg, cg * K), cols).reshape(n, m, L)   # (N, G, Mg, L)
+        cg, mg = c // group, m // group
+        wg = w.reshape(group, mg, cg * K)
+        y = np.empty((n, group, mg, L), dtype=np.result_type(x, w))
+        step = max(1, _COLS_CHUNK // max(1, c * K * L))
+        for i in range(0, n, step):
+            cols = win[i:i + step].reshape(-1, group, cg * K, L)
+            np.matmul(wg, cols, out=y[i:i + step])
+        y = y.reshape(n, m, L)
         if b is not None:
             y += b.reshape(m, 1)
         return (y.reshape((n, m) + tuple(out)),)
