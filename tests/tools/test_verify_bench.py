@@ -139,3 +139,14 @@ def test_bench_needs_an_architecture(tmp_path):
     line = one_line_error(adt("bench", path, "--repeats", "1"), "bench")
     assert "no architecture" in line
     one_line_error(adt("bench", path, "--repeats", "0"), "bench")
+
+
+@pytest.mark.parametrize("cmd", ["inspect", "verify", "bench"])
+def test_every_option_has_help(cmd):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(f"adt.tools.cmd_{cmd}").add_arguments(parser)
+    for action in parser._actions:
+        assert action.help, (cmd, action.dest)
