@@ -595,6 +595,9 @@ class NumpyEngine:
             return fn(*args)
         except (AdtExecutionError, AdtArchitectureError):
             raise
+        except MemoryError:
+            shapes = [list(a.shape) if a is not None else None for a in args]
+            raise AdtExecutionError(f"{node.label()}: out of memory on inputs of shapes {shapes}") from None
         except (ValueError, IndexError, TypeError, FloatingPointError) as exc:
             shapes = [list(a.shape) if a is not None else None for a in args]
             raise AdtExecutionError(f"{node.label()} failed on inputs of shapes {shapes}: {exc}") from None

@@ -329,3 +329,51 @@ def test_shape_mismatch_is_an_execution_error_naming_the_node():
     eng = NumpyEngine(parse_model(build(node, {"a": f32(2, 3)}).SerializeToString()), {"b": f32(4, 5)})
     with pytest.raises(AdtExecutionError, match=r"fc9.*\[2, 3\].*\[4, 5\]"):
         eng.run({"a": f32(2, 3)})
+
+
+# -- random geometry -------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def conv_geometry(draw):
+    s = draw(st.integers(1, 2))
+    group = draw(st.sampled_from([1, 2]))
+    c, m = group * draw(st.integers(1, 3)), group * draw(st.integers(1, 3))
+    kernel = [draw(st.integers(1, 3)) for _ in range(s)]
+    dil = [draw(st.integers(1, 2)) for _ in range(s)]
+    strides = [draw(st.integers(1, 3)) for _ in range(s)]
+    pads = [draw(st.integers(0, 2)) for _ in range(2 * s)]
+    size = [(k - 1) * d + 1 + draw(st.integers(0, 5)) for k, d in zip(kernel, dil)]
+    return (draw(st.integers(1, 3)), c, size), (m, c // group) + tuple(kernel), \
+        {"group": group, "dilations": dil, "strides": strides, "pads": pads}, draw(st.booleans())
+
+
+@given(conv_geometry(), st.integers(0, 2**31))
+@settings(max_examples=40, deadline=None)
+def test_conv_random_geometry(geom, seed):
+    (n, c, size), ws, attrs, bias = geom
+    rng = np.random.default_rng(seed)
+    weights = {"w": rng.standard_normal(ws).astype(np.float32)}
+    if bias:
+        weights["b"] = rng.standard_normal(ws[0]).astype(np.float32)
+    x = rng.standard_normal((n, c, *size)).astype(np.float32)
+    check(helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["y"], **attrs), {"x": x}, weights=weights)
+
+
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.sampled_from(["MaxPool", "AveragePool"]),
+       st.integers(0, 1), st.integers(0, 2**31))
+@settings(max_examples=40, deadline=None)
+def test_pool_random_geometry(k, stride, extra, pad, op, ceil, seed):
+    rng = np.random.default_rng(seed)
+    size = k + extra + 2
+    pads = [min(pad, k - 1)] * 4  # ONNX: a pad must be smaller than the kernel
+    attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": pads, "ceil_mode": ceil}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = int(rng.integers(0, 2))
+    # onnx 1.2x's reference MaxPool gets the output size wrong with ceil_mode and pads (e.g. k=2, s=1,
+    # pads=1 on 5x6 gives 8x9; onnxruntime and PyTorch give 6x7), so those cases go to onnxruntime.
+    against = "onnxruntime" if op == "MaxPool" and ceil else "reference"
+    check(helper.make_node(op, ["x"], ["y"], **attrs), {"x": rng.standard_normal((2, 2, size, size + 1)).astype(np.float32)},
+          against=against)
