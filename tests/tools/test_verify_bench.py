@@ -150,3 +150,34 @@ def test_every_option_has_help(cmd):
     importlib.import_module(f"adt.tools.cmd_{cmd}").add_arguments(parser)
     for action in parser._actions:
         assert action.help, (cmd, action.dest)
+
+
+def _huge_file(tucker: bool) -> bytes:
+    """The tiny MLP with b = 3e38: a Tucker product (or the forward pass) overflows float32."""
+    from adt.runtime.format import AdtWriter
+
+    from tools_adt_files import tiny_onnx
+    w = AdtWriter()
+    w.set_architecture(tiny_onnx())
+    g = w.add_group(4, 3e38)
+    top = np.full
+    if tucker:
+        c = w.add_core(top((2, 2), 3, np.uint16), g)
+        w.add_tucker("fc1.weight", (8, 16), c, [top((8, 2), 3, np.uint16), top((16, 2), 3, np.uint16)], g)
+    else:
+        w.add_plain("fc1.weight", top((8, 16), 3, np.uint16), g)
+    w.add_plain("fc1.bias", top(8, 3, np.uint16), g)
+    w.add_plain("fc2.weight", top((3, 8), 3, np.uint16), g)
+    w.add_plain("fc2.bias", top(3, 3, np.uint16), g)
+    return w.to_bytes()
+
+
+def test_verify_catches_non_finite_weights_and_outputs(tmp_path):
+    path = tmp_path / "huge.adt"
+    path.write_bytes(_huge_file(tucker=True))
+    line = one_line_error(adt("verify", path), "verify")
+    assert "rebuild:" in line and "fc1.weight" in line and "non-finite" in line
+    path.write_bytes(_huge_file(tucker=False))
+    # A zero input still meets the biases: relu(fc1.bias) = 1.5e38, and fc2 sums 8 of them times 1.5e38.
+    line = one_line_error(adt("verify", path), "verify")
+    assert "forward:" in line and "non-finite" in line
