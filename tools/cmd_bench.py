@@ -204,12 +204,12 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
     f = read_adt(path)  # warm-up, and the architecture check
     if f.architecture is None:
         raise CommandError(f"{safe_text(path, None)} has no architecture section: nothing to run")
-    warm = rt.load(path, engine="numpy")
-    shape1 = input_shape(warm)
+    first = rt.load(path, engine="numpy")
+    shape1 = input_shape(first)
     rng = np.random.default_rng(0)
     x1 = rng.standard_normal(shape1).astype(np.float32)
     x64 = rng.standard_normal((64,) + shape1[1:]).astype(np.float32)
-    warm.run(x1)
+    first.run(x1)
 
     out: dict = {"file": str(path), "file_bytes": path.stat().st_size, "repeats": repeats,
                  "cpus": os.cpu_count(), "loadavg_before": _loadavg(),
@@ -243,7 +243,7 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
             engines["dense_onnxruntime"] = dict(missing)
         else:
             onnx_path = Path(tmp) / "dense.onnx"
-            onnx_path.write_bytes(warm.onnx_bytes())
+            onnx_path.write_bytes(first.onnx_bytes())
             engines["dense_onnxruntime"]["onnx_bytes"] = onnx_path.stat().st_size
             opts = _session_options(ort)
 
@@ -257,9 +257,9 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
             run1["dense_onnxruntime"] = lambda: s.run(None, {name: x1})
             run64["dense_onnxruntime"] = lambda: s.run(None, {name: x64})
         steady_n = max(4 * repeats, 20)
-        for key, fns, n, warm in (("cold_start_s", cold, repeats, 1), ("batch1_s", run1, steady_n, 2),
-                                  ("batch64_s", run64, steady_n, 2)):
-            for engine, t in blocked(fns, n, warm=warm).items():
+        for key, fns, n, n_warm in (("cold_start_s", cold, repeats, 1), ("batch1_s", run1, steady_n, 2),
+                                    ("batch64_s", run64, steady_n, 2)):
+            for engine, t in blocked(fns, n, warm=n_warm).items():
                 engines[engine][key] = t
         for engine, pairs in splits.items():  # warm-up calls included: they are cold starts too
             engines[engine]["load_s"] = statistics.median(a for a, _ in pairs)
