@@ -53,7 +53,7 @@ class Model:
             self._runner = NumpyEngine(self.architecture, self.weights)
         else:
             from .ort_engine import OrtEngine
-            self._runner = OrtEngine(self.onnx_bytes(), self.output_names)
+            self._runner = OrtEngine(file.architecture, self._used_weights(), self.output_names)
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -126,8 +126,13 @@ class Model:
         a float32 initializer (in tensor-table order, so the same file gives the same bytes)."""
         if self.architecture is None:
             raise AdtNoArchitectureError("this .adt file has no architecture section: there is no model to write")
+        return add_initializers(self.file.architecture, self._used_weights())
+
+    def _used_weights(self) -> dict[str, np.ndarray]:
+        """The weights some node reads, in tensor-table order (unused ones would only make
+        onnxruntime warn)."""
         used = {n for node in self.architecture.graph.nodes for n in node.inputs}
-        return add_initializers(self.file.architecture, {k: v for k, v in self.weights.items() if k in used})
+        return {k: v for k, v in self.weights.items() if k in used}
 
     def to_onnx(self, path: str | os.PathLike) -> int:
         """Write :meth:`onnx_bytes` to ``path`` atomically; returns the number of bytes."""

@@ -458,8 +458,13 @@ def _len_field(num: int, payload: bytes) -> bytes:
     return _enc_varint(num << 3 | LEN) + _enc_varint(len(payload)) + payload
 
 
-def encode_tensor(name: str, array: np.ndarray) -> bytes:
-    """A TensorProto (dims, data_type, name, raw_data little-endian) for a float32/int64 array."""
+EXTERNAL_LOCATION = b"adt-runtime-memory"
+
+
+def encode_tensor(name: str, array: np.ndarray, external: bool = False) -> bytes:
+    """A TensorProto (dims, data_type, name, raw_data little-endian) for a float32/int64 array.
+    ``external``: no data, only a placeholder marked EXTERNAL whose values are handed to onnxruntime
+    separately (``SessionOptions.add_external_initializers``); no such file is ever read."""
     arr = np.asarray(array)
     codes = {np.dtype("float32"): FLOAT, np.dtype("int64"): INT64}
     if arr.dtype not in codes:
@@ -469,15 +474,20 @@ def encode_tensor(name: str, array: np.ndarray) -> bytes:
         out += _enc_varint(1 << 3 | VARINT) + _enc_varint(int(d))
     out += _enc_varint(2 << 3 | VARINT) + _enc_varint(codes[arr.dtype])
     out += _len_field(8, name.encode("utf-8"))
-    out += _len_field(9, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+    if external:
+        out += _len_field(13, _len_field(1, b"location") + _len_field(2, EXTERNAL_LOCATION))  # external_data
+        out += _enc_varint(14 << 3 | VARINT) + _enc_varint(1)                                # data_location
+    else:
+        out += _len_field(9, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
     return bytes(out)
 
 
-def add_initializers(model_bytes: bytes, tensors: Mapping[str, np.ndarray]) -> bytes:
+def add_initializers(model_bytes: bytes, tensors: Mapping[str, np.ndarray], external: bool = False) -> bytes:
     """``model_bytes`` with ``tensors`` appended to ``graph.initializer`` (wire-format concatenation:
-    repeated fields may be appended to a message, so every other byte stays as it was)."""
+    repeated fields may be appended to a message, so every other byte stays as it was).
+    ``external``: placeholders only (see :func:`encode_tensor`)."""
     buf = memoryview(bytes(model_bytes))
-    extra = b"".join(_len_field(5, encode_tensor(n, a)) for n, a in tensors.items())
+    extra = b"".join(_len_field(5, encode_tensor(n, a, external)) for n, a in tensors.items())
     out = bytearray()
     found = False
     for num, wt, val, _ in _fields(buf, "model"):

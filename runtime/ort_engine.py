@@ -1,7 +1,12 @@
 """The onnxruntime engine: the dense ONNX model (architecture + rebuilt weights as initializers) run
 by ``onnxruntime.InferenceSession``. onnxruntime is imported only when this engine is chosen; the
-dense model is assembled at the protobuf wire level (:func:`adt.runtime.onnx_proto.add_initializers`),
-so neither the ``onnx`` package nor a copy of every weight through its Python objects is needed."""
+model is assembled at the protobuf wire level (:mod:`adt.runtime.onnx_proto`), so the ``onnx``
+package is not needed.
+
+The weights do not go through protobuf at all: the graph gets EXTERNAL placeholders and the rebuilt
+arrays are handed over as OrtValues (``add_external_initializers``, zero-copy), which makes session
+creation faster than loading the equivalent dense .onnx file. Should an onnxruntime build refuse
+that, the engine falls back to the serialized dense model (:meth:`Model.onnx_bytes`)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -9,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import AdtEngineError, AdtExecutionError
+from .onnx_proto import add_initializers
 
 
 def _ort():
@@ -29,22 +35,38 @@ def session_options():
     return so
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class OrtEngine:
     """``run(feeds) -> outputs`` through an InferenceSession on the CPU provider."""
 
-    def __init__(self, onnx_bytes: bytes, output_names: list[str]):
+    def __init__(self, architecture: bytes, weights: Mapping[str, np.ndarray], output_names: list[str]):
         ort = _ort()
+        self.output_names = output_names
+        self.external = True
         try:
-            self.session = ort.InferenceSession(onnx_bytes, sess_options=session_options(),
+            arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+            # the OrtValues share the arrays' memory: keep both alive as long as the session
+            self._values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+            so = session_options()
+            so.add_external_initializers(list(arrays), self._values)
+            self.session = ort.InferenceSession(add_initializers(architecture, arrays, external=True),
+                                                sess_options=so, providers=["CPUExecutionProvider"])
+            self._arrays = arrays
+            return
+        except Exception:  # older onnxruntime, or a build that refuses in-memory external data
+            self._values = []
+            self.external = False
+        try:
+            self.session = ort.InferenceSession(add_initializers(architecture, weights), sess_options=session_options(),
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise AdtExecutionError(f"onnxruntime cannot load the model: {first}") from None
-        self.output_names = output_names
+            raise AdtExecutionError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return self.session.run(self.output_names, dict(feeds))
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise AdtExecutionError(f"onnxruntime failed: {first}") from None
+            raise AdtExecutionError(f"onnxruntime failed: {_first_line(exc)}") from None

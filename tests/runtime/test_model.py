@@ -241,3 +241,23 @@ def test_several_outputs_come_back_by_name(engine):
     assert (out["3"] >= 0).all()  # the Relu output
     np.testing.assert_allclose(out["output"].sum(1), 1.0, rtol=1e-5)  # softmax rows
     assert np.array_equal(m.run({"pixels": x})["output"], out["output"])
+
+
+def test_onnxruntime_engine_hands_weights_over_without_protobuf(monkeypatch):
+    """The engine passes the rebuilt arrays as external initializers; outputs are bit-identical to a
+    session on the serialized dense model, and the fallback (serialized model) gives the same."""
+    ort = pytest.importorskip("onnxruntime")
+    model, specs = lenet5()
+    data = make_adt(model, specs)
+    m = rt.load(data, engine="onnxruntime")
+    assert m._runner.external
+    x = _x(m, 8, seed=5)
+    dense = ort.InferenceSession(m.onnx_bytes(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(m.run(x), dense.run(None, {"input": x})[0])
+
+    def refuse(self, names, values):
+        raise RuntimeError("not in this build")
+    monkeypatch.setattr(ort.SessionOptions, "add_external_initializers", refuse)
+    fallback = rt.load(data, engine="onnxruntime")
+    assert not fallback._runner.external
+    assert np.array_equal(fallback.run(x), m.run(x))
