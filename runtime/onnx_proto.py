@@ -45,6 +45,8 @@ def _err(path: str, message: str) -> AdtArchitectureError:
 
 # -- wire format ------------------------------------------------------------------------------------
 def _varint(buf: memoryview, pos: int, end: int, path: str) -> tuple[int, int]:
+    if pos < end and buf[pos] < 0x80:  # fast path: most keys, lengths and attribute values
+        return buf[pos], pos + 1
     result = 0
     shift = 0
     for i in range(_MAX_VARINT_BYTES):
