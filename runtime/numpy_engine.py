@@ -7,6 +7,7 @@ are no per-element Python loops (Conv is im2col + one matmul, pooling loops over
 """
 from __future__ import annotations
 
+import heapq
 from math import prod
 from typing import Callable, Mapping, Sequence
 
@@ -524,7 +525,6 @@ def topological_order(nodes: Sequence[Node], available: set[str]) -> list[int]:
         deps.append(d)
         for j in d:
             users[j].append(i)
-    import heapq
     remaining = [len(d) for d in deps]
     ready = [i for i, r in enumerate(remaining) if r == 0]
     heapq.heapify(ready)

@@ -140,7 +140,6 @@ def test_non_contiguous_input(lenet):
 
 
 def test_fixed_batch_architecture_refuses_other_batches():
-    from onnx import helper
     model, specs = mlp()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     m = rt.load(make_adt(model, specs))
@@ -148,7 +147,6 @@ def test_fixed_batch_architecture_refuses_other_batches():
     m.run(np.zeros((1, 1, 28, 28), np.float32))
     with pytest.raises(AdtInputError, match="dim 0 is 64, must be 1"):
         m.run(np.zeros((64, 1, 28, 28), np.float32))
-    del helper
 
 
 # -- files and engines that cannot run ------------------------------------------------------------
@@ -180,14 +178,12 @@ def test_onnxruntime_missing_is_a_clear_error(monkeypatch):
 
 
 def test_unsupported_op_at_load_names_op_and_node():
-    from onnx import helper
     model, specs = mlp()
     relu = [n for n in model.graph.node if n.op_type == "Relu"][0]
     relu.op_type = "Selu"
     relu.name = "act_1"
     with pytest.raises(AdtUnsupportedOpError, match=r"op 'Selu' \(Selu node 'act_1'\)"):
         rt.load(make_adt(model, specs))
-    del helper
 
 
 def test_missing_weight_is_an_architecture_error():
