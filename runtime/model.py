@@ -27,7 +27,12 @@ class Model:
             raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.file = file
         self.engine = engine
-        self.weights: dict[str, np.ndarray] = dict(iter_weights(file))
+        self.weights: dict[str, np.ndarray] = {}
+        for name, w in iter_weights(file):
+            # read-only: both engines use these very arrays (onnxruntime without a copy), so an
+            # in-place edit would silently change the model; copy a weight to experiment with it
+            w.flags.writeable = False
+            self.weights[name] = w
         self.architecture: OnnxModel | None = None
         self.inputs: list[ValueInfo] = []
         self.output_names: list[str] = []

@@ -257,3 +257,9 @@ def test_onnxruntime_engine_hands_weights_over_without_protobuf(monkeypatch):
     fallback = rt.load(data, engine="onnxruntime")
     assert not fallback._runner.external
     assert np.array_equal(fallback.run(x), m.run(x))
+
+
+def test_weights_are_read_only(lenet):
+    w = lenet.weights["fc1.weight"]
+    with pytest.raises(ValueError, match="read-only"):
+        w[0, 0] = 1.0
