@@ -22,8 +22,8 @@ class Model:
     dict ``{name: array}``) and returns the output array (a dict when the graph has several outputs).
     """
 
-    def __init__(self, file: AdtFile, engine: str = "numpy"):
-        if engine not in ENGINES:
+    def __init__(self, file: AdtFile, engine: str | None = "numpy"):
+        if engine is not None and engine not in ENGINES:
             raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.file = file
         self.engine = engine
@@ -53,6 +53,8 @@ class Model:
             raise AdtArchitectureError("architecture: the graph has no input that the weights do not supply")
         if not self.output_names:
             raise AdtArchitectureError("architecture: the graph has no outputs")
+        if engine is None:  # weights and architecture only (e.g. to write the dense ONNX model)
+            return
         if engine == "numpy":
             from .numpy_engine import NumpyEngine
             self._runner = NumpyEngine(self.architecture, self.weights)
@@ -104,10 +106,13 @@ class Model:
 
     def run(self, x: np.ndarray | Mapping[str, np.ndarray]):
         """Outputs for the batch ``x`` (see the class doc)."""
-        if self._runner is None:
+        if self.architecture is None:
             raise AdtNoArchitectureError(
                 "this .adt file has no architecture section: its weights can be read (Model.weights) "
                 "but it cannot be run")
+        if self._runner is None:
+            raise AdtEngineError("this model was loaded with engine=None: load it with engine='numpy' or "
+                                 "'onnxruntime' to run it")
         if isinstance(x, Mapping):
             names = {vi.name for vi in self.inputs}
             if set(x) != names:
@@ -150,10 +155,11 @@ def _fmt_shape(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def load(source: Source, engine: str = "numpy") -> Model:
+def load(source: Source, engine: str | None = "numpy") -> Model:
     """Read, verify and decode a .adt file (path, bytes or an :class:`AdtFile`), rebuild its weights
-    and prepare ``engine`` ("numpy": NumPy only; "onnxruntime": needs onnxruntime)."""
-    if engine not in ENGINES:
+    and prepare ``engine`` ("numpy": NumPy only; "onnxruntime": needs onnxruntime; None: no engine,
+    for the weights and the dense ONNX model only)."""
+    if engine is not None and engine not in ENGINES:
         raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     f = source if isinstance(source, AdtFile) else read_adt(source)
     return Model(f, engine)

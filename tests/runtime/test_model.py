@@ -263,3 +263,15 @@ def test_weights_are_read_only(lenet):
     w = lenet.weights["fc1.weight"]
     with pytest.raises(ValueError, match="read-only"):
         w[0, 0] = 1.0
+
+
+def test_engine_none_gives_weights_and_dense_onnx_for_any_op():
+    """engine=None builds no engine: the dense ONNX model can be written even for an op the NumPy
+    engine lacks (onnxruntime runs it), but run() says how to get an engine."""
+    model, specs = mlp()
+    relu = [n for n in model.graph.node if n.op_type == "Relu"][0]
+    relu.op_type = "Selu"
+    m = rt.load(make_adt(model, specs), engine=None)
+    assert m.engine is None and "Selu" in {n.op_type for n in onnx.load_from_string(m.onnx_bytes()).graph.node}
+    with pytest.raises(AdtEngineError, match="engine=None"):
+        m.run(np.zeros((1, 1, 28, 28), np.float32))
