@@ -86,6 +86,8 @@ class Model:
         if not isinstance(x, np.ndarray):
             raise AdtInputError(f"input {vi.name!r} must be a NumPy array, got {type(x).__name__}")
         want = DTYPES.get(vi.elem_type) if vi.elem_type is not None else None
+        if want is not None and x.dtype.newbyteorder("=") == want.newbyteorder("=") and not x.dtype.isnative:
+            x = x.astype(want.newbyteorder("="))  # e.g. big-endian float32 read from a file
         if want is not None and x.dtype != want.newbyteorder("="):
             raise AdtInputError(
                 f"input {vi.name!r} has dtype {x.dtype}, expected {DTYPE_NAMES.get(vi.elem_type, want)} "

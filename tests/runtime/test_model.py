@@ -275,3 +275,8 @@ def test_engine_none_gives_weights_and_dense_onnx_for_any_op():
     assert m.engine is None and "Selu" in {n.op_type for n in onnx.load_from_string(m.onnx_bytes()).graph.node}
     with pytest.raises(AdtEngineError, match="engine=None"):
         m.run(np.zeros((1, 1, 28, 28), np.float32))
+
+
+def test_big_endian_float32_input_is_accepted(lenet):
+    x = _x(lenet, 2, seed=9)
+    assert np.array_equal(lenet.run(x.astype(">f4")), lenet.run(x))
