@@ -104,9 +104,18 @@ def _window_slices(begin_offsets, strides, out):
     return tuple(slice(b, b + (o - 1) * st + 1, st) for b, st, o in zip(begin_offsets, strides, out))
 
 
-def _pad(x: np.ndarray, begin, end, value) -> np.ndarray:
+_MAX_PAD_GROWTH = 8  # a padded copy may be this many times the input (or 4 Mi elements) at most
+
+
+def _pad(x: np.ndarray, begin, end, value, node: Node | None = None) -> np.ndarray:
     if not any(begin) and not any(end):
         return x
+    size = prod(x.shape[:2]) * prod(n + b + e for n, b, e in zip(x.shape[2:], begin, end))
+    if size > max(_MAX_PAD_GROWTH * x.size, 1 << 22):
+        # real models pad by a kernel radius; this keeps a corrupted file from allocating gigabytes
+        raise AdtArchitectureError(
+            f"{node.label() if node else 'pad'}: pads {list(begin)}+{list(end)} would grow the input "
+            f"{list(x.shape)} to {size} elements")
     width = [(0, 0), (0, 0)] + list(zip(begin, end))
     return np.pad(x, width, constant_values=value)
 
@@ -129,7 +138,7 @@ def _conv(node: Node, opset: int, consts) -> Fn:
                 f"{w.shape[1] * group}")
         strides, dil = _geometry(node, x.ndim, kernel)
         begin, end, out, _ = _pads(node, x.shape[2:], kernel, strides, dil)
-        xp = _pad(x, begin, end, 0.0)
+        xp = _pad(x, begin, end, 0.0, node)
         s = len(kernel)
         eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
         # im2col: a strided view of every window, copied into columns (N, C*K, L) whose innermost
@@ -176,7 +185,7 @@ def _pool(node: Node, opset: int, consts, kind: str) -> Fn:
         begin, end, out, extra = _pads(node, x.shape[2:], kernel, strides, dil, ceil_mode)
         end_all = [e + x_ for e, x_ in zip(end, extra)]
         fill = -np.inf if kind == "max" else 0.0
-        xp = _pad(x, begin, end_all, fill)
+        xp = _pad(x, begin, end_all, fill, node)
         acc = None
         for offs in np.ndindex(*kernel):
             sl = (slice(None), slice(None)) + _window_slices([o * d for o, d in zip(offs, dil)], strides, out)
@@ -316,6 +325,8 @@ def _softmax(log: bool):
 
 def _batchnorm(node, opset, consts) -> Fn:
     eps = _float(node, "epsilon", 1e-5)
+    if not eps >= 0:
+        raise AdtArchitectureError(f"{node.label()}: epsilon {eps} must be >= 0")
     if _int(node, "training_mode", 0) or len([o for o in node.outputs if o]) > 1:
         raise _unsupported(node, "training-mode BatchNormalization (running-statistics outputs)")
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -325,7 +336,8 @@ def _batchnorm(node, opset, consts) -> Fn:
         st = cache.get(key)
         if st is None:
             # y = (x - mean) / sqrt(var + eps) * scale + bias == x * s + t, folded in float64 once
-            s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+            with np.errstate(invalid="ignore", divide="ignore"):  # a negative variance gives NaN, as in onnxruntime
+                s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
             t = bias.astype(np.float64) - mean.astype(np.float64) * s
             st = (s.astype(F32), t.astype(F32))
             if all(a is consts.get(n) for a, n in zip((scale, bias, mean, var), node.inputs[1:5])):
