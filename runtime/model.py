@@ -27,33 +27,19 @@ class Model:
             raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.file = file
         self.engine = engine
+        self.architecture: OnnxModel | None = None
+        self.inputs: list[ValueInfo] = []
+        self.output_names: list[str] = []
+        self._runner = None
+        if file.architecture is not None:  # checked before the (costlier) rebuild: fail fast
+            self._read_architecture(file.architecture, [p.name for p in file.params])
         self.weights: dict[str, np.ndarray] = {}
         for name, w in iter_weights(file):
             # read-only: both engines use these very arrays (onnxruntime without a copy), so an
             # in-place edit would silently change the model; copy a weight to experiment with it
             w.flags.writeable = False
             self.weights[name] = w
-        self.architecture: OnnxModel | None = None
-        self.inputs: list[ValueInfo] = []
-        self.output_names: list[str] = []
-        self._runner = None
-        if file.architecture is None:
-            return
-        self.architecture = parse_model(file.architecture)
-        g = self.architecture.graph
-        clash = sorted(set(self.weights) & {t.name for t in g.initializers})
-        if clash:
-            raise AdtArchitectureError(
-                f"architecture: {clash[0]!r} is both a graph initializer and a stored weight "
-                "(the contract keeps stored parameters out of graph.initializer)")
-        consts = set(self.weights) | {t.name for t in g.initializers}
-        self.inputs = [vi for vi in g.inputs if vi.name not in consts]
-        self.output_names = [vi.name for vi in g.outputs]
-        if not self.inputs:
-            raise AdtArchitectureError("architecture: the graph has no input that the weights do not supply")
-        if not self.output_names:
-            raise AdtArchitectureError("architecture: the graph has no outputs")
-        if engine is None:  # weights and architecture only (e.g. to write the dense ONNX model)
+        if file.architecture is None or engine is None:  # engine=None: weights (+ dense ONNX) only
             return
         if engine == "numpy":
             from .numpy_engine import NumpyEngine
@@ -61,6 +47,22 @@ class Model:
         else:
             from .ort_engine import OrtEngine
             self._runner = OrtEngine(file.architecture, self._used_weights(), self.output_names)
+
+    def _read_architecture(self, data: bytes, weight_names: list[str]) -> None:
+        self.architecture = parse_model(data)
+        g = self.architecture.graph
+        clash = sorted(set(weight_names) & {t.name for t in g.initializers})
+        if clash:
+            raise AdtArchitectureError(
+                f"architecture: {clash[0]!r} is both a graph initializer and a stored weight "
+                "(the contract keeps stored parameters out of graph.initializer)")
+        consts = set(weight_names) | {t.name for t in g.initializers}
+        self.inputs = [vi for vi in g.inputs if vi.name not in consts]
+        self.output_names = [vi.name for vi in g.outputs]
+        if not self.inputs:
+            raise AdtArchitectureError("architecture: the graph has no input that the weights do not supply")
+        if not self.output_names:
+            raise AdtArchitectureError("architecture: the graph has no outputs")
 
     # -- description --------------------------------------------------------------------------
     @property
