@@ -133,3 +133,31 @@ def test_weights_only_file():
     f = read_adt(w.to_bytes())
     out = rebuild_weights(f)
     assert np.array_equal(out["a"], f.values(f.params[0].symbols, 0))
+
+
+def test_rebuild_memory_is_dense_weights_plus_one_layer():
+    """tracemalloc (NumPy reports its buffers to it): the peak of rebuild_weights stays within the
+    dense float32 result plus a few times the largest layer (its float64 temporaries)."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    w = AdtWriter()
+    g = w.add_group(256, 1.0)
+    shapes = [(256, 1024), (512, 512), (128, 2048), (300, 700)]
+    cores = [w.add_core(rng.integers(0, 256, (8, 8, 8)).astype(np.uint16), g) for _ in shapes]
+    for i, (shape, c) in enumerate(zip(shapes, cores)):
+        reshape = (shape[0], 32, shape[1] // 32) if shape[1] % 32 == 0 else (shape[0], 7, 100)
+        w.add_tucker(f"w{i}", shape, c, [rng.integers(0, 256, (n, 8)).astype(np.uint16) for n in reshape], g)
+    f = read_adt(w.to_bytes())
+    dense = 4 * sum(prod(s) for s in shapes)
+    largest = 4 * max(prod(s) for s in shapes)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = rebuild_weights(f)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert sum(v.nbytes for v in out.values()) == dense
+    # one layer's float64 temporaries: its last mode product (2x its float32 size) plus that
+    # product's smaller input; holding every layer's temporaries would need > 2x dense
+    assert peak <= dense + 2.5 * largest + (1 << 18), (peak, dense, largest)
