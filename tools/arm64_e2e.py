@@ -143,6 +143,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
         except ImportError as exc:  # e.g. onnxruntime absent: recorded, not fatal
             report["engines"][engine] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
+        # Feed the model its declared per-sample shape (e.g. [N, 784] for an MLP without Flatten).
+        dims = getattr(model, "input_shape", None) or []
+        if len(dims) > 1 and all(isinstance(d, int) for d in dims[1:]) and tuple(dims[1:]) != x.shape[1:]:
+            x = x.reshape(n, *dims[1:])
         if engine == args.engines[0]:
             arrays.update({f"w:{k}": np.asarray(v) for k, v in model.weights.items()})
             report["weights_sha256"] = weights_digest(model.weights)
