@@ -32,7 +32,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${ADT_ARM64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/adt-arm64}"
 DATA="${ADT_DATA:-}"
 FILE=""
-N=300
+N=500
 REPEATS=3
 RESULTS="$REPO/results"
 MIRROR=""
@@ -239,14 +239,14 @@ if [[ $DO_TESTS == 1 ]]; then
   log "runtime tests under qemu-aarch64: pytest ${extra[*]} ${paths[*]/#$REPO\//}"
   t0=$SECONDS
   set +e
-  (cd "$CACHE/work" && timeout "$TEST_TIMEOUT" "${ARM_PY[@]}" -m pytest -q -p no:cacheprovider \
+  (cd "$CACHE/work" && timeout "$TEST_TIMEOUT" "${ARM_PY[@]}" -m pytest -q -rs -p no:cacheprovider \
      -p adt.tools.arm64_pytest_plugin --rootdir="$REPO" -c "$REPO/pyproject.toml" "${extra[@]}" "${paths[@]}") \
      2>&1 | tee "$RUN/pytest.log"
   TEST_RC=${PIPESTATUS[0]}
   set -e
   summary="$(grep -E '(passed|failed|error|no tests ran)' "$RUN/pytest.log" | tail -n1 | sed -E 's/^=+ //; s/ =+$//')"
   TESTS_JSON="$("$HOST_PY" -c 'import json,sys; print(json.dumps({"summary": sys.argv[1], "exit_code": int(sys.argv[2]), "seconds": int(sys.argv[3]), "command": sys.argv[4]}))' \
-    "$summary" "$TEST_RC" "$((SECONDS - t0))" "pytest -q ${extra[*]} ${paths[*]/#$REPO\//}")"
+    "$summary" "$TEST_RC" "$((SECONDS - t0))" "pytest -q -rs ${extra[*]} ${paths[*]/#$REPO\//}")"
   log "emulated tests: $summary (exit $TEST_RC, $((SECONDS - t0)) s)"
 fi
 

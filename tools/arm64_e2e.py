@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi = sub.add_parser("infer", help="decode, hash, rebuild and classify MNIST test images on this machine")
     pi.add_argument("--file", required=True, help="the .adt model (a LeNet-5 with 1x28x28 input)")
     pi.add_argument("--data", default=None, help="MNIST IDX folder (default: $ADT_DATA)")
-    pi.add_argument("--n", type=int, default=300, help="number of test images, the first N (default 300)")
+    pi.add_argument("--n", type=int, default=500, help="number of test images, the first N (default 500)")
     pi.add_argument("--batch-size", type=int, default=100, help="images per Model.run call (default 100)")
     pi.add_argument("--engines", type=lambda s: [e for e in s.split(",") if e], default=list(ENGINES),
                     help="comma-separated engines (default numpy,onnxruntime)")
