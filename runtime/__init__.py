@@ -1,0 +1,19 @@
+"""ADT's torch-free runtime: decode a .adt file, rebuild its weights and run it with NumPy
+(or onnxruntime). Needs only numpy and bitarray; onnxruntime is imported only for that engine.
+
+    import adt.runtime as rt
+    m = rt.load("model.adt")            # engine="numpy" | "onnxruntime"
+    y = m(x)                            # x: float32 [N, ...]
+"""
+from .errors import (
+    AdtEngineError, AdtExecutionError, AdtInputError, AdtNoArchitectureError, AdtUnsupportedOpError,
+)
+from .format import AdtArchitectureError, AdtError, AdtFile, read_adt
+from .model import ENGINES, Model, load
+from .rebuild import iter_weights, rebuild_weights, tucker_to_tensor
+
+__all__ = [
+    "AdtArchitectureError", "AdtEngineError", "AdtError", "AdtExecutionError", "AdtFile", "AdtInputError",
+    "AdtNoArchitectureError", "AdtUnsupportedOpError", "ENGINES", "Model", "iter_weights", "load",
+    "read_adt", "rebuild_weights", "tucker_to_tensor",
+]

@@ -1,0 +1,25 @@
+"""Errors of the runtime proper (the container's errors live in :mod:`adt.runtime.format.errors`)."""
+from __future__ import annotations
+
+from .format.errors import AdtArchitectureError, AdtError
+
+
+class AdtInputError(AdtError):
+    """The input given to ``Model.run`` has the wrong name, dtype or shape for the architecture."""
+
+
+class AdtUnsupportedOpError(AdtArchitectureError):
+    """The architecture uses an op (or an op attribute) that the NumPy engine does not implement."""
+
+
+class AdtExecutionError(AdtError):
+    """An op failed while running (shapes that do not fit, an index out of range, ...)."""
+
+
+class AdtNoArchitectureError(AdtError):
+    """The file holds weights only: it has no architecture section, so it cannot be run."""
+
+
+class AdtEngineError(AdtError, ImportError):
+    """The requested engine is unknown or its optional dependency (onnxruntime) is not installed.
+    Also an ImportError, so ``except ImportError`` around an optional engine keeps working."""

@@ -1,0 +1,169 @@
+"""``load(path_or_bytes) -> Model``: decode a .adt file, rebuild its weights, and run it."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+
+from .errors import AdtEngineError, AdtInputError, AdtNoArchitectureError
+from .format import AdtArchitectureError, AdtFile, read_adt, write_atomic
+from .onnx_proto import DTYPE_NAMES, DTYPES, Model as OnnxModel, ValueInfo, add_initializers, parse_model
+from .rebuild import iter_weights
+
+ENGINES = ("numpy", "onnxruntime")
+Source = AdtFile | bytes | bytearray | memoryview | str | os.PathLike
+
+
+class Model:
+    """A decoded .adt model: its file, its rebuilt float32 weights and an engine to run it.
+
+    ``model.run(x)`` (or ``model(x)``) takes a float32 batch ``[N, ...]`` for the graph input (or a
+    dict ``{name: array}``) and returns the output array (a dict when the graph has several outputs).
+    """
+
+    def __init__(self, file: AdtFile, engine: str | None = "numpy"):
+        if engine is not None and engine not in ENGINES:
+            raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        self.file = file
+        self.engine = engine
+        self.architecture: OnnxModel | None = None
+        self.inputs: list[ValueInfo] = []
+        self.output_names: list[str] = []
+        self._runner = None
+        if file.architecture is not None:  # checked before the (costlier) rebuild: fail fast
+            self._read_architecture(file.architecture, [p.name for p in file.params])
+        self.weights: dict[str, np.ndarray] = {}
+        for name, w in iter_weights(file):
+            # read-only: both engines use these very arrays (onnxruntime without a copy), so an
+            # in-place edit would silently change the model; copy a weight to experiment with it
+            w.flags.writeable = False
+            self.weights[name] = w
+        if file.architecture is None or engine is None:  # engine=None: weights (+ dense ONNX) only
+            return
+        if engine == "numpy":
+            from .numpy_engine import NumpyEngine
+            self._runner = NumpyEngine(self.architecture, self.weights)
+        else:
+            from .ort_engine import OrtEngine
+            self._runner = OrtEngine(file.architecture, self._used_weights(), self.output_names)
+
+    def _read_architecture(self, data: bytes, weight_names: list[str]) -> None:
+        self.architecture = parse_model(data)
+        g = self.architecture.graph
+        clash = sorted(set(weight_names) & {t.name for t in g.initializers})
+        if clash:
+            raise AdtArchitectureError(
+                f"architecture: {clash[0]!r} is both a graph initializer and a stored weight "
+                "(the contract keeps stored parameters out of graph.initializer)")
+        consts = set(weight_names) | {t.name for t in g.initializers}
+        self.inputs = [vi for vi in g.inputs if vi.name not in consts]
+        self.output_names = [vi.name for vi in g.outputs]
+        if not self.inputs:
+            raise AdtArchitectureError("architecture: the graph has no input that the weights do not supply")
+        if not self.output_names:
+            raise AdtArchitectureError("architecture: the graph has no outputs")
+
+    # -- description --------------------------------------------------------------------------
+    @property
+    def input_name(self) -> str | None:
+        return self.inputs[0].name if self.inputs else None
+
+    @property
+    def input_shape(self) -> list[int | str | None] | None:
+        """Dims of the (first) graph input: ints, or the symbolic name (``"N"``) of a dynamic dim."""
+        return None if not self.inputs or self.inputs[0].shape is None else list(self.inputs[0].shape)
+
+    @property
+    def input_dtype(self) -> np.dtype | None:
+        et = self.inputs[0].elem_type if self.inputs else None
+        return DTYPES.get(et) if et is not None else None
+
+    def __repr__(self) -> str:
+        arch = f"input {self.input_name!r} {self.input_shape}" if self.inputs else "no architecture"
+        return f"<adt Model: {len(self.weights)} weights, {arch}, engine {self.engine!r}>"
+
+    # -- running ------------------------------------------------------------------------------
+    def _check(self, vi: ValueInfo, x) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise AdtInputError(f"input {vi.name!r} must be a NumPy array, got {type(x).__name__}")
+        want = DTYPES.get(vi.elem_type) if vi.elem_type is not None else None
+        if want is not None and x.dtype.newbyteorder("=") == want.newbyteorder("=") and not x.dtype.isnative:
+            x = x.astype(want.newbyteorder("="))  # e.g. big-endian float32 read from a file
+        if want is not None and x.dtype != want.newbyteorder("="):
+            raise AdtInputError(
+                f"input {vi.name!r} has dtype {x.dtype}, expected {DTYPE_NAMES.get(vi.elem_type, want)} "
+                f"(convert with x.astype(np.{want.newbyteorder('=').name}))")
+        if vi.shape is not None:
+            if x.ndim != len(vi.shape):
+                raise AdtInputError(
+                    f"input {vi.name!r} has shape {list(x.shape)} (rank {x.ndim}), expected rank {len(vi.shape)}: "
+                    f"{_fmt_shape(vi.shape)}")
+            for i, (got, want_dim) in enumerate(zip(x.shape, vi.shape)):
+                if isinstance(want_dim, int) and want_dim > 0 and got != want_dim:
+                    raise AdtInputError(
+                        f"input {vi.name!r} has shape {list(x.shape)}, expected {_fmt_shape(vi.shape)} "
+                        f"(dim {i} is {got}, must be {want_dim})")
+                if got < 1:
+                    raise AdtInputError(f"input {vi.name!r} has shape {list(x.shape)}: dim {i} is empty")
+        return np.ascontiguousarray(x)
+
+    def run(self, x: np.ndarray | Mapping[str, np.ndarray]):
+        """Outputs for the batch ``x`` (see the class doc)."""
+        if self.architecture is None:
+            raise AdtNoArchitectureError(
+                "this .adt file has no architecture section: its weights can be read (Model.weights) "
+                "but it cannot be run")
+        if self._runner is None:
+            raise AdtEngineError("this model was loaded with engine=None: load it with engine='numpy' or "
+                                 "'onnxruntime' to run it")
+        if isinstance(x, Mapping):
+            names = {vi.name for vi in self.inputs}
+            if set(x) != names:
+                raise AdtInputError(f"inputs {sorted(x)} given, the model expects {sorted(names)}")
+            feeds = {vi.name: self._check(vi, x[vi.name]) for vi in self.inputs}
+        else:
+            if len(self.inputs) != 1:
+                raise AdtInputError(
+                    f"the model has {len(self.inputs)} inputs {[vi.name for vi in self.inputs]}: pass a dict")
+            feeds = {self.inputs[0].name: self._check(self.inputs[0], x)}
+        outs = self._runner.run(feeds)
+        if len(outs) == 1:
+            return outs[0]
+        return dict(zip(self.output_names, outs))
+
+    __call__ = run
+
+    # -- dense ONNX ---------------------------------------------------------------------------
+    def onnx_bytes(self) -> bytes:
+        """The dense ONNX model: the stored architecture with every weight the graph reads added as
+        a float32 initializer (in tensor-table order, so the same file gives the same bytes)."""
+        if self.architecture is None:
+            raise AdtNoArchitectureError("this .adt file has no architecture section: there is no model to write")
+        return add_initializers(self.file.architecture, self._used_weights())
+
+    def _used_weights(self) -> dict[str, np.ndarray]:
+        """The weights some node reads, in tensor-table order (unused ones would only make
+        onnxruntime warn)."""
+        used = {n for node in self.architecture.graph.nodes for n in node.inputs}
+        return {k: v for k, v in self.weights.items() if k in used}
+
+    def to_onnx(self, path: str | os.PathLike) -> int:
+        """Write :meth:`onnx_bytes` to ``path`` atomically; returns the number of bytes."""
+        data = self.onnx_bytes()
+        write_atomic(path, data)
+        return len(data)
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def load(source: Source, engine: str | None = "numpy") -> Model:
+    """Read, verify and decode a .adt file (path, bytes or an :class:`AdtFile`), rebuild its weights
+    and prepare ``engine`` ("numpy": NumPy only; "onnxruntime": needs onnxruntime; None: no engine,
+    for the weights and the dense ONNX model only)."""
+    if engine is not None and engine not in ENGINES:
+        raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    f = source if isinstance(source, AdtFile) else read_adt(source)
+    return Model(f, engine)

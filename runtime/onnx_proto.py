@@ -1,0 +1,512 @@
+"""A minimal, bounds-checked reader (and tiny writer) of the ONNX protobuf subset ADT stores.
+
+The NumPy engine must run without the ``onnx`` package, so the architecture section (a serialized
+``onnx.ModelProto``) is parsed here directly from the protobuf wire format. Only the fields the
+runtime needs are decoded; every other field is skipped after its wire type and length are checked.
+Any malformed byte raises :class:`AdtArchitectureError` naming the field path (e.g.
+``graph.node[3].attribute[0].t.raw_data``); nothing is allocated beyond the bytes actually present.
+
+Field numbers follow onnx/onnx.proto (proto2). The writer side only appends weight initializers to an
+existing ModelProto (:func:`add_initializers`), which is all the onnxruntime engine needs.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from .format import AdtArchitectureError
+
+# TensorProto.DataType -> little-endian NumPy dtype
+DTYPES: dict[int, np.dtype] = {
+    1: np.dtype("<f4"), 2: np.dtype("u1"), 3: np.dtype("i1"), 4: np.dtype("<u2"), 5: np.dtype("<i2"),
+    6: np.dtype("<i4"), 7: np.dtype("<i8"), 9: np.dtype("?"), 10: np.dtype("<f2"), 11: np.dtype("<f8"),
+    12: np.dtype("<u4"), 13: np.dtype("<u8"),
+}
+DTYPE_NAMES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+               8: "string", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64",
+               14: "complex64", 15: "complex128", 16: "bfloat16"}
+FLOAT = 1
+INT64 = 7
+
+# AttributeProto.AttributeType
+A_FLOAT, A_INT, A_STRING, A_TENSOR, A_GRAPH, A_FLOATS, A_INTS, A_STRINGS = 1, 2, 3, 4, 5, 6, 7, 8
+
+# wire types
+VARINT, I64, LEN, I32 = 0, 1, 2, 5
+_MAX_VARINT_BYTES = 10
+
+
+def _err(path: str, message: str) -> AdtArchitectureError:
+    return AdtArchitectureError(f"architecture: ONNX field {path}: {message}")
+
+
+# -- wire format ------------------------------------------------------------------------------------
+def _varint(buf: memoryview, pos: int, end: int, path: str) -> tuple[int, int]:
+    if pos < end and buf[pos] < 0x80:  # fast path: most keys, lengths and attribute values
+        return buf[pos], pos + 1
+    result = 0
+    shift = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if pos >= end:
+            raise _err(path, f"varint runs past the end of its message (byte {pos})")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            if result >= 1 << 64:
+                raise _err(path, "varint exceeds 64 bits")
+            return result, pos
+        shift += 7
+    raise _err(path, f"varint longer than {_MAX_VARINT_BYTES} bytes")
+
+
+def _signed(v: int, bits: int = 64) -> int:
+    """Two's complement of a (sign-extended, 64-bit) varint; int32 fields are encoded sign-extended."""
+    v &= (1 << 64) - 1
+    v = v - (1 << 64) if v >= 1 << 63 else v
+    if bits == 32 and not -(1 << 31) <= v < 1 << 31:
+        raise ValueError(v)
+    return v
+
+
+# field names per message, only to name a malformed field in errors
+_NAMES = {
+    "model": {1: "ir_version", 7: "graph", 8: "opset_import"},
+    "graph": {1: "node", 5: "initializer", 11: "input", 12: "output"},
+    "node": {1: "input", 2: "output", 3: "name", 4: "op_type", 5: "attribute", 7: "domain"},
+    "attribute": {1: "name", 2: "f", 3: "i", 4: "s", 5: "t", 7: "floats", 8: "ints", 20: "type"},
+    "tensor": {1: "dims", 2: "data_type", 4: "float_data", 5: "int32_data", 7: "int64_data", 8: "name",
+               9: "raw_data", 10: "double_data", 11: "uint64_data"},
+}
+
+
+def _fields(buf: memoryview, path: str, kind: str = "") -> Iterator[tuple[int, int, object, str]]:
+    """Yield ``(field number, wire type, value, path)`` of one message; LEN values are memoryviews,
+    VARINT values ints, I32/I64 values raw bytes. Validates tags and lengths as it goes."""
+    names = _NAMES.get(kind, {})
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos, end, f"{path} (field key)")
+        num, wt = key >> 3, key & 7
+        if num == 0 or num >= 1 << 29:
+            raise _err(path, f"invalid field number {num} at byte {pos}")
+        where = f"{path}.{names[num]}" if num in names else f"{path} (field {num})"
+        if wt == VARINT:
+            val, pos = _varint(buf, pos, end, where)
+        elif wt == LEN:
+            n, pos = _varint(buf, pos, end, where)
+            if n > end - pos:
+                raise _err(where, f"length {n} runs past the end of its message ({end - pos} bytes left)")
+            val, pos = buf[pos:pos + n], pos + n
+        elif wt == I32 or wt == I64:
+            n = 4 if wt == I32 else 8
+            if n > end - pos:
+                raise _err(where, f"needs {n} bytes, {end - pos} left")
+            val, pos = bytes(buf[pos:pos + n]), pos + n
+        else:
+            raise _err(where, f"unsupported wire type {wt}")
+        yield num, wt, val, where
+
+
+def _expect(wt: int, want: int, where: str) -> None:
+    if wt != want:
+        names = {VARINT: "varint", I64: "64-bit", LEN: "length-delimited", I32: "32-bit"}
+        raise _err(where, f"has wire type {names.get(wt, wt)}, expected {names[want]}")
+
+
+def _text(val: object, wt: int, where: str) -> str:
+    _expect(wt, LEN, where)
+    try:
+        return bytes(val).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _err(where, "is not valid UTF-8") from None
+
+
+def _int(val: object, wt: int, where: str, bits: int = 64) -> int:
+    _expect(wt, VARINT, where)
+    try:
+        return _signed(val, bits)
+    except ValueError:
+        raise _err(where, f"value {val} does not fit in int{bits}") from None
+
+
+def _packed_varints(val, wt: int, where: str, bits: int = 64) -> list[int]:
+    """A repeated integer field, packed (LEN) or one element (VARINT)."""
+    if wt == VARINT:
+        return [_int(val, wt, where, bits)]
+    _expect(wt, LEN, where)
+    out, pos = [], 0
+    while pos < len(val):
+        v, pos = _varint(val, pos, len(val), where)
+        try:
+            out.append(_signed(v, bits))
+        except ValueError:
+            raise _err(where, f"value {v} does not fit in int{bits}") from None
+    return out
+
+
+def _packed_fixed(val, wt: int, where: str, dtype: str) -> np.ndarray:
+    size = np.dtype(dtype).itemsize
+    if wt != LEN:  # one unpacked element
+        _expect(wt, I32 if size == 4 else I64, where)
+    if len(val) % size:
+        raise _err(where, f"packed length {len(val)} is not a multiple of {size}")
+    return np.frombuffer(bytes(val), dtype=dtype)
+
+
+# -- messages ---------------------------------------------------------------------------------------
+@dataclass
+class Tensor:
+    name: str
+    dims: tuple[int, ...]
+    data_type: int
+    array: np.ndarray        # native-endian array of shape dims
+
+
+@dataclass
+class Attribute:
+    name: str
+    type: int
+    value: object            # float | int | bytes | Tensor | list[float] | list[int] | list[bytes]
+
+
+@dataclass
+class Node:
+    op_type: str
+    name: str = ""
+    domain: str = ""
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    attrs: dict[str, Attribute] = field(default_factory=dict)
+
+    def label(self) -> str:
+        return f"{self.op_type} node {self.name!r}" if self.name else f"{self.op_type} node -> {self.outputs[:1]}"
+
+
+@dataclass
+class ValueInfo:
+    name: str
+    elem_type: int | None = None
+    shape: list[int | str | None] | None = None   # None: unknown rank; a dim: int, dim_param or None
+
+
+@dataclass
+class Graph:
+    nodes: list[Node] = field(default_factory=list)
+    initializers: list[Tensor] = field(default_factory=list)
+    inputs: list[ValueInfo] = field(default_factory=list)
+    outputs: list[ValueInfo] = field(default_factory=list)
+
+
+@dataclass
+class Model:
+    ir_version: int = 0
+    opsets: dict[str, int] = field(default_factory=dict)
+    graph: Graph | None = None
+
+    def opset(self, domain: str = "") -> int:
+        return self.opsets.get("ai.onnx" if domain in ("", "ai.onnx") else domain, 0)
+
+
+def parse_tensor(buf: memoryview, path: str) -> Tensor:
+    name, dims, dt = "", [], 0
+    raw = None
+    typed: dict[int, list] = {}
+    external = False
+    for num, wt, val, where in _fields(buf, path, "tensor"):
+        if num == 1:
+            dims += _packed_varints(val, wt, f"{path}.dims")
+        elif num == 2:
+            dt = _int(val, wt, f"{path}.data_type", 32)
+        elif num == 8:
+            name = _text(val, wt, f"{path}.name")
+        elif num == 9:
+            _expect(wt, LEN, f"{path}.raw_data")
+            raw = val
+        elif num == 4:
+            typed.setdefault(4, []).append(_packed_fixed(val, wt, f"{path}.float_data", "<f4"))
+        elif num == 10:
+            typed.setdefault(10, []).append(_packed_fixed(val, wt, f"{path}.double_data", "<f8"))
+        elif num in (5, 7, 11):
+            fname = {5: "int32_data", 7: "int64_data", 11: "uint64_data"}[num]
+            vals = _packed_varints(val, wt, f"{path}.{fname}", 32 if num == 5 else 64)
+            if num == 11:
+                vals = [v & ((1 << 64) - 1) for v in vals]
+            typed.setdefault(num, []).append(np.array(vals, dtype=np.uint64 if num == 11 else np.int64))
+        elif num == 14:
+            external = _int(val, wt, f"{path}.data_location", 32) == 1
+        elif num == 6:
+            raise _err(f"{path}.string_data", "string tensors are not supported")
+    label = f"{path} ({name!r})" if name else path
+    if external:
+        raise _err(label, "external data is not supported (the tensor must be stored inline)")
+    if dt not in DTYPES:
+        raise _err(f"{label}.data_type", f"data type {dt} ({DTYPE_NAMES.get(dt, 'unknown')}) is not supported")
+    if any(d < 0 for d in dims):
+        raise _err(f"{label}.dims", f"negative dimension in {dims}")
+    dtype = DTYPES[dt]
+    # The element count must be backed by bytes present in the buffer, so a lying dims field cannot
+    # trigger a huge allocation: compare against the data before creating anything of that size.
+    numel = 1
+    for d in dims:
+        numel *= d
+    if raw is not None:
+        if typed:
+            raise _err(label, "has both raw_data and typed data fields")
+        if numel * dtype.itemsize != len(raw):
+            raise _err(f"{label}.raw_data", f"is {len(raw)} bytes, dims {dims} of {dtype.name} need {numel * dtype.itemsize}")
+        arr = np.frombuffer(bytes(raw), dtype=dtype)
+    else:
+        field_for = {1: 4, 11: 10, 7: 7, 12: 11, 13: 11}.get(dt, 5)
+        extra = set(typed) - {field_for}
+        if extra:
+            raise _err(label, f"holds data field {sorted(extra)} that does not fit data type {DTYPE_NAMES[dt]}")
+        parts = typed.get(field_for, [])
+        data = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if data.size != numel:
+            raise _err(label, f"holds {data.size} values, dims {dims} need {numel}")
+        if dt == 10:  # float16 travels as its bit pattern in int32_data
+            arr = data.astype(np.uint16).view(np.float16)
+        else:
+            arr = data.astype(dtype)
+    return Tensor(name, tuple(dims), dt, arr.astype(dtype.newbyteorder("=")).reshape(dims))
+
+
+def _parse_attribute(buf: memoryview, path: str) -> Attribute:
+    name, typ = "", 0
+    scalars: dict[int, object] = {}
+    floats: list[float] = []
+    ints: list[int] = []
+    strings: list[bytes] = []
+    for num, wt, val, where in _fields(buf, path, "attribute"):
+        if num == 1:
+            name = _text(val, wt, f"{path}.name")
+        elif num == 20:
+            typ = _int(val, wt, f"{path}.type", 32)
+        elif num == 2:
+            _expect(wt, I32, f"{path}.f")
+            scalars[2] = struct.unpack("<f", val)[0]
+        elif num == 3:
+            scalars[3] = _int(val, wt, f"{path}.i")
+        elif num == 4:
+            _expect(wt, LEN, f"{path}.s")
+            scalars[4] = bytes(val)
+        elif num == 5:
+            _expect(wt, LEN, f"{path}.t")
+            scalars[5] = parse_tensor(val, f"{path}.t")
+        elif num == 6:
+            scalars[6] = None  # subgraphs are not parsed: no supported op takes one
+        elif num == 7:
+            floats += [float(v) for v in _packed_fixed(val, wt, f"{path}.floats", "<f4")]
+        elif num == 8:
+            ints += _packed_varints(val, wt, f"{path}.ints")
+        elif num == 9:
+            _expect(wt, LEN, f"{path}.strings")
+            strings.append(bytes(val))
+    label = f"{path} ({name!r})"
+    if not name:
+        raise _err(f"{path}.name", "attribute has no name")
+    if typ == 0:  # very old files leave the type out: infer it from the field present
+        typ = {2: A_FLOAT, 3: A_INT, 4: A_STRING, 5: A_TENSOR, 6: A_GRAPH}.get(next(iter(scalars), 0), 0)
+        typ = typ or (A_FLOATS if floats else A_INTS if ints else A_STRINGS if strings else 0)
+    value: object
+    if typ == A_FLOAT:
+        value = scalars.get(2, 0.0)
+    elif typ == A_INT:
+        value = scalars.get(3, 0)
+    elif typ == A_STRING:
+        value = scalars.get(4, b"")
+    elif typ == A_TENSOR:
+        if 5 not in scalars:
+            raise _err(label, "TENSOR attribute without a tensor")
+        value = scalars[5]
+    elif typ == A_FLOATS:
+        value = floats
+    elif typ == A_INTS:
+        value = ints
+    elif typ == A_STRINGS:
+        value = strings
+    elif typ == A_GRAPH:
+        value = None
+    else:
+        raise _err(f"{label}.type", f"attribute type {typ} is not supported")
+    return Attribute(name, typ, value)
+
+
+def _parse_node(buf: memoryview, path: str) -> Node:
+    node = Node(op_type="")
+    for num, wt, val, where in _fields(buf, path, "node"):
+        if num == 1:
+            node.inputs.append(_text(val, wt, f"{path}.input"))
+        elif num == 2:
+            node.outputs.append(_text(val, wt, f"{path}.output"))
+        elif num == 3:
+            node.name = _text(val, wt, f"{path}.name")
+        elif num == 4:
+            node.op_type = _text(val, wt, f"{path}.op_type")
+        elif num == 7:
+            node.domain = _text(val, wt, f"{path}.domain")
+        elif num == 5:
+            _expect(wt, LEN, f"{path}.attribute")
+            a = _parse_attribute(val, f"{path}.attribute[{len(node.attrs)}]")
+            if a.name in node.attrs:
+                raise _err(f"{path}.attribute", f"duplicate attribute {a.name!r}")
+            node.attrs[a.name] = a
+    if not node.op_type:
+        raise _err(f"{path}.op_type", "node has no op_type")
+    return node
+
+
+def _parse_value_info(buf: memoryview, path: str) -> ValueInfo:
+    vi = ValueInfo(name="")
+    for num, wt, val, _ in _fields(buf, path):
+        if num == 1:
+            vi.name = _text(val, wt, f"{path}.name")
+        elif num == 2:
+            _expect(wt, LEN, f"{path}.type")
+            for tn, twt, tval, _ in _fields(val, f"{path}.type"):
+                if tn != 1:  # sequence/map/optional types: left unknown
+                    continue
+                _expect(twt, LEN, f"{path}.type.tensor_type")
+                for en, ewt, eval_, _ in _fields(tval, f"{path}.type.tensor_type"):
+                    if en == 1:
+                        vi.elem_type = _int(eval_, ewt, f"{path}.type.tensor_type.elem_type", 32)
+                    elif en == 2:
+                        _expect(ewt, LEN, f"{path}.type.tensor_type.shape")
+                        vi.shape = []
+                        for dn, dwt, dval, _ in _fields(eval_, f"{path}.type.tensor_type.shape"):
+                            if dn != 1:
+                                continue
+                            dpath = f"{path}.type.tensor_type.shape.dim[{len(vi.shape)}]"
+                            _expect(dwt, LEN, dpath)
+                            dim: int | str | None = None
+                            for xn, xwt, xval, _ in _fields(dval, dpath):
+                                if xn == 1:
+                                    dim = _int(xval, xwt, f"{dpath}.dim_value")
+                                elif xn == 2:
+                                    dim = _text(xval, xwt, f"{dpath}.dim_param")
+                            vi.shape.append(dim)
+    if not vi.name:
+        raise _err(f"{path}.name", "value has no name")
+    return vi
+
+
+def _parse_graph(buf: memoryview, path: str) -> Graph:
+    g = Graph()
+    for num, wt, val, where in _fields(buf, path, "graph"):
+        if num == 1:
+            _expect(wt, LEN, f"{path}.node")
+            g.nodes.append(_parse_node(val, f"{path}.node[{len(g.nodes)}]"))
+        elif num == 5:
+            _expect(wt, LEN, f"{path}.initializer")
+            g.initializers.append(parse_tensor(val, f"{path}.initializer[{len(g.initializers)}]"))
+        elif num == 11:
+            _expect(wt, LEN, f"{path}.input")
+            g.inputs.append(_parse_value_info(val, f"{path}.input[{len(g.inputs)}]"))
+        elif num == 12:
+            _expect(wt, LEN, f"{path}.output")
+            g.outputs.append(_parse_value_info(val, f"{path}.output[{len(g.outputs)}]"))
+        elif num == 15:
+            raise _err(f"{path}.sparse_initializer", "sparse initializers are not supported")
+    return g
+
+
+def parse_model(data: bytes | memoryview) -> Model:
+    """Parse serialized ``onnx.ModelProto`` bytes into :class:`Model`; raises AdtArchitectureError."""
+    buf = memoryview(bytes(data))
+    m = Model()
+    graphs = 0
+    for num, wt, val, where in _fields(buf, "model", "model"):
+        if num == 1:
+            m.ir_version = _int(val, wt, "model.ir_version")
+        elif num == 8:
+            _expect(wt, LEN, "model.opset_import")
+            domain, version = "", 0
+            for on, owt, oval, _ in _fields(val, "model.opset_import"):
+                if on == 1:
+                    domain = _text(oval, owt, "model.opset_import.domain")
+                elif on == 2:
+                    version = _int(oval, owt, "model.opset_import.version")
+            m.opsets["ai.onnx" if domain == "" else domain] = version
+        elif num == 7:
+            _expect(wt, LEN, "model.graph")
+            graphs += 1
+            if graphs > 1:
+                raise _err("model.graph", "appears more than once")
+            m.graph = _parse_graph(val, "model.graph")
+    if m.graph is None:
+        raise _err("model.graph", "the model has no graph")
+    return m
+
+
+# -- writer: append initializers ---------------------------------------------------------------------
+def _enc_varint(v: int) -> bytes:
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(num: int, payload: bytes) -> bytes:
+    return _enc_varint(num << 3 | LEN) + _enc_varint(len(payload)) + payload
+
+
+EXTERNAL_LOCATION = b"adt-runtime-memory"
+
+
+def encode_tensor(name: str, array: np.ndarray, external: bool = False) -> bytes:
+    """A TensorProto (dims, data_type, name, raw_data little-endian) for a float32/int64 array.
+    ``external``: no data, only a placeholder marked EXTERNAL whose values are handed to onnxruntime
+    separately (``SessionOptions.add_external_initializers``); no such file is ever read."""
+    arr = np.asarray(array)
+    codes = {np.dtype("float32"): FLOAT, np.dtype("int64"): INT64}
+    if arr.dtype not in codes:
+        raise AdtArchitectureError(f"cannot encode tensor {name!r} of dtype {arr.dtype}")
+    out = bytearray()
+    for d in arr.shape:
+        out += _enc_varint(1 << 3 | VARINT) + _enc_varint(int(d))
+    out += _enc_varint(2 << 3 | VARINT) + _enc_varint(codes[arr.dtype])
+    out += _len_field(8, name.encode("utf-8"))
+    if external:
+        out += _len_field(13, _len_field(1, b"location") + _len_field(2, EXTERNAL_LOCATION))  # external_data
+        out += _enc_varint(14 << 3 | VARINT) + _enc_varint(1)                                # data_location
+    else:
+        out += _len_field(9, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+    return bytes(out)
+
+
+def add_initializers(model_bytes: bytes, tensors: Mapping[str, np.ndarray], external: bool = False) -> bytes:
+    """``model_bytes`` with ``tensors`` appended to ``graph.initializer`` (wire-format concatenation:
+    repeated fields may be appended to a message, so every other byte stays as it was).
+    ``external``: placeholders only (see :func:`encode_tensor`)."""
+    buf = memoryview(bytes(model_bytes))
+    extra = b"".join(_len_field(5, encode_tensor(n, a, external)) for n, a in tensors.items())
+    out = bytearray()
+    found = False
+    for num, wt, val, _ in _fields(buf, "model"):
+        if num == 7 and wt == LEN:
+            out += _len_field(7, bytes(val) + extra)
+            found = True
+        else:
+            out += _enc_field(num, wt, val)
+    if not found:
+        raise _err("model.graph", "the model has no graph")
+    return bytes(out)
+
+
+def _enc_field(num: int, wt: int, val: object) -> bytes:
+    key = _enc_varint(num << 3 | wt)
+    if wt == VARINT:
+        return key + _enc_varint(val)
+    if wt == LEN:
+        return key + _enc_varint(len(val)) + bytes(val)
+    return key + bytes(val)

@@ -1,0 +1,200 @@
+"""Hand-built architectures (onnx.helper) and .adt files for the runtime tests: no exporter, no torch.
+
+Each builder returns ``(architecture ModelProto, {name: spec})``; :func:`make_adt` turns the specs
+into Tucker-coded or plain parameters, stores the architecture without weight initializers (the
+contract) and returns the file bytes.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from adt.runtime.format import AdtWriter, quantize, read_adt
+
+OPSET = 17
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset=OPSET):
+    from onnx import helper
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="")
+    m.ir_version = 8
+    return m
+
+
+def _io(name, shape):
+    from onnx import TensorProto, helper
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+# Parameter specs: ("tucker", shape, reshape, ranks) or ("plain", shape, scale) or ("positive", shape)
+def lenet5():
+    from onnx import helper
+    nodes = [
+        helper.make_node("Conv", ["input", "conv1.weight", "conv1.bias"], ["1"], kernel_shape=[5, 5]),
+        helper.make_node("MaxPool", ["1"], ["2"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Relu", ["2"], ["3"]),
+        helper.make_node("Conv", ["3", "conv2.weight", "conv2.bias"], ["4"], kernel_shape=[5, 5]),
+        helper.make_node("MaxPool", ["4"], ["5"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Relu", ["5"], ["6"]),
+        helper.make_node("Flatten", ["6"], ["7"], axis=1),
+        helper.make_node("Gemm", ["7", "fc1.weight", "fc1.bias"], ["8"], transB=1),
+        helper.make_node("Relu", ["8"], ["9"]),
+        helper.make_node("Gemm", ["9", "fc2.weight", "fc2.bias"], ["output"], transB=1),
+    ]
+    specs = {
+        "conv1.weight": ("tucker", (20, 1, 5, 5), (20, 5, 5), (6, 4, 4)),
+        "conv1.bias": ("plain", (20,), 0.1),
+        "conv2.weight": ("tucker", (50, 20, 5, 5), (50, 20, 25), (10, 8, 8)),
+        "conv2.bias": ("plain", (50,), 0.1),
+        "fc1.weight": ("tucker", (500, 800), (20, 25, 25, 32), (6, 6, 6, 6)),
+        "fc1.bias": ("plain", (500,), 0.1),
+        "fc2.weight": ("tucker", (10, 500), (10, 20, 25), (5, 6, 6)),
+        "fc2.bias": ("plain", (10,), 0.1),
+    }
+    return _model(nodes, [_io("input", ["N", 1, 28, 28])], [_io("output", ["N", 10])]), specs
+
+
+def mlp():
+    """LeNet-300-100 with a Softmax head and MatMul + Add for the last layer (both ops covered)."""
+    from onnx import helper
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["1"]),
+        helper.make_node("Gemm", ["1", "fc1.weight", "fc1.bias"], ["2"], transB=1),
+        helper.make_node("Relu", ["2"], ["3"]),
+        helper.make_node("Gemm", ["3", "fc2.weight", "fc2.bias"], ["4"], transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("Relu", ["4"], ["5"]),
+        helper.make_node("MatMul", ["5", "fc3.weight_t"], ["6"]),
+        helper.make_node("Add", ["6", "fc3.bias"], ["7"]),
+        helper.make_node("Softmax", ["7"], ["output"], axis=1),
+    ]
+    specs = {
+        "fc1.weight": ("tucker", (300, 784), (15, 20, 28, 28), (5, 5, 5, 5)),
+        "fc1.bias": ("plain", (300,), 0.1),
+        "fc2.weight": ("tucker", (100, 300), (10, 10, 300), (4, 4, 6)),
+        "fc2.bias": ("plain", (100,), 0.1),
+        "fc3.weight_t": ("cp", (100, 10), (10, 10, 10), 4),
+        "fc3.bias": ("plain", (10,), 0.1),
+    }
+    return _model(nodes, [_io("input", ["N", 1, 28, 28])], [_io("output", ["N", 10])]), specs
+
+
+def resblock():
+    """A CIFAR ResNet basic block (Conv-BN-Relu-Conv-BN + shortcut, Add, Relu) then
+    GlobalAveragePool -> Flatten -> Gemm; BN stays a node; conv2 shares conv1's SCADA core."""
+    from onnx import helper
+    bn = dict(epsilon=1e-5)
+    nodes = [
+        helper.make_node("Conv", ["input", "conv0.weight"], ["1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["1", "bn0.weight", "bn0.bias", "bn0.running_mean", "bn0.running_var"], ["2"], **bn),
+        helper.make_node("Relu", ["2"], ["3"]),
+        helper.make_node("Conv", ["3", "conv1.weight"], ["4"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["4", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"], ["5"], **bn),
+        helper.make_node("Relu", ["5"], ["6"]),
+        helper.make_node("Conv", ["6", "conv2.weight"], ["7"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["7", "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var"], ["8"], **bn),
+        helper.make_node("Add", ["8", "3"], ["9"]),
+        helper.make_node("Relu", ["9"], ["10"]),
+        helper.make_node("AveragePool", ["10"], ["11"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                         count_include_pad=0),
+        helper.make_node("GlobalAveragePool", ["11"], ["12"]),
+        helper.make_node("Flatten", ["12"], ["13"]),
+        helper.make_node("Gemm", ["13", "fc.weight", "fc.bias"], ["output"], transB=1),
+    ]
+    specs = {"conv0.weight": ("tucker", (16, 3, 3, 3), (16, 3, 9), (4, 3, 4))}
+    for i in range(3):
+        specs[f"bn{i}.weight"] = ("plain", (16,), 1.0)
+        specs[f"bn{i}.bias"] = ("plain", (16,), 0.1)
+        specs[f"bn{i}.running_mean"] = ("plain", (16,), 0.1)
+        specs[f"bn{i}.running_var"] = ("positive", (16,))
+    specs["conv1.weight"] = ("shared", (16, 16, 3, 3), (16, 16, 9), (4, 4, 4))
+    specs["conv2.weight"] = ("shared", (16, 16, 3, 3), (16, 16, 9), (4, 4, 4))
+    specs["fc.weight"] = ("tucker", (10, 16), (10, 16), (3, 3))
+    specs["fc.bias"] = ("plain", (10,), 0.1)
+    return _model(nodes, [_io("input", ["N", 3, 8, 8])], [_io("output", ["N", 10])]), specs
+
+
+def strip(model) -> bytes:
+    """The contract's architecture bytes: no initializer for any stored parameter."""
+    return model.SerializeToString()
+
+
+def make_adt(model, specs: dict, seed: int = 0, tables: str = "auto", metadata: dict | None = None) -> bytes:
+    """Quantize random values for every spec and write the .adt file (architecture = ``model``)."""
+    rng = np.random.default_rng(seed)
+    w = AdtWriter(tables=tables)
+    for k, v in (metadata or {"producer": "runtime tests"}).items():
+        w.add_metadata(k, v)
+    if model is not None:
+        w.set_architecture(strip(model))
+    q, b = 256, 1.0
+    gf = w.add_group(q, b)       # factors and plain parameters
+    gc = w.add_group(512, 2.0)   # cores
+    cores: dict[str, int] = {}
+    shared = None
+    for name, spec in specs.items():  # the writer takes every core before any parameter
+        if spec[0] == "shared":
+            if shared is None:
+                shared = w.add_core(quantize(rng.normal(0, 0.8, spec[3]), 512, 2.0), gc)
+            cores[name] = shared
+        elif spec[0] == "tucker":
+            cores[name] = w.add_core(quantize(rng.normal(0, 0.8, spec[3]), 512, 2.0), gc)
+        elif spec[0] == "cp":
+            cores[name] = w.add_core(quantize(rng.normal(0, 0.8, spec[3]), 512, 2.0), gc, cp_order=len(spec[2]))
+    for name, spec in specs.items():
+        kind = spec[0]
+        if kind in ("tucker", "shared"):
+            _, shape, reshape, ranks = spec
+            # factor scale keeps the rebuilt weights O(1/sqrt(fan_in)) so activations stay O(1)
+            fan = prod(shape[1:])
+            scale = (1.0 / np.sqrt(fan)) ** (1 / len(ranks)) / np.sqrt(max(ranks))
+            factors = [quantize(rng.normal(0, scale, (n, k)), q, b) for n, k in zip(reshape, ranks)]
+            w.add_tucker(name, shape, cores[name], factors, gf)
+        elif kind == "cp":
+            _, shape, reshape, rank = spec
+            scale = (1.0 / np.sqrt(shape[0])) ** (1 / len(reshape))
+            factors = [quantize(rng.normal(0, scale, (n, rank)), q, b) for n in reshape]
+            w.add_tucker(name, shape, cores[name], factors, gf)
+        elif kind == "plain":
+            _, shape, scale = spec
+            w.add_plain(name, quantize(rng.normal(0, scale, shape), q, b), gf)
+        elif kind == "positive":
+            _, shape = spec
+            w.add_plain(name, quantize(rng.uniform(0.5, 0.95, shape), q, b), gf)
+        else:
+            raise ValueError(kind)
+    return w.to_bytes()
+
+
+def dense_model(model, weights: dict):
+    """The architecture with ``weights`` as initializers, built with the onnx package (independent of
+    the runtime's own wire-level assembly)."""
+    import copy
+
+    from onnx import numpy_helper
+    m = copy.deepcopy(model)
+    used = {n for node in m.graph.node for n in node.input}
+    for name, arr in weights.items():
+        if name in used:
+            m.graph.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
+    return m
+
+
+def float64_rebuild(data: bytes) -> dict[str, np.ndarray]:
+    """An independent rebuild: one np.einsum over the whole expression in float64, rounded once."""
+    f = read_adt(data)
+    out = {}
+    for p in f.params:
+        if p.reshape is None:
+            out[p.name] = f.values(p.symbols, p.group).astype(np.float64).reshape(p.shape).astype(np.float32)
+            continue
+        c = f.cores[p.core]
+        core = f.core_values(p.core).astype(np.float64)  # CP expanded to the superdiagonal tensor
+        facs = [f.values(m, p.group).astype(np.float64) for m in p.factors]
+        d = len(facs)
+        letters, ranks = "abcdefgh"[:d], "ijklmnop"[:d]
+        spec = ranks + "," + ",".join(a + r for a, r in zip(letters, ranks)) + "->" + letters
+        out[p.name] = np.einsum(spec, core, *facs, optimize=True).reshape(p.shape).astype(np.float32)
+        assert c.dims == core.shape
+    return out

@@ -1,0 +1,176 @@
+"""The runtime's own protobuf reader: same fields as the onnx package reads, and malformed bytes give
+AdtArchitectureError naming the field (never IndexError, never a huge allocation)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adt.runtime.format import AdtArchitectureError
+from adt.runtime.onnx_proto import (
+    A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, add_initializers, encode_tensor, parse_model,
+    parse_tensor,
+)
+
+from runtime_models import lenet5, mlp, resblock
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _rich_model():
+    """Every field kind the reader decodes: all attribute types, initializers of several dtypes stored
+    as raw_data and as typed fields, negative ints, dim_param and dim_value, two opset domains."""
+    t_raw = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "t_raw")
+    t_f = helper.make_tensor("t_f", TensorProto.FLOAT, [2, 2], [1.5, -2.0, 3.25, 0.0])
+    t_i64 = helper.make_tensor("t_i64", TensorProto.INT64, [3], [-1, 0, 2**40])
+    t_i32 = helper.make_tensor("t_i32", TensorProto.INT32, [2], [-7, 2**31 - 1])
+    t_f16 = helper.make_tensor("t_f16", TensorProto.FLOAT16, [2], np.array([1.5, -0.25], np.float16).view(np.uint16))
+    t_bool = helper.make_tensor("t_bool", TensorProto.BOOL, [3], [True, False, True])
+    t_u8 = numpy_helper.from_array(np.array([0, 255, 7], np.uint8), "t_u8")
+    t_f64 = helper.make_tensor("t_f64", TensorProto.DOUBLE, [2], [0.1, -1e300])
+    t_empty = numpy_helper.from_array(np.zeros((0, 3), np.float32), "t_empty")
+    node = helper.make_node("Foo", ["x", "", "t_raw"], ["y", "z"], name="n0", domain="ai.custom",
+                            f=0.5, i=-3, s=b"hello", t=numpy_helper.from_array(np.array([1, 2], np.int64)),
+                            floats=[1.0, -2.5], ints=[-1, 5, 2**40], strings=[b"a", b"bc"])
+    node2 = helper.make_node("Relu", ["y"], ["out"])
+    graph = helper.make_graph(
+        [node, node2], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 224, "W"]),
+         helper.make_tensor_value_info("u", TensorProto.INT64, None)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 5])],
+        initializer=[t_raw, t_f, t_i64, t_i32, t_f16, t_bool, t_u8, t_f64, t_empty])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.custom", 3)])
+    m.ir_version = 8
+    return m
+
+
+def test_reader_matches_onnx_package():
+    m = _rich_model()
+    p = parse_model(m.SerializeToString())
+    assert p.ir_version == 8 and p.opset("") == 17 and p.opset("ai.custom") == 3
+    g = p.graph
+    assert [n.op_type for n in g.nodes] == ["Foo", "Relu"]
+    n = g.nodes[0]
+    assert (n.name, n.domain, n.inputs, n.outputs) == ("n0", "ai.custom", ["x", "", "t_raw"], ["y", "z"])
+    a = n.attrs
+    assert (a["f"].type, a["f"].value) == (A_FLOAT, 0.5)
+    assert (a["i"].type, a["i"].value) == (A_INT, -3)
+    assert (a["s"].type, a["s"].value) == (A_STRING, b"hello")
+    assert a["t"].type == A_TENSOR and np.array_equal(a["t"].value.array, [1, 2])
+    assert (a["floats"].type, a["floats"].value) == (A_FLOATS, [1.0, -2.5])
+    assert (a["ints"].type, a["ints"].value) == (A_INTS, [-1, 5, 2**40])
+    assert a["strings"].value == [b"a", b"bc"]
+    for t in m.graph.initializer:
+        got = next(x for x in g.initializers if x.name == t.name)
+        want = numpy_helper.to_array(t)
+        assert got.array.dtype == want.dtype and got.array.shape == want.shape, t.name
+        assert np.array_equal(got.array, want), t.name
+    assert [(v.name, v.elem_type, v.shape) for v in g.inputs] == [("x", 1, ["N", 3, 224, "W"]), ("u", 7, None)]
+    assert [(v.name, v.shape) for v in g.outputs] == [("out", ["N", 5])]
+
+
+@pytest.mark.parametrize("builder", [lenet5, mlp, resblock])
+def test_reader_on_test_architectures(builder):
+    m, _ = builder()
+    p = parse_model(m.SerializeToString())
+    assert [(n.op_type, list(n.input), list(n.output)) for n in m.graph.node] == \
+        [(n.op_type, n.inputs, n.outputs) for n in p.graph.nodes]
+    for mn, pn in zip(m.graph.node, p.graph.nodes):
+        for a in mn.attribute:
+            assert pn.attrs[a.name].value == helper.get_attribute_value(a)
+
+
+def test_add_initializers_round_trips_through_onnx():
+    m, _ = mlp()
+    raw = m.SerializeToString()
+    w = {"fc1.bias": np.arange(300, dtype=np.float32), "k": np.array([[1, -2]], np.int64)}
+    out = onnx.load_from_string(add_initializers(raw, w))
+    got = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    assert set(got) == set(w) and all(np.array_equal(got[k], w[k]) and got[k].dtype == w[k].dtype for k in w)
+    # everything else is untouched
+    del out.graph.initializer[:]
+    assert out.SerializeToString() == onnx.load_from_string(raw).SerializeToString()
+
+
+def test_encode_tensor_parses_back():
+    a = np.random.default_rng(0).standard_normal((3, 1, 4)).astype(np.float32)
+    t = parse_tensor(memoryview(encode_tensor("w", a)), "t")
+    assert t.name == "w" and t.dims == (3, 1, 4) and np.array_equal(t.array, a)
+    assert np.array_equal(numpy_helper.to_array(onnx.TensorProto.FromString(encode_tensor("w", a))), a)
+
+
+# -- malformed input ------------------------------------------------------------------------------
+def _field(num: int, wt: int, payload: bytes) -> bytes:
+    from adt.runtime.onnx_proto import _enc_varint
+    key = _enc_varint(num << 3 | wt)
+    return key + (_enc_varint(len(payload)) + payload if wt == 2 else payload)
+
+
+def _graph_with_tensor(tensor: bytes) -> bytes:
+    return _field(7, 2, _field(5, 2, tensor))
+
+
+@pytest.mark.parametrize("data,match", [
+    (b"\x08", "model.ir_version.*varint runs past"),
+    (b"\x08" + b"\xff" * 11, "model.ir_version.*longer than 10 bytes"),
+    (b"\x3a\x05\x0a", "model.graph: length 5 runs past"),
+    (b"\x98\x01", r"model \(field 19\): varint runs past"),  # unknown fields are named by number
+    (b"\x0b", "unsupported wire type 3"),
+    (b"\x00\x01", "invalid field number 0"),
+    (b"\x08\x01", "model.graph.*has no graph"),
+    (b"\x3a\x00\x3a\x00", "model.graph.*more than once"),
+    (_field(7, 2, _field(1, 2, b"")), r"graph.node\[0\].op_type.*no op_type"),
+    (_field(7, 2, _field(1, 2, _field(4, 2, b"\xff\xfe"))), r"node\[0\].op_type.*not valid UTF-8"),
+    (_field(7, 2, _field(1, 2, _field(4, 0, b"\x01"))), r"op_type.*wire type varint, expected length-delimited"),
+    # a tensor claiming 2**40 x 2**20 floats but holding 8 bytes: refused before any allocation
+    (_graph_with_tensor(_field(1, 0, b"\x80\x80\x80\x80\x80\x80\x01") + _field(1, 0, b"\x80\x80\x40")
+                        + _field(2, 0, b"\x01") + _field(9, 2, b"\x00" * 8)), r"raw_data.*is 8 bytes"),
+    (_graph_with_tensor(_field(1, 0, b"\x02") + _field(2, 0, b"\x01") + _field(4, 2, b"\x00" * 4)),
+     r"holds 1 values, dims \[2\] need 2"),
+    (_graph_with_tensor(_field(2, 0, b"\x08") + _field(6, 2, b"ab")), "string tensors are not supported"),
+    (_graph_with_tensor(_field(2, 0, b"\x10")), r"data type 16 \(bfloat16\) is not supported"),
+    (_graph_with_tensor(_field(2, 0, b"\x01") + _field(14, 0, b"\x01")), "external data is not supported"),
+    (_graph_with_tensor(_field(1, 0, b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01") + _field(2, 0, b"\x01")),
+     "negative dimension"),
+    (_graph_with_tensor(_field(2, 0, b"\x01") + _field(4, 2, b"\x00" * 5)), "packed length 5 is not a multiple of 4"),
+    (_field(7, 2, _field(1, 2, _field(4, 2, b"Relu") + _field(5, 2, _field(20, 0, b"\x02")))),
+     r"attribute\[0\].name.*no name"),
+    (_field(7, 2, _field(1, 2, _field(4, 2, b"Relu") + _field(5, 2, _field(1, 2, b"a") + _field(20, 0, b"\x63")))),
+     "attribute type 99 is not supported"),
+])
+def test_malformed_bytes_name_the_field(data, match):
+    with pytest.raises(AdtArchitectureError, match=match):
+        parse_model(data)
+
+
+def test_every_truncation_of_a_real_architecture():
+    raw = resblock()[0].SerializeToString()
+    for n in range(len(raw)):
+        try:
+            parse_model(raw[:n])
+        except AdtArchitectureError:
+            pass  # some prefixes end on a field boundary and parse (as a smaller model); none crash
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_random_bytes_never_crash(data):
+    try:
+        parse_model(data)
+    except AdtArchitectureError:
+        pass
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_byte_flips_of_a_real_architecture_never_crash(data):
+    raw = bytearray(lenet5()[0].SerializeToString())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    try:
+        parse_model(bytes(raw))
+    except AdtArchitectureError:
+        pass
