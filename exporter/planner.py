@@ -187,20 +187,34 @@ def candidate_orders(n: int, max_mode: int = MAX_MODE) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 # Rule 2: the core for a budget
 # --------------------------------------------------------------------------------------------------
+def next_core(core: tuple[int, ...], mode_sums: tuple[int, ...], caps: tuple[int, ...]) -> tuple[int, ...] | None:
+    """One growth step of a near-hypercube core: raise by one the cheapest mode among those at the
+    lowest level that are not yet capped. Growing mode i adds prod(k)/k_i core entries and
+    ``mode_sums[i]`` factor entries (n_i for one layer; the sum over layers for a shared core)."""
+    free = [i for i in range(len(core)) if core[i] < caps[i]]
+    if not free:
+        return None
+    level = min(core[i] for i in free)
+    pick = min((i for i in free if core[i] == level),
+               key=lambda i: (math.prod(core) // core[i] + mode_sums[i], i))
+    return core[:pick] + (core[pick] + 1,) + core[pick + 1:]
+
+
 def hypercube_plan(reshape: tuple[int, ...], budget: int) -> LayerPlan | None:
-    """Largest hypercube core (k_i = min(k, n_i)) whose params fit ``budget``; None if not even k=1."""
-    best = None
-    k = 1
+    """Largest near-hypercube core (dims differ by at most 1, k_i <= n_i) whose params fit
+    ``budget``, grown from 1 x ... x 1 one cheapest mode at a time; None if not even rank 1 fits."""
+    reshape = tuple(reshape)
+    lp = LayerPlan(reshape, (1,) * len(reshape))
+    if lp.params > budget:
+        return None
     while True:
-        core = tuple(min(k, n) for n in reshape)
-        lp = LayerPlan(reshape, core)
-        if lp.params > budget:
-            break
-        best = lp
-        if core == reshape:  # full rank: growing k changes nothing
-            break
-        k += 1
-    return best
+        core = next_core(lp.core, reshape, reshape)
+        if core is None:
+            return lp
+        nxt = LayerPlan(reshape, core)
+        if nxt.params > budget:
+            return lp
+        lp = nxt
 
 
 def _shape_numel(shape: Any) -> int:
@@ -391,17 +405,18 @@ def _split_budget(auto: dict[str, tuple[int, ...]], budget: int, max_mode: int, 
     if best is None:
         raise PlanError(f"target of {total} parameters is too small: {fixed} are fixed (biases, "
                         f"unplanned layers) and the planned layers need more than the {budget} left")
-    # The proportional split moves all layers at once, so one layer's jump to k+1 can block the
-    # others; spend what is left greedily, one k -> k+1 step at a time, on the layer furthest below
-    # its proportional share.
+    # The proportional split moves all layers at once, so one layer's next core step can block the
+    # others; spend what is left greedily, one core-growth step at a time, on the layer furthest
+    # below its proportional share.
     while True:
         left = budget - cost(best)
         ups = []
         for n, lp in best.items():
-            k = max(lp.core)
-            nxt = LayerPlan(lp.reshape, tuple(min(k + 1, m) for m in lp.reshape))
-            if not lp.cp and nxt != lp and nxt.params - lp.params <= left:
-                ups.append((lp.params / weights[n], n, nxt))
+            core = None if lp.cp else next_core(lp.core, lp.reshape, lp.reshape)
+            if core is not None:
+                nxt = LayerPlan(lp.reshape, core)
+                if nxt.params - lp.params <= left:
+                    ups.append((lp.params / weights[n], n, nxt))
         if not ups:
             return best
         _, n, nxt = min(ups)
@@ -420,21 +435,26 @@ def _plan_scada(auto: dict[str, tuple[int, ...]], fixed_plans: dict[str, LayerPl
     given = {lp.core for lp in fixed_plans.values() if lp.order == d}
     if len(given) > 1:
         raise PlanError(f"SCADA overrides of order {d} disagree on the shared core: {sorted(given)}")
-    all_modes = [m for r in reshapes.values() for m in r] + [1] * sum(d - len(r) for r in reshapes.values())
-    fixed_factor_dims = [(lp.reshape + (1,) * (d - lp.order)) for lp in fixed_plans.values()]
+    padded = [r + (1,) * (d - len(r)) for r in reshapes.values()]
+    padded += [lp.reshape + (1,) * (d - lp.order) for lp in fixed_plans.values()]
+    mode_sums = tuple(sum(r[j] for r in padded) for j in range(d))
 
-    def cost(k: int) -> int:
-        return k ** d + k * (sum(all_modes) + sum(sum(r) for r in fixed_factor_dims))
+    def cost(core: tuple[int, ...]) -> int:
+        return math.prod(core) + sum(k * s for k, s in zip(core, mode_sums))
 
     if given:
-        core = given.pop()  # an explicit shared core (hypercube or not) is the user's choice
+        core = given.pop()  # an explicit shared core is the user's choice
     else:
-        if cost(1) > budget:
-            raise PlanError(f"SCADA budget {budget} is too small (rank 1 already needs {cost(1)})")
-        k = 1
-        while cost(k + 1) <= budget:
-            k += 1
-        core = (k,) * d
+        core = (1,) * d
+        if cost(core) > budget:
+            raise PlanError(f"SCADA budget {budget} is too small (rank 1 already needs {cost(core)})")
+        # near-hypercube growth; a padded 1 x k factor still lets k grow past the layer's modes
+        caps = (1 << 30,) * d
+        while True:
+            nxt = next_core(core, mode_sums, caps)
+            if nxt is None or cost(nxt) > budget:
+                break
+            core = nxt
     return {n: LayerPlan(r, core[: len(r)]) for n, r in reshapes.items()}
 
 
@@ -453,8 +473,93 @@ def plan_params(plan: Mapping[str, LayerPlan], scada: bool = False) -> int:
 def model_params(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False) -> int:
     """Stored parameters of ``model`` compressed with ``plan``: Tucker parameters plus everything
     unplanned (biases, BN, dense layers), counted the way the paper's #(Param.) counts them."""
-    planned = sum(_shape_numel(LayerPlan.coerce(p).reshape) for p in plan.values())
+    shapes = plannable_layers(model, 1)
+    planned = 0
+    for name, p in plan.items():
+        if name not in shapes:
+            raise PlanError(f"plan names layer {name!r}, which is not a Linear/Conv layer of the model")
+        lp = LayerPlan.coerce(p, name)
+        lp.validate(shapes[name], name)
+        planned += lp.numel
     return _count_all(model) - planned + plan_params(plan, scada)
 
 
-PRESETS: dict[str, dict[str, LayerPlan]] = {}
+# --------------------------------------------------------------------------------------------------
+# Presets from the paper
+# --------------------------------------------------------------------------------------------------
+def _lp(reshape: tuple[int, ...], core: tuple[int, ...]) -> LayerPlan:
+    return LayerPlan(reshape, core)
+
+
+def _table9(c: int) -> dict[str, LayerPlan]:
+    # Table 9: every LeNet-5 layer as a 4th-order tensor, core c x c x c x c (ADA: one per layer;
+    # SCADA: one shared). Totals 4c^4 + 268c + 580 (ADA) and c^4 + 268c + 580 (SCADA).
+    k = (c,) * 4
+    return {"conv1": _lp((20, 1, 5, 5), k), "conv2": _lp((50, 20, 5, 5), k),
+            "fc1": _lp((40, 25, 20, 20), k), "fc2": _lp((25, 20, 5, 2), k)}
+
+
+def _resnet20_table12() -> dict[str, LayerPlan]:
+    small = _lp((16, 16, 9), (12, 12, 6))          # 16x16x3x3 -> 1302 params
+    mid = _lp((12, 12, 8, 8), (8, 8, 6, 6))        # 32x32x3x3 -> 2592
+    big = _lp((9, 8, 8, 8, 8), (6, 6, 6, 6, 6))    # 64x64x3x3 -> 8022
+    plan = {}
+    for b in range(9):
+        plan[f"layers.{b}.conv1"] = small if b < 3 else mid if b < 6 else big
+        plan[f"layers.{b}.conv2"] = small if b < 3 else mid if b < 6 else big
+    plan["layers.3.conv1"] = _lp((18, 16, 16), (12, 10, 10))  # 32x16x3x3 -> 1736
+    plan["layers.6.conv1"] = _lp((32, 24, 24), (24, 16, 16))  # 64x32x3x3 -> 7680
+    return plan
+
+
+#: Named plans. "-paper" presets are settings the paper lists; "-ada" / "-scada" presets reproduce
+#: its Table 1 #(Param.) and compression ratio with settings the paper does not list (see
+#: PRESET_INFO for where each comes from and which method it is meant for).
+PRESETS: dict[str, dict[str, LayerPlan]] = {
+    # Tables 4-7, the fixed layers (and Table 4, column "2d"): 2980 params
+    "lenet5-paper": {"conv1": _lp((25, 20), (5, 5)), "conv2": _lp((50, 25, 20), (5, 5, 5)),
+                     "fc1": _lp((40, 25, 20, 20), (5, 5, 5, 5)), "fc2": _lp((25, 20, 10), (5, 5, 5))},
+    # Table 1 ADA-Tucker, 2.6K / CR 166, from appendix settings only: Conv1 Table 4 "4d", Conv2
+    # Table 5 "5d", FC1 Table 6 "4d" and FC2 Table 7 "5d" (the best orders of Fig. 5): 2594 params,
+    # CR 166.2
+    "lenet5-ada": {"conv1": _lp((20, 1, 5, 5), (3, 3, 3, 3)),
+                   "conv2": _lp((10, 10, 10, 5, 5), (3, 3, 3, 3, 3)),
+                   "fc1": _lp((40, 25, 20, 20), (5, 5, 5, 5)), "fc2": _lp((8, 5, 5, 5, 5), (3, 3, 3, 3, 3))},
+    # Table 1 SCADA-Tucker, 2.3K / CR 185: the best orders of Figs. 4-5 for Conv1 (Table 4 "5d"),
+    # Conv2 (Table 5 "3d") and FC1 (Table 6 "4d"), FC2 as in Table 9; one shared near-hypercube
+    # 3x4x4x4x4 core, lower orders padded with 1 x k factors: 2328 params, CR 185.2
+    "lenet5-scada": {"conv1": _lp((5, 5, 5, 2, 2), (3, 4, 4, 4, 4)), "conv2": _lp((50, 25, 20), (3, 4, 4)),
+                     "fc1": _lp((40, 25, 20, 20), (3, 4, 4, 4)), "fc2": _lp((25, 20, 5, 2), (3, 4, 4, 4))},
+    # Table 1 ADA-Tucker on LeNet-300-100, 4.1K / CR 65 (no appendix table): ADT's planner for a
+    # total of 4101 params: 4096 params, CR 65.1
+    "lenet300-ada": {"fc1": _lp((28, 21, 20, 20), (6, 6, 6, 6)), "fc2": _lp((40, 30, 25), (8, 8, 8)),
+                     "fc3": _lp((40, 25), (8, 8))},
+    # Table 1 SCADA-Tucker on LeNet-300-100, 3.4K / CR 78: balanced 3rd-order reshapes, shared 8x8x8
+    # core: 3410 params, CR 78.2
+    "lenet300-scada": {"fc1": _lp((70, 60, 56), (8, 8, 8)), "fc2": _lp((40, 30, 25), (8, 8, 8)),
+                       "fc3": _lp((10, 10, 10), (8, 8, 8))},
+    # Table 12: ResNet-20 (ADT's ResNet-20 has 1x1 conv shortcuts, which stay dense)
+    "resnet20-paper": _resnet20_table12(),
+}
+for _c in range(3, 8):
+    PRESETS[f"lenet5-table9-c{_c}"] = _table9(_c)
+
+#: Per preset: the method it is meant for, the model, and the paper's source.
+PRESET_INFO: dict[str, dict[str, str]] = {
+    "lenet5-paper": {"method": "ada", "model": "lenet5", "source": "appendix Tables 4-7 (fixed layers), 2980 params"},
+    "lenet5-ada": {"method": "ada", "model": "lenet5", "source": "Table 1 ADA-Tucker (2.6K, CR 166) from appendix settings"},
+    "lenet5-scada": {"method": "scada", "model": "lenet5", "source": "Table 1 SCADA-Tucker (2.3K, CR 185)"},
+    "lenet300-ada": {"method": "ada", "model": "lenet300", "source": "Table 1 ADA-Tucker (4.1K, CR 65), ADT planner"},
+    "lenet300-scada": {"method": "scada", "model": "lenet300", "source": "Table 1 SCADA-Tucker (3.4K, CR 78)"},
+    "resnet20-paper": {"method": "ada", "model": "resnet20", "source": "appendix Table 12"},
+}
+for _c in range(3, 8):
+    PRESET_INFO[f"lenet5-table9-c{_c}"] = {"method": "ada or scada", "model": "lenet5",
+                                           "source": f"appendix Table 9, c={_c}"}
+
+
+def preset(name: str) -> dict[str, LayerPlan]:
+    """A copy of ``PRESETS[name]``; :class:`PlanError` naming the known presets otherwise."""
+    if name not in PRESETS:
+        raise PlanError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
