@@ -108,7 +108,8 @@ def _hooi(t: np.ndarray, ranks: Sequence[int]) -> tuple[np.ndarray, list[np.ndar
     import tensorly as tl
     from tensorly.decomposition import tucker
 
-    eff = [min(k, n) for k, n in zip(ranks, t.shape)]
+    # a mode's rank is bounded by its size and by the product of the other sizes
+    eff = [min(k, n, t.size // n) for k, n in zip(ranks, t.shape)]
     if list(eff) == list(t.shape):  # full rank: HOSVD is exact, HOOI has nothing to improve
         core, factors = tucker(tl.tensor(t), rank=eff, init="svd", n_iter_max=1)
     else:
@@ -158,9 +159,12 @@ def _unfold(t: np.ndarray, j: int) -> np.ndarray:
     return np.moveaxis(t, j, 0).reshape(t.shape[j], -1)
 
 
-def scada_hooi_init_(tws: Sequence[TuckerWeight], weights: Sequence[Tensor], sweeps: int = 15) -> list[float]:
+def scada_hooi_init_(tws: Sequence[TuckerWeight], weights: Sequence[Tensor], sweeps: int = 20) -> list[float]:
     """Fit one shared core and per-layer factors to the dense ``weights`` by alternating least
-    squares, started from the HOOI of the largest layer; return per-layer relative errors."""
+    squares, started from the HOOI of the largest layer; return per-layer relative errors.
+
+    Every ALS step solves its block exactly, so the summed squared error never increases; like all
+    Tucker ALS it can converge slowly, hence a fixed number of ``sweeps``."""
     ranks = tws[0].core_dims
     targets = [w.detach().cpu().double().numpy().reshape(tw.reshape) for tw, w in zip(tws, weights)]
     big = max(range(len(tws)), key=lambda i: targets[i].size)

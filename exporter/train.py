@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,8 @@ def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loade
             torch.set_rng_state(state["rng"])
         except CheckpointError:
             raise
-        except (OSError, RuntimeError, KeyError, TypeError, EOFError) as exc:
+        except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError, AttributeError,
+                pickle.UnpicklingError) as exc:
             raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {str(exc).splitlines()[0]}") from None
         start_epoch = result.epochs_done
     loss_fn = nn.CrossEntropyLoss()
