@@ -48,8 +48,12 @@ def frozen_copy(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(module):
             cls = module.__class__
             module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    # QAT's fake quantizers on plain parameters come off, restoring the latent float values: the
+    # exporter quantizes those itself (quantizing already fake-quantized values can drop a level).
+    from .qat import remove_plain_fake_quant
+    remove_plain_fake_quant(m)
     freeze(m)
-    # Any other parametrization (e.g. QAT fake-quant on biases) is baked in too.
+    # Any other parametrization is baked in.
     for module in m.modules():
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):

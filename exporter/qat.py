@@ -109,9 +109,9 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
                 loss = loss_fn(model(x), y)
                 loss.backward()
                 opt.step()
-                result.losses.append(float(loss))
+                result.losses.append(float(loss.detach()))
                 result.steps += 1
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
                 if max_steps is not None and result.steps >= max_steps:
                     done = True
                     break

@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     one_line_errors(p)
     m = p.add_argument_group("model and plan")
     m.add_argument("--model", default="lenet5", help="built-in model: lenet5, lenet300 or resnet20 (default lenet5)")
-    m.add_argument("--method", default="ada", help="ada (one core per layer) or scada (one shared core) (default ada)")
+    m.add_argument("--method", help="ada (one core per layer) or scada (one shared core) (default: the preset's "
+                                    "method, else ada)")
     m.add_argument("--preset", help="a named plan from adt.exporter.planner.PRESETS (the paper's settings)")
     m.add_argument("--target", help="model target: an int total of stored parameters, or a float compression "
                                     "ratio (e.g. 166.0); the planner chooses reshapes and cores")
@@ -109,6 +110,10 @@ def _check(args: argparse.Namespace) -> None:
 
     if args.model not in MODELS:
         raise CommandError(f"--model {args.model!r} is unknown; choose from {', '.join(MODELS)}")
+    if args.method is None:
+        from adt.exporter.planner import PRESET_INFO
+        info = PRESET_INFO.get(args.preset or "", {}).get("method", "ada")
+        args.method = info if info in ("ada", "scada") else "ada"
     if args.method not in ("ada", "scada"):
         raise CommandError(f"--method {args.method!r} is unknown; choose ada or scada")
     if args.init not in ("scratch", "hooi"):
@@ -141,6 +146,33 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError(f"-o {args.output!r}: folder {str(out.parent)!r} does not exist")
 
 
+def _check_quant(q, b, rule: str) -> None:
+    """Fail before any work on a bad Q, b or b rule."""
+    import numpy as np
+
+    from adt.exporter.export import choose_b
+    from adt.runtime.format.quantize import check_quantizer
+
+    qs = q.values() if isinstance(q, dict) else [q]
+    bs = [v for v in (b.values() if isinstance(b, dict) else [b]) if v is not None]
+    from adt.runtime.format import AdtError
+
+    try:
+        for qq in qs:
+            check_quantizer(qq, 1.0)
+    except AdtError as exc:
+        raise CommandError(f"--q: {exc}") from None
+    try:
+        for bb in bs:
+            check_quantizer(2, bb)
+    except AdtError as exc:
+        raise CommandError(f"--b: {exc}") from None
+    try:
+        choose_b(np.ones(1), rule)
+    except AdtError as exc:
+        raise CommandError(f"--b-rule: {exc}") from None
+
+
 def build_plan(args: argparse.Namespace, model) -> dict:
     """The per-layer plan from --preset, or --target (+ --plan overrides), or --plan alone."""
     from adt.exporter.planner import PRESETS, LayerPlan, load_overrides, plan_model
@@ -150,6 +182,10 @@ def build_plan(args: argparse.Namespace, model) -> dict:
         if args.preset not in PRESETS:
             names = ", ".join(sorted(PRESETS)) or "none defined"
             raise CommandError(f"--preset {args.preset!r} is unknown; presets: {names}")
+        from adt.exporter.planner import PRESET_INFO
+        made_for = PRESET_INFO.get(args.preset, {}).get("model")
+        if made_for and made_for != args.model:
+            raise CommandError(f"--preset {args.preset!r} is a {made_for} plan, but --model is {args.model}")
         plan = dict(PRESETS[args.preset])
         for name, value in (overrides or {}).items():  # explicit per-layer plans or "dense" on top
             if isinstance(value, str) and value.lower() == "dense" or value is False:
@@ -185,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     q = parse_per_kind(args.q, int, "q")
     b = parse_per_kind(args.b, float, "b") if args.b is not None else None
+    _check_quant(q, b, args.b_rule)
     progress = not args.quiet and not args.json
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     plan = build_plan(args, model)
     apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
     apply(model, plan, init=args.init, seed=args.seed)
-    log = (lambda s: print(s, file=sys.stderr)) if not args.json else (lambda s: None)
+    log = print if not args.json else (lambda s: None)
     log(f"{args.model} {args.method}-tucker: {len(plan)} layers, {count_params(model)} stored parameters")
 
     train_res = qat_res = None
