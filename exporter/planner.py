@@ -13,11 +13,13 @@ balanced reshape the hypercube core is best (Fig. 6). ADT turns that into this r
    paper's LeNet-5 orders (Conv1 500 -> 25x20, Conv2 25000 -> 40x25x25, FC1 400000 -> 32x25x25x20,
    FC2 5000 -> 25x20x10: the same orders and near-identical dims as its 25x20, 50x25x20,
    40x25x20x20 and 25x20x10).
-2. **Core (k).** A hypercube core k x ... x k (k_i capped at n_i) with the LARGEST k whose
-   parameter count (prod k_i + sum n_i k_i) fits the layer's budget. If the budget cannot afford
-   k >= 2 at that order, the next higher orders are tried (higher orders have cheaper factors);
-   a budget too small even for that raises :class:`PlanError`. With the paper's LeNet-5 per-layer
-   budgets (250, 600, 1150, 400) this yields exactly its cores 5x5, 5x5x5, 5^4, 5x5x5.
+2. **Core (k).** The largest near-hypercube core (dims differ by at most 1, k_i capped at n_i)
+   whose parameter count (prod k_i + sum n_i k_i) fits the layer's budget: grown from 1 x ... x 1
+   one mode at a time, always a mode at the lowest level, the cheapest one (smallest n_i) first.
+   If the budget cannot afford k >= 2 at that order, the next higher orders are tried (higher
+   orders have cheaper factors); a budget too small even for that raises :class:`PlanError`.
+   With the paper's LeNet-5 per-layer budgets (250, 600, 1150, 400) this yields exactly its
+   cores 5x5, 5x5x5, 5^4, 5x5x5. A weight whose element count is prime stays dense.
 3. **Targets.** A layer target is an ``int`` parameter budget (core + factors), a ``float``
    compression ratio (budget = N / ratio) or an explicit :class:`LayerPlan`. A model target
    (:func:`plan_model`) is an ``int`` total of stored parameters (biases, BatchNorm and unplanned
@@ -26,9 +28,10 @@ balanced reshape the hypercube core is best (Fig. 6). ADT turns that into this r
    proportion to N_i ** ``alloc_power`` (default 0.25: the power law that fits the paper's LeNet-5
    allocation 250/600/1150/400 for N = 500/25000/400000/5000 within 5%), scaled by bisection to
    the largest split that still fits.
-4. **SCADA** (``scada=True``): every layer keeps its own order from rule 1, the shared core is a
-   hypercube of order d = max order, lower-order layers get trailing modes of size 1 (1 x k
-   factors, paper Sec. 2.4), and k is the largest whose total c^d + k * sum(all n) fits.
+4. **SCADA** (``scada=True``): every layer keeps its own order from rule 1, the shared core has
+   order d = max order, lower-order layers get trailing modes of size 1 (1 x k factors, paper
+   Sec. 2.4), and the core is the largest near-hypercube (grown as in rule 2, a mode costing
+   prod(k)/k_j + the sum of that mode's sizes over all layers) whose total fits.
 5. **Overrides** (dict, or a JSON/TOML file) fix single layers: an explicit plan
    ``{"reshape": [...], "core": [...], "cp": false}``, a per-layer int budget or float ratio, or
    ``"dense"`` / ``false`` to leave the layer uncompressed. Overridden layers are planned first and
@@ -239,6 +242,8 @@ def plan_layer(shape: tuple[int, ...], target: Target, max_mode: int = MAX_MODE,
         budget = int(target)
     if budget < 1:
         raise PlanError(f"{where}: parameter budget must be >= 1, got {budget}")
+    if not candidate_orders(n, max_mode):
+        raise PlanError(f"{where}: a weight of {n} elements has no reshape of order >= 2 (prime count)")
     fallback = None
     for d in candidate_orders(n, max_mode):
         lp = hypercube_plan(balanced_factorization(n, d), budget)
@@ -328,8 +333,8 @@ def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scad
             if _is_dense(over[name]):
                 continue
             plan[name] = plan_layer(shape, over[name], max_mode, where=name)
-        else:
-            auto[name] = shape
+        elif candidate_orders(_shape_numel(shape), max_mode):
+            auto[name] = shape  # (a prime element count has no reshape: that layer stays dense)
     if not auto:
         return _in_model_order(plan, shapes)
     if target is None:

@@ -280,3 +280,13 @@ def test_plan_params_scada_counts_core_once():
                   for lp in plan.values())
     assert plan_params(plan, scada=True) == shared + factors
     assert plan_params(plan) == sum(lp.params for lp in plan.values())
+
+
+def test_prime_sized_layers_stay_dense():
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(1, 257), nn.Linear(257, 10))  # 257 weights: prime
+    plan = plan_model(model, 2.0)
+    assert list(plan) == ["1"]
+    with pytest.raises(PlanError, match="prime"):
+        plan_layer((257, 1), 100)
