@@ -18,6 +18,7 @@ with ``1 x k`` factors.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable, Sequence
 
 import torch
@@ -57,7 +58,7 @@ class _FakeQuantSTE(torch.autograd.Function):
 def fake_quant_ste(x: Tensor, q: int, b: float) -> Tensor:
     """Eq. 13 quantize-dequantize of ``x`` (exactly ``adt.runtime.format.fake_quantize``: floor,
     symbol clamped to Q-1), with a straight-through gradient (identity inside [-b, b], 0 outside)."""
-    if not (isinstance(q, int) and q >= 1) or not (b > 0 and math.isfinite(b)):
+    if not (isinstance(q, numbers.Integral) and q >= 1) or not (float(b) > 0 and math.isfinite(float(b))):
         raise PlanError(f"fake quantization needs an integer Q >= 1 and a finite b > 0, got Q={q!r}, b={b!r}")
     return _FakeQuantSTE.apply(x, int(q), float(b))
 

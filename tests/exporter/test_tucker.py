@@ -224,6 +224,21 @@ def test_fake_quant_straight_through_gradient():
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
     with pytest.raises(PlanError):
         fake_quant_ste(x, 0, 3.0)
+    with pytest.raises(PlanError):
+        fake_quant_ste(x, 8, float("nan"))
+    torch.testing.assert_close(fake_quant_ste(x, np.int64(16), np.float32(3.0)), fake_quant_ste(x, 16, 3.0))
+
+
+def test_deepcopy_keeps_the_shared_core_shared():
+    import copy
+
+    model = build_model("lenet5")
+    apply_scada_tucker(model, {"conv2": LayerPlan((50, 25, 20), (3, 3, 3)),
+                               "fc1": LayerPlan((40, 25, 20, 20), (3, 3, 3, 3))}, seed=0)
+    clone = copy.deepcopy(model)
+    assert len(shared_cores(clone)) == 1 and shared_cores(clone)[0] is not shared_cores(model)[0]
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(clone(x), model(x))
 
 
 def test_quant_flags_apply_in_forward():
