@@ -431,6 +431,7 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
         if missing or len(plan.core_group) < len(inv.cores):
             raise PlanError(f"the given quantization plan does not cover {missing[0] if missing else 'every core'!r}")
     qz = quantize_model(inv, plan)
+    _check_variances(inv, plan, qz)
 
     acc_float = acc_quant = None
     data = test_data if test_data is not None else (mnist_test_set(data_dir) if data_dir is not None else None)
@@ -500,6 +501,18 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
         acc_float=acc_float,
         acc_quantized=acc_quant,
     )
+
+
+def _check_variances(inv: Inventory, plan: QuantPlan, qz: Quantized) -> None:
+    """BatchNorm variances must stay >= 0 after Eq. 13 (floor rounding with an odd Q can push a
+    small variance to -b/Q, and sqrt(var + eps) would then be NaN on the device)."""
+    for name in inv.order:
+        if name.endswith("running_var"):
+            q, b = plan.for_param(name)
+            low = float(dequantize(qz.params[name][0], q, b).min())
+            if low < 0:
+                raise PlanError(f"{name}: quantized with Q={q} a variance becomes {low:.3g} < 0; "
+                                "use an even Q for this group (0 is then a level)")
 
 
 def _without_fake_quant(model: nn.Module) -> nn.Module:

@@ -168,11 +168,14 @@ def architecture_model(model: nn.Module, input_shape: Sequence[int],
             n.input[i] = short(v)
         for i, v in enumerate(n.output):
             n.output[i] = short(v)
-        n.name = ""
-        n.doc_string = ""
+        # ONNX is proto2: an empty string that is SET is still serialized, so clear the fields.
+        n.ClearField("name")
+        n.ClearField("doc_string")
+        for a in n.attribute:
+            a.ClearField("doc_string")
     for v in list(g.input) + list(g.output):
         v.name = names.get(v.name, v.name)
-        v.doc_string = ""
+        v.ClearField("doc_string")
 
     # Symbolic batch on input and outputs.
     for v in list(g.input) + list(g.output):
@@ -184,17 +187,16 @@ def architecture_model(model: nn.Module, input_shape: Sequence[int],
         raise ModelError(f"the model must have exactly one output, got {len(g.output)}")
 
     del g.value_info[:]
-    g.doc_string = ""
+    g.ClearField("doc_string")
     g.name = "g"
-    proto.doc_string = ""
-    proto.producer_name = ""
-    proto.producer_version = ""
-    proto.domain = ""
-    proto.model_version = 0
+    for f in ("doc_string", "producer_name", "producer_version", "domain", "model_version"):
+        proto.ClearField(f)
     del proto.metadata_props[:]
     for op in proto.opset_import:
         if op.domain in ("", "ai.onnx") and op.version > OPSET:
             raise ModelError(f"graph uses opset {op.version}, the runtime accepts <= {OPSET}")
+        if op.domain == "":
+            op.ClearField("domain")
     return proto
 
 

@@ -206,3 +206,13 @@ def test_compact_names():
     assert list(compact_name_map(list(range(54))).values())[:3] == ["a", "b", "c"]
     names = list(compact_name_map([str(i) for i in range(3000)]).values())
     assert len(set(names)) == 3000 and names[52] == "aa"
+
+
+def test_odd_q_negative_variance_is_refused():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 26 * 26, 3)).eval()
+    with torch.no_grad():
+        m[1].running_var.copy_(torch.tensor([1e-6, 2.0]))
+    with pytest.raises(PlanError, match="running_var"):
+        export_adt(m, None, input_shape=SHAPE, q=5, groups="tensor")
+    rep = export_adt(m, None, input_shape=SHAPE, q=6, groups="tensor")  # even Q: 0 is a level
+    assert rep.dense_params == 2 * 9 + 2 + 4 * 2 + 3 * 2 * 26 * 26 + 3
