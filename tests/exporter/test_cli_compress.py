@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adt.runtime.format import ENC_TUCKER, read_adt
@@ -117,7 +118,7 @@ def test_compress_tiny_run(tmp_path, mnist_dir, capsys):
     out = tmp_path / "s.adt"
     code = main(["compress", "--data", str(mnist_dir), "--preset", "lenet5-scada", "--epochs", "1", "--subset", "768",
                  "--batch-size", "128", "--qat-epochs", "1", "--q", "cores=256,factors=256,other=32",
-                 "--compact-names", "--threads", "2", "-o", str(out), "--json"])
+                 "--compact-names", "--threads", "2", "--checkpoint", str(tmp_path / "ck.pt"), "-o", str(out), "--json"])
     assert code == 0
     rep = json.loads(capsys.readouterr().out)
     f = read_adt(out)
@@ -127,6 +128,33 @@ def test_compress_tiny_run(tmp_path, mnist_dir, capsys):
     assert 0.1 < rep["acc_quantized"] <= 1 and not f.metadata
     assert sum(p.encoding == ENC_TUCKER for p in f.params) == 4
     assert [g.q for g in f.groups] == [256, 256, 32]
+    assert (tmp_path / "ck.pt").is_file()
+
+
+def test_compress_from_dense_checkpoint_hooi(tmp_path, mnist_dir, capsys):
+    import torch
+
+    from adt.exporter.models import build_model
+    torch.manual_seed(0)
+    dense = build_model("lenet300")
+    torch.save(dense.state_dict(), tmp_path / "dense.pt")
+    out = tmp_path / "h.adt"
+    code = main(["compress", "--data", str(mnist_dir), "--model", "lenet300", "--preset", "lenet300-ada",
+                 "--init", "hooi", "--from-checkpoint", str(tmp_path / "dense.pt"), "--epochs", "0",
+                 "-o", str(out), "--json"])
+    assert code == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["model"] == "lenet300" and rep["dense_params"] == 266610
+    # the biases come from the checkpoint unchanged (up to Eq. 13 with b = max |bias|)
+    f = read_adt(out)
+    p = f.param("fc3.bias")
+    np.testing.assert_allclose(f.values(p.symbols, p.group), dense.fc3.bias.detach().numpy(),
+                               atol=2 * f.groups[p.group].b / f.groups[p.group].q)
+    bad = tmp_path / "bad.pt"
+    torch.save({"x": torch.zeros(3)}, bad)
+    code = main(["compress", "--data", str(mnist_dir), "--model", "lenet300", "--preset", "lenet300-ada",
+                 "--from-checkpoint", str(bad), "--epochs", "0", "-o", str(out)])
+    assert code == 1 and "does not fit" in _one_line(capsys.readouterr().err)
 
 
 def test_compress_plan_file_and_resnet_architecture(tmp_path, capsys):
