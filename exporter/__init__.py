@@ -2,14 +2,14 @@
 
     from adt.exporter import build_model, plan_model, apply_ada_tucker, train, TrainConfig
     model = build_model("lenet5")
-    plan = plan_model(model, 2600)          # or PRESETS["lenet5-ada"], or overrides from TOML/JSON
+    plan = plan_model(model, 2600)          # or preset("lenet5-ada"), or overrides from TOML/JSON
     apply_ada_tucker(model, plan)           # layers keep their class; weights become Tucker forms
     train(model, train_loader, TrainConfig(epochs=20))
 
 Needs the ``export`` extra (torch, tensorly); the device-side runtime never imports this package.
 """
 from .errors import CheckpointError, ModelError, PlanError
-from .planner import PRESETS, LayerPlan, model_params, plan_layer, plan_model, plan_params
+from .planner import PRESET_INFO, PRESETS, LayerPlan, load_overrides, model_params, plan_layer, plan_model, plan_params, preset
 from .tucker import (
     TuckerWeight, apply_ada_tucker, apply_scada_tucker, count_params, fake_quant_ste, freeze, shared_cores,
     tucker_layers, tucker_to_tensor,
@@ -19,7 +19,8 @@ from .models import MODELS, build_model
 from .train import TrainConfig, TrainResult, evaluate, train
 
 __all__ = [
-    "CheckpointError", "ModelError", "PlanError", "PRESETS", "LayerPlan", "model_params", "plan_layer",
+    "CheckpointError", "ModelError", "PlanError", "PRESETS", "PRESET_INFO", "preset", "load_overrides",
+    "LayerPlan", "model_params", "plan_layer",
     "plan_model", "plan_params", "TuckerWeight", "apply_ada_tucker", "apply_scada_tucker", "count_params",
     "fake_quant_ste", "freeze", "shared_cores", "tucker_layers", "tucker_to_tensor", "reconstruction_errors",
     "MODELS", "build_model", "TrainConfig", "TrainResult", "evaluate", "train",

@@ -88,3 +88,17 @@ def test_missing_data_is_a_one_line_error(tmp_path, monkeypatch):
         mnist_loaders(None)
     with pytest.raises(MnistError, match="does not exist"):
         mnist_loaders(tmp_path / "nowhere")
+
+
+def test_progress_output_and_threads(capsys):
+    torch.manual_seed(0)
+    model = build_model("lenet300")
+    apply_ada_tucker(model, preset("lenet300-ada"), seed=0)
+    before = torch.get_num_threads()
+    try:
+        result = train(model, _toy(), TrainConfig(epochs=1, threads=1), _toy(1, 128), progress=True)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr()
+    assert "epoch 1/1: loss" in out.out + out.err and len(result.test_accuracy) == 1
