@@ -17,6 +17,7 @@ with ``1 x k`` factors.
 """
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from typing import Iterable, Sequence
@@ -27,6 +28,8 @@ from torch.nn.utils import parametrize
 
 from .errors import ModelError, PlanError
 from .planner import LayerPlan
+
+log = logging.getLogger("adt.exporter")
 
 #: Layer types ADT knows how to parametrize (their weight is the only tensor that gets factorized).
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -238,6 +241,7 @@ def apply_ada_tucker(model: nn.Module, plan: dict[str, LayerPlan], init: str = "
         tw = TuckerWeight(w.shape, lp.reshape, core, _new_factors(lp.reshape, lp.core, w), cp=lp.cp)
         if init == "hooi":
             tw.init_error = _init.hooi_init_(tw, w)
+            log.info("%s: HOOI init, relative reconstruction error %.4g", name, tw.init_error)
         else:
             _init.scratch_init_([tw], [module], scheme=scheme, generator=gen)
         _register(module, tw)
@@ -288,8 +292,9 @@ def apply_scada_tucker(model: nn.Module, plan: dict[str, LayerPlan], init: str =
         modules.append(module)
     if init == "hooi":
         errors = _init.scada_hooi_init_(tws, [m.weight.detach() for m in modules])
-        for tw, err in zip(tws, errors):
+        for (name, _), tw, err in zip(items, tws, errors):
             tw.init_error = err
+            log.info("%s: SCADA ALS init, relative reconstruction error %.4g", name, err)
     else:
         _init.scratch_init_(tws, modules, scheme=scheme, generator=_generator(seed))
     for module, tw in zip(modules, tws):

@@ -134,3 +134,12 @@ def test_scratch_variance_and_schemes():
     torch.testing.assert_close(model2.fc1.weight, a)  # seeded: reproducible
     assert reconstruction_errors(model)["fc1"] is None  # scratch records no error
     assert np.isfinite(a.numpy()).all()
+
+
+def test_init_errors_are_logged(caplog):
+    import logging
+
+    model = build_model("lenet5")
+    with caplog.at_level(logging.INFO, logger="adt.exporter"):
+        apply_ada_tucker(model, {"fc2": LayerPlan((25, 20, 10), (5, 5, 5))}, init="hooi")
+    assert "fc2: HOOI init, relative reconstruction error" in caplog.text
