@@ -54,13 +54,20 @@ def test_low_rank_hooi_error_matches_truncation_theory():
 def test_hooi_beats_random_and_is_reported_per_layer():
     torch.manual_seed(0)
     model = build_model("lenet5")
-    apply_ada_tucker(model, {"fc1": LayerPlan((40, 25, 20, 20), (8, 8, 8, 8)),
+    dense = model.conv2.weight.detach().double().reshape(50, 25, 20)
+    apply_ada_tucker(model, {"fc2": LayerPlan((25, 20, 10), (5, 5, 5)),
                              "conv2": LayerPlan((50, 25, 20), (10, 10, 10))}, init="hooi")
     errors = reconstruction_errors(model)
     # a random dense init has no low-rank structure, so the error is large but must be < 1
-    assert 0.3 < errors["fc1"] < 1.0 and 0.3 < errors["conv2"] < 1.0
+    assert 0.3 < errors["fc2"] < 1.0 and 0.3 < errors["conv2"] < 1.0
+    # HOSVD+HOOI beats the best fit on random orthonormal bases of the same size
+    g = torch.Generator().manual_seed(0)
+    qs = [torch.linalg.qr(torch.randn(n, 10, generator=g, dtype=torch.float64))[0] for n in (50, 25, 20)]
+    core = torch.einsum("ijk,ia,jb,kc->abc", dense, *qs)
+    rand_err = float((torch.einsum("abc,ia,jb,kc->ijk", core, *qs) - dense).norm() / dense.norm())
+    assert errors["conv2"] < rand_err
     # balanced scaling: core and factor entries have the same RMS
-    tw = dict((n, t) for n, _, t in tucker_layers(model))["fc1"]
+    tw = dict((n, t) for n, _, t in tucker_layers(model))["conv2"]
     rms = [float(tw.core.detach().square().mean().sqrt())] + [float(m.detach().square().mean().sqrt()) for m in tw.factors]
     assert max(rms) / min(rms) < 1.0001
 
