@@ -8,7 +8,7 @@
 
 Needs the ``export`` extra (torch, tensorly); the device-side runtime never imports this package.
 """
-from .errors import CheckpointError, ModelError, PlanError
+from .errors import CheckpointError, ModelError, PlanError, TrainConfigError
 from .planner import PRESET_INFO, PRESETS, LayerPlan, load_overrides, model_params, plan_layer, plan_model, plan_params, preset
 from .tucker import (
     TuckerWeight, apply_ada_tucker, apply_scada_tucker, count_params, fake_quant_ste, freeze, shared_cores,
@@ -19,7 +19,7 @@ from .models import MODELS, build_model
 from .train import TrainConfig, TrainResult, evaluate, train
 
 __all__ = [
-    "CheckpointError", "ModelError", "PlanError", "PRESETS", "PRESET_INFO", "preset", "load_overrides",
+    "CheckpointError", "ModelError", "PlanError", "TrainConfigError", "PRESETS", "PRESET_INFO", "preset", "load_overrides",
     "LayerPlan", "model_params", "plan_layer",
     "plan_model", "plan_params", "TuckerWeight", "apply_ada_tucker", "apply_scada_tucker", "count_params",
     "fake_quant_ste", "freeze", "shared_cores", "tucker_layers", "tucker_to_tensor", "reconstruction_errors",

@@ -17,3 +17,7 @@ class ModelError(AdtError):
 
 class CheckpointError(AdtError):
     """A training checkpoint is missing, unreadable or belongs to a different model/config."""
+
+
+class TrainConfigError(AdtError):
+    """A training hyper-parameter is out of range (epochs, lr, batch size, schedule, threads)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainConfigError
 
 
 @dataclass
@@ -36,6 +36,17 @@ class TrainConfig:
     checkpoint: str | os.PathLike | None = None  # saved at the end of every epoch
     resume: bool = False         # continue from ``checkpoint`` if it exists
     threads: int | None = None   # torch.set_num_threads
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs >= 0), ("lr", self.lr > 0), ("batch_size", self.batch_size >= 1),
+                  ("lr_decay", self.lr_decay > 0), ("decay_every", self.decay_every >= 1),
+                  ("max_steps", self.max_steps is None or self.max_steps >= 1),
+                  ("threads", self.threads is None or self.threads >= 1)]
+        for name, ok in checks:
+            if not ok:
+                raise TrainConfigError(f"TrainConfig.{name} is out of range: {getattr(self, name)!r}")
+        if self.resume and not self.checkpoint:
+            raise TrainConfigError("TrainConfig.resume needs a checkpoint path")
 
 
 @dataclass

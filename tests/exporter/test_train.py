@@ -102,3 +102,12 @@ def test_progress_output_and_threads(capsys):
         torch.set_num_threads(before)
     out = capsys.readouterr()
     assert "epoch 1/1: loss" in out.out + out.err and len(result.test_accuracy) == 1
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=0.0), dict(batch_size=0), dict(lr_decay=0),
+                                 dict(decay_every=0), dict(max_steps=0), dict(threads=0), dict(resume=True)])
+def test_bad_config_is_a_typed_error(bad):
+    from adt.exporter import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="TrainConfig"):
+        TrainConfig(**bad)
