@@ -9,7 +9,9 @@
 Needs the ``export`` extra (torch, tensorly); the device-side runtime never imports this package.
 """
 from .errors import CheckpointError, ModelError, PlanError, TrainConfigError
-from .planner import PRESET_INFO, PRESETS, LayerPlan, load_overrides, model_params, plan_layer, plan_model, plan_params, preset
+from .planner import (
+    PRESET_INFO, PRESETS, LayerPlan, load_overrides, model_params, plan_layer, plan_model, plan_params, plan_table, preset,
+)
 from .tucker import (
     TuckerWeight, apply_ada_tucker, apply_scada_tucker, count_params, fake_quant_ste, freeze, shared_cores,
     tucker_layers, tucker_to_tensor,
@@ -20,7 +22,7 @@ from .train import TrainConfig, TrainResult, evaluate, train
 
 __all__ = [
     "CheckpointError", "ModelError", "PlanError", "TrainConfigError", "PRESETS", "PRESET_INFO", "preset", "load_overrides",
-    "LayerPlan", "model_params", "plan_layer",
+    "LayerPlan", "model_params", "plan_layer", "plan_table",
     "plan_model", "plan_params", "TuckerWeight", "apply_ada_tucker", "apply_scada_tucker", "count_params",
     "fake_quant_ste", "freeze", "shared_cores", "tucker_layers", "tucker_to_tensor", "reconstruction_errors",
     "MODELS", "build_model", "TrainConfig", "TrainResult", "evaluate", "train",

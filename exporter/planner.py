@@ -489,6 +489,34 @@ def model_params(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False)
     return _count_all(model) - planned + plan_params(plan, scada)
 
 
+def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False) -> list[dict[str, Any]]:
+    """One row per planned layer: path, weight shape, reshape, core, stored params, ratio.
+
+    With ``scada`` the shared core is listed once, as its own row named "(shared core)", and the
+    layer rows count factors only."""
+    shapes = plannable_layers(model, 1)
+    rows = []
+    for name, p in plan.items():
+        lp = LayerPlan.coerce(p, name)
+        if name not in shapes:
+            raise PlanError(f"plan names layer {name!r}, which is not a Linear/Conv layer of the model")
+        lp.validate(shapes[name], name)
+        params = lp.factor_params if scada else lp.params
+        rows.append({"layer": name, "shape": list(shapes[name]), "reshape": list(lp.reshape),
+                     "core": list(lp.core), "cp": lp.cp, "params": params,
+                     "ratio": round(lp.numel / params, 2)})
+    if scada and rows:
+        d = max(LayerPlan.coerce(p).order for p in plan.values())
+        top = next(LayerPlan.coerce(p) for p in plan.values() if LayerPlan.coerce(p).order == d)
+        for row in rows:  # padded 1 x k factors
+            extra = sum(top.core[len(row["reshape"]):])
+            row["params"] += extra
+            row["ratio"] = round(math.prod(row["shape"]) / row["params"], 2)
+        rows.append({"layer": "(shared core)", "shape": None, "reshape": None, "core": list(top.core),
+                     "cp": False, "params": math.prod(top.core), "ratio": None})
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # Presets from the paper
 # --------------------------------------------------------------------------------------------------

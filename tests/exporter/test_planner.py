@@ -290,3 +290,15 @@ def test_prime_sized_layers_stay_dense():
     assert list(plan) == ["1"]
     with pytest.raises(PlanError, match="prime"):
         plan_layer((257, 1), 100)
+
+
+def test_plan_table_rows_add_up():
+    from adt.exporter.planner import plan_table
+
+    model = build_model("lenet5")
+    for name, scada in (("lenet5-ada", False), ("lenet5-scada", True)):
+        rows = plan_table(model, PRESETS[name], scada=scada)
+        assert sum(r["params"] for r in rows) == plan_params(PRESETS[name], scada=scada)
+        assert [r["layer"] for r in rows][:4] == ["conv1", "conv2", "fc1", "fc2"]
+    assert rows[-1] == {"layer": "(shared core)", "shape": None, "reshape": None, "core": [3, 4, 4, 4, 4],
+                        "cp": False, "params": 768, "ratio": None}
