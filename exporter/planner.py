@@ -25,9 +25,11 @@ balanced reshape the hypercube core is best (Fig. 6). ADT turns that into this r
    (:func:`plan_model`) is an ``int`` total of stored parameters (biases, BatchNorm and unplanned
    layers included, as the paper's #(Param.) counts them) or a ``float`` ratio of original to
    stored parameters. The budget left after fixed parameters is split over the planned layers in
-   proportion to N_i ** ``alloc_power`` (default 0.25: the power law that fits the paper's LeNet-5
-   allocation 250/600/1150/400 for N = 500/25000/400000/5000 within 5%), scaled by bisection to
-   the largest split that still fits.
+   proportion to N_i ** ``alloc_power``, scaled by bisection to the largest split that still
+   fits, then topped up one core-growth step at a time. The default 0.25 follows the paper's
+   LeNet-5 allocation: it splits that 2400-parameter budget as 223/593/1187/397 against the
+   paper's hand-picked 250/600/1150/400 (N = 500/25000/400000/5000): big layers get more
+   parameters but far higher compression.
 4. **SCADA** (``scada=True``): every layer keeps its own order from rule 1, the shared core has
    order d = max order, lower-order layers get trailing modes of size 1 (1 x k factors, paper
    Sec. 2.4), and the core is the largest near-hypercube (grown as in rule 2, a mode costing
@@ -46,7 +48,7 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Union

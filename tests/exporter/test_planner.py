@@ -1,6 +1,5 @@
 """The adaptive dimension adjustment planner: balanced reshapes, hypercube cores, budgets, overrides,
 and the paper's appendix settings and Table 1 parameter counts."""
-import itertools
 import json
 import math
 
