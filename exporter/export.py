@@ -62,19 +62,21 @@ def _weight_name(path: str) -> str:
 def inventory(model: nn.Module, names: Sequence[str] | None = None) -> Inventory:
     """Collect cores, Tucker layers and plain tensors. ``names`` (PyTorch names) restricts the
     plain tensors to those the architecture references; by default every float tensor is kept."""
+    frozen = frozen_copy(model)
+    tensors = stored_tensors(frozen)
+    keep = set(tensors) if names is None else set(names)
+    order = [k for k in tensors if k in keep]
     cores: list[tuple[torch.Tensor, bool, int]] = []
     core_index: dict[int, int] = {}
     tucker: dict[str, tuple[Any, int]] = {}
     for path, _, tw in tucker_layers(model):
+        if _weight_name(path) not in keep:
+            continue  # a layer the inference graph never reads is not stored
         key = id(tw.core)
         if key not in core_index:
             core_index[key] = len(cores)
             cores.append((tw.core, tw.cp, tw.order))
         tucker[_weight_name(path)] = (tw, core_index[key])
-    frozen = frozen_copy(model)
-    tensors = stored_tensors(frozen)
-    keep = set(tensors) if names is None else set(names)
-    order = [k for k in tensors if k in keep]
     for name in tucker:
         if name not in tensors:
             raise ModelError(f"Tucker layer weight {name!r} is not in the frozen model's state_dict")

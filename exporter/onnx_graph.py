@@ -34,7 +34,7 @@ RUNTIME_OPS = frozenset({
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode whose Tucker parametrizations are replaced by dense weights, so
+    """A deep copy on the CPU in eval mode whose Tucker parametrizations are replaced by dense weights, so
     every weight is a plain tensor under its PyTorch name (``conv1.weight``)."""
     from .tucker import freeze
 
@@ -58,7 +58,7 @@ def frozen_copy(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return m.eval()
+    return m.cpu().eval()  # export, quantization and scoring all happen on the CPU
 
 
 def stored_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

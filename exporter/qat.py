@@ -99,6 +99,7 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
         params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
+        device = params[0].device if params else torch.device("cpu")
         opt = torch.optim.Adam(params, lr=lr)
         loss_fn = nn.CrossEntropyLoss()
         done = False
@@ -106,6 +107,7 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
             bar = tqdm(train_loader, desc=f"qat {epoch + 1}/{epochs}", disable=not progress, leave=False)
             for x, y in bar:
                 opt.zero_grad(set_to_none=True)
+                x, y = x.to(device), y.to(device)
                 loss = loss_fn(model(x), y)
                 loss.backward()
                 opt.step()
