@@ -80,10 +80,6 @@ def _torch_export(model: nn.Module, input_shape: Sequence[int]) -> bytes:
     return buf.getvalue()
 
 
-def _short(i: int) -> str:
-    return str(i)
-
-
 def architecture_model(model: nn.Module, input_shape: Sequence[int],
                        rename: Mapping[str, str] | None = None):
     """The contract-conforming :class:`onnx.ModelProto` of ``model`` for inputs ``[N, *input_shape]``.
@@ -154,9 +150,9 @@ def architecture_model(model: nn.Module, input_shape: Sequence[int],
         nonlocal counter
         if name == "" or name in names:
             return names.get(name, name)
-        while _short(counter) in taken:
+        while str(counter) in taken:
             counter += 1
-        names[name] = _short(counter)
+        names[name] = str(counter)
         taken.add(names[name])
         counter += 1
         return names[name]

@@ -136,3 +136,25 @@ def test_fixed_batch_reshape_is_refused():
 def test_unsupported_op_is_refused():
     with pytest.raises(ModelError, match="Sigmoid"):
         architecture_bytes(Sigmoidal(), (1, 28, 28))
+
+
+def test_compact_architecture_without_default_attributes_still_runs():
+    from adt.exporter.export import compact_name_map, strip_default_attributes
+    from adt.exporter.onnx_graph import architecture_model
+
+    model = resnet20_with_stats()
+    names = list(stored_tensors(frozen_copy(model)))
+    rename = compact_name_map(names)
+    proto = architecture_model(model, (3, 32, 32), rename)
+    full = len(proto.SerializeToString())
+    strip_default_attributes(proto)
+    arch = proto.SerializeToString()
+    assert len(arch) < full
+    g = proto.graph
+    assert not any(a.name in ("momentum", "dilations", "group") for n in g.node for a in n.attribute)
+    assert any(a.name == "pads" for n in g.node if n.op_type == "Conv" for a in n.attribute)  # non-default kept
+    weights = {rename[k]: v.numpy() for k, v in stored_tensors(frozen_copy(model)).items()}
+    x = np.random.default_rng(3).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_run(arch, weights, x), ref, rtol=1e-4, atol=1e-4)
