@@ -53,6 +53,7 @@ class Inventory:
     plain: dict[str, torch.Tensor]
     order: list[str]
     shapes: dict[str, tuple[int, ...]]
+    core_names: list[str] = field(default_factory=list)  # core i's key: its first layer's weight name
 
 
 def _weight_name(path: str) -> str:
@@ -67,6 +68,7 @@ def inventory(model: nn.Module, names: Sequence[str] | None = None) -> Inventory
     keep = set(tensors) if names is None else set(names)
     order = [k for k in tensors if k in keep]
     cores: list[tuple[torch.Tensor, bool, int]] = []
+    core_names: list[str] = []
     core_index: dict[int, int] = {}
     tucker: dict[str, tuple[Any, int]] = {}
     for path, _, tw in tucker_layers(model):
@@ -76,13 +78,14 @@ def inventory(model: nn.Module, names: Sequence[str] | None = None) -> Inventory
         if key not in core_index:
             core_index[key] = len(cores)
             cores.append((tw.core, tw.cp, tw.order))
+            core_names.append(_weight_name(path))
         tucker[_weight_name(path)] = (tw, core_index[key])
     for name in tucker:
         if name not in tensors:
             raise ModelError(f"Tucker layer weight {name!r} is not in the frozen model's state_dict")
     plain = {k: tensors[k] for k in order if k not in tucker}
     shapes = {k: tuple(int(d) for d in tensors[k].shape) for k in order}
-    return Inventory(cores, tucker, plain, order, shapes)
+    return Inventory(cores, tucker, plain, order, shapes, core_names)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,15 +103,16 @@ class GroupSpec:
 
 @dataclass
 class QuantPlan:
-    """Resolved quantizers: ``groups`` and which group every core / table entry uses."""
+    """Resolved quantizers: ``groups`` and which group every core / table entry uses. Cores are
+    keyed by the weight name of the first layer that uses them (stable across inventories)."""
 
     grouping: str
     groups: list[GroupSpec]
-    core_group: dict[int, int] = field(default_factory=dict)
+    core_group: dict[str, int] = field(default_factory=dict)
     param_group: dict[str, int] = field(default_factory=dict)
 
-    def for_core(self, i: int) -> tuple[int, float]:
-        g = self.groups[self.core_group[i]]
+    def for_core(self, key: str) -> tuple[int, float]:
+        g = self.groups[self.core_group[key]]
         return g.q, g.b
 
     def for_param(self, name: str) -> tuple[int, float]:
@@ -171,7 +175,7 @@ def make_quant_plan(model: nn.Module | Inventory, q: int | Mapping[str, int] = D
 
     # members: (label, kind, [("core", i) | ("param", name)])
     members: list[tuple[str, str, list[tuple[str, Any]]]] = []
-    cores = [("core", i) for i in range(len(inv.cores))]
+    cores = [("core", i) for i in range(len(inv.cores))]  # index here, name in the plan
     factors = [("param", n) for n in inv.order if n in inv.tucker]
     others = [("param", n) for n in inv.order if n not in inv.tucker]
     if groups == "single":
@@ -181,7 +185,7 @@ def make_quant_plan(model: nn.Module | Inventory, q: int | Mapping[str, int] = D
             if items:
                 members.append((kind, kind, items))
     else:
-        members += [(f"core {i}", "cores", [("core", i)]) for i in range(len(inv.cores))]
+        members += [(f"core of {inv.core_names[i]}", "cores", [("core", i)]) for i in range(len(inv.cores))]
         members += [(n, "factors" if n in inv.tucker else "other", [("param", n)]) for n in inv.order]
 
     plan = QuantPlan(groups, [])
@@ -204,7 +208,10 @@ def make_quant_plan(model: nn.Module | Inventory, q: int | Mapping[str, int] = D
         gi = len(plan.groups)
         plan.groups.append(GroupSpec(label, int(qk), float(np.float32(bk)), rule))
         for typ, key in items:
-            (plan.core_group if typ == "core" else plan.param_group)[key] = gi
+            if typ == "core":
+                plan.core_group[inv.core_names[key]] = gi
+            else:
+                plan.param_group[key] = gi
     return plan
 
 
@@ -221,7 +228,7 @@ class Quantized:
 
 def quantize_model(inv: Inventory, plan: QuantPlan) -> Quantized:
     core_vals, param_vals = _tensor_values(inv)
-    cores = [quantize(core_vals[i], *plan.for_core(i)) for i in range(len(inv.cores))]
+    cores = [quantize(core_vals[i], *plan.for_core(inv.core_names[i])) for i in range(len(inv.cores))]
     params = {n: [quantize(v, *plan.for_param(n)) for v in param_vals[n]] for n in inv.order}
     return Quantized(cores, params)
 
@@ -255,7 +262,7 @@ def dequantized_weights(model: nn.Module | Inventory, plan: QuantPlan,
         q, b = plan.for_param(name)
         if name in inv.tucker:
             tw, ci = inv.tucker[name]
-            cq, cb = plan.for_core(ci)
+            cq, cb = plan.for_core(inv.core_names[ci])
             core = dequantize(qz.cores[ci], cq, cb)
             facs = [dequantize(s, q, b) for s in qz.params[name]]
             out[name] = tucker_rebuild_np(core, facs, inv.shapes[name], cp=inv.cores[ci][1])
@@ -430,8 +437,9 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
         plan = make_quant_plan(inv, q=q, b=b, groups=groups, b_rule=b_rule)
     else:
         missing = [n for n in inv.order if n not in plan.param_group]
-        if missing or len(plan.core_group) < len(inv.cores):
-            raise PlanError(f"the given quantization plan does not cover {missing[0] if missing else 'every core'!r}")
+        missing += [f"the core of {c}" for c in inv.core_names if c not in plan.core_group]
+        if missing:
+            raise PlanError(f"the given quantization plan does not cover {missing[0]!r}")
     qz = quantize_model(inv, plan)
     _check_variances(inv, plan, qz)
 
@@ -453,7 +461,9 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
         if model_name:
             w.add_metadata("model", model_name)
         w.add_metadata("method", method)
-        w.add_metadata("quant", f"{plan.grouping}: {plan.describe()}")
+        # Q and b of every group are in the tensor table already; say only how they were chosen
+        rules = "/".join(sorted({g.rule for g in plan.groups}))
+        w.add_metadata("quant", f"eq13 groups={plan.grouping} b={rules}")
         w.add_metadata("input", "x".join(str(d) for d in input_shape))
         if acc_float is not None:
             w.add_metadata("acc_float", f"{acc_float:.4f}")
@@ -463,7 +473,7 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
     w.set_architecture(arch)
     gids = [w.add_group(g.q, g.b) for g in plan.groups]
     for i, (_, cp, order) in enumerate(inv.cores):
-        w.add_core(qz.cores[i], group=gids[plan.core_group[i]], cp_order=order if cp else None)
+        w.add_core(qz.cores[i], group=gids[plan.core_group[inv.core_names[i]]], cp_order=order if cp else None)
     for name in inv.order:
         g = gids[plan.param_group[name]]
         if name in inv.tucker:

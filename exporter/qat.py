@@ -40,7 +40,7 @@ def enable_fake_quant(model: nn.Module, plan: QuantPlan) -> None:
     for path, _, tw in tucker_layers(model):
         name = f"{path}.weight" if path else "weight"
         _, ci = inv.tucker[name]
-        tw.core_quant = plan.for_core(ci)
+        tw.core_quant = plan.for_core(inv.core_names[ci])
         tw.factor_quant = plan.for_param(name)
     params = dict(model.named_parameters())
     for name in inv.plain:

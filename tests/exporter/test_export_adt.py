@@ -107,7 +107,8 @@ def test_dequantized_rebuild_matches_file_and_torch(tmp_path, method):
     # and the torch fake-quantized forward weights are the same numbers
     for name, mod in [("conv1", model.conv1), ("fc1", model.fc1)]:
         tw = mod.parametrizations.weight[0]
-        tw.core_quant = plan.for_core(inventory(model).tucker[f"{name}.weight"][1])
+        inv = inventory(model)
+        tw.core_quant = plan.for_core(inv.core_names[inv.tucker[f"{name}.weight"][1]])
         tw.factor_quant = plan.for_param(f"{name}.weight")
         np.testing.assert_allclose(tw.dense().detach().numpy(), mine[f"{name}.weight"], rtol=1e-4, atol=1e-6)
         tw.core_quant = tw.factor_quant = None
