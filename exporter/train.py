@@ -1,0 +1,169 @@
+"""Training and fine-tuning loop with the paper's schedule (Sec. 4): Adam, lr 0.01 for MNIST,
+divided by 3 every 10-20 epochs, batch 256; tqdm progress, seeds, checkpoint and resume.
+
+Works for any ``nn.Module`` (Tucker-parametrized or not): the optimizer sees each distinct
+trainable parameter once, so a SCADA shared core is one Adam state that sums every layer's gradient
+(paper Eq. 9).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .errors import CheckpointError, TrainConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train` (defaults: the paper's MNIST setting)."""
+
+    epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 256
+    lr_decay: float = 3.0        # the learning rate is divided by this ...
+    decay_every: int = 15        # ... every this many epochs
+    seed: int = 0
+    max_steps: int | None = None  # stop early after this many optimizer steps in total
+    checkpoint: str | os.PathLike | None = None  # saved at the end of every epoch
+    resume: bool = False         # continue from ``checkpoint`` if it exists
+    threads: int | None = None   # torch.set_num_threads
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs >= 0), ("lr", self.lr > 0), ("batch_size", self.batch_size >= 1),
+                  ("lr_decay", self.lr_decay > 0), ("decay_every", self.decay_every >= 1),
+                  ("max_steps", self.max_steps is None or self.max_steps >= 1),
+                  ("threads", self.threads is None or self.threads >= 1)]
+        for name, ok in checks:
+            if not ok:
+                raise TrainConfigError(f"TrainConfig.{name} is out of range: {getattr(self, name)!r}")
+        if self.resume and not self.checkpoint:
+            raise TrainConfigError("TrainConfig.resume needs a checkpoint path")
+
+
+@dataclass
+class TrainResult:
+    """What a run did: loss of every step, mean loss and test accuracy of every epoch, wall time."""
+
+    losses: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    steps: int = 0
+    epochs_done: int = 0
+    wall_time: float = 0.0
+
+
+def evaluate(model: nn.Module, loader: Iterable) -> float:
+    """Top-1 accuracy of ``model`` on ``loader`` (eval mode, no grad, Tucker weights rebuilt once)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.no_grad(), parametrize.cached():
+        for x, y in loader:
+            correct += int((model(x).argmax(dim=1) == y).sum())
+            total += int(y.numel())
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]  # parameters() yields shared ones once
+
+
+def _config_key(cfg: TrainConfig) -> dict[str, Any]:
+    # what must match for a resume to be the same run (epochs may grow, paths may move)
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k in ("lr", "batch_size", "lr_decay", "decay_every", "seed")}
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loader: Iterable | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` in place with cross-entropy and return a :class:`TrainResult`."""
+    from tqdm.auto import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(cfg.seed)
+    params = _trainable(model)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.decay_every), gamma=1.0 / cfg.lr_decay)
+    result = TrainResult()
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
+    start_epoch = 0
+    if cfg.resume and ckpt is not None and ckpt.exists():
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            if state.get("config") != _config_key(cfg):
+                raise CheckpointError(f"checkpoint {str(ckpt)!r} was made with {state.get('config')}, "
+                                      f"this run uses {_config_key(cfg)}")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            result = TrainResult(**state["result"])
+            torch.set_rng_state(state["rng"])
+        except CheckpointError:
+            raise
+        except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError, AttributeError,
+                pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {str(exc).splitlines()[0]}") from None
+        start_epoch = result.epochs_done
+    loss_fn = nn.CrossEntropyLoss()
+    t0 = time.perf_counter() - result.wall_time
+    gen = getattr(train_loader, "adt_generator", None)
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and result.steps >= cfg.max_steps:
+            break
+        if gen is not None:
+            gen.manual_seed(cfg.seed * 1_000_003 + epoch)  # same batches whether resumed or not
+        total = len(train_loader) if hasattr(train_loader, "__len__") else None
+        bar = tqdm(train_loader, total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, dynamic_ncols=True)
+        lr = opt.param_groups[0]["lr"]
+        running, count = 0.0, 0
+        for x, y in bar:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            value = float(loss.detach())
+            result.losses.append(value)
+            result.steps += 1
+            running += value
+            count += 1
+            if count % 10 == 0:
+                bar.set_postfix(loss=f"{running / count:.4f}", lr=f"{lr:.2g}")
+            if cfg.max_steps is not None and result.steps >= cfg.max_steps:
+                break
+        bar.close()
+        sched.step()
+        result.epoch_losses.append(running / max(count, 1))
+        result.lrs.append(lr)
+        if test_loader is not None:
+            result.test_accuracy.append(evaluate(model, test_loader))
+        result.epochs_done = epoch + 1
+        result.wall_time = time.perf_counter() - t0
+        if progress:
+            acc = f", test acc {result.test_accuracy[-1]:.4f}" if test_loader is not None else ""
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {result.epoch_losses[-1]:.4f}, lr {lr:.3g}{acc}")
+        if ckpt is not None:
+            _save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "result": dataclasses.asdict(result),
+                         "rng": torch.get_rng_state(), "config": _config_key(cfg)})
+    result.wall_time = time.perf_counter() - t0
+    return result

@@ -1,0 +1,41 @@
+"""Built-in models: shapes, parameter counts, and that every plannable layer takes a Tucker form."""
+import pytest
+import torch
+from torch import nn
+
+from adt.exporter import MODELS, ModelError, apply_ada_tucker, build_model, count_params, freeze, plan_model
+from adt.exporter.models import INPUT_SHAPES
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("name,params", [("lenet5", 431080), ("lenet300", 266610), ("resnet20", 274042)])
+def test_models_shapes_and_counts(name, params):
+    model = build_model(name)
+    assert count_params(model) == params
+    y = model(torch.randn(3, *INPUT_SHAPES[name]))
+    assert y.shape == (3, 10)
+
+
+def test_lenet5_is_caffe_lenet5():
+    m = build_model("lenet5")
+    assert [type(l).__name__ for l in (m.conv1, m.conv2, m.fc1, m.fc2)] == ["Conv2d", "Conv2d", "Linear", "Linear"]
+    assert m.conv1.weight.shape == (20, 1, 5, 5) and m.conv2.weight.shape == (50, 20, 5, 5)
+    assert m.fc1.weight.shape == (500, 800) and m.fc2.weight.shape == (10, 500)
+
+
+def test_resnet20_compresses_and_freezes():
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    apply_ada_tucker(model, plan_model(model, 8.0), seed=0)
+    assert isinstance(model.layers[4].conv1, nn.Conv2d)
+    y = model(x)
+    freeze(model)
+    torch.testing.assert_close(model(x), y)
+
+
+def test_unknown_model():
+    with pytest.raises(ModelError, match="lenet5"):
+        build_model("alexnet")
+    assert set(MODELS) == {"lenet5", "lenet300", "resnet20"}

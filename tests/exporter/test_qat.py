@@ -1,0 +1,66 @@
+"""Quantization-aware fine-tuning: the forward pass uses exactly the file's values."""
+import numpy as np
+import torch
+from torch import nn
+
+from adt.exporter.export import dequantized_weights, export_adt, make_quant_plan, quantized_model
+from adt.exporter.models import build_model
+from adt.exporter.planner import LayerPlan
+from adt.exporter.qat import disable_fake_quant, enable_fake_quant, qat_finetune
+from adt.exporter.tucker import apply_scada_tucker
+from adt.runtime.format import read_adt
+
+PLAN = {
+    "conv1": LayerPlan((25, 20), (5, 5)), "conv2": LayerPlan((50, 25, 20), (5, 5, 5)),
+    "fc1": LayerPlan((40, 25, 20, 20), (5, 5, 5, 5)), "fc2": LayerPlan((25, 20, 10), (5, 5, 5)),
+}
+
+
+def model():
+    torch.manual_seed(0)
+    m = build_model("lenet5")
+    apply_scada_tucker(m, PLAN, seed=0)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                mod.bias.uniform_(-0.1, 0.1)
+    return m.eval()
+
+
+def test_fake_quant_forward_equals_the_exported_values():
+    m = model()
+    plan = make_quant_plan(m, q={"cores": 64, "factors": 32, "other": 16})
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        float_out = m(x)
+        enable_fake_quant(m, plan)
+        fq_out = m(x)
+        ref = quantized_model(m, dequantized_weights(m, plan))(x)
+        disable_fake_quant(m)
+        back = m(x)
+    torch.testing.assert_close(fq_out, ref, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(fq_out, float_out, atol=1e-3)  # coarse Q changes the output
+    torch.testing.assert_close(back, float_out)                # and disabling restores the float model
+    assert "conv1.bias" in dict(m.named_parameters())          # plain parametrizations removed
+
+
+def test_qat_trains_latent_values_and_export_uses_its_plan(tmp_path):
+    m = model()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    before = m.fc1.parametrizations.weight[0].core.detach().clone()
+    res = qat_finetune(m, loader, epochs=3, lr=1e-2, progress=False, q=64, groups="kind")
+    assert res.steps == 12 and all(np.isfinite(res.losses))
+    assert np.mean(res.losses[-4:]) < np.mean(res.losses[:4])  # it memorises 64 random samples
+    assert not torch.equal(before, m.fc1.parametrizations.weight[0].core.detach())
+    rep = export_adt(m, tmp_path / "q.adt", input_shape=(1, 28, 28), plan=res.plan, test_data=(x.numpy(), y.numpy()))
+    f = read_adt(tmp_path / "q.adt")
+    assert [(g.q, np.float32(g.b)) for g in f.groups] == [(g.q, np.float32(g.b)) for g in res.plan.groups]
+    # accuracy after export == accuracy of the QAT forward pass
+    enable_fake_quant(m, res.plan)
+    with torch.no_grad():
+        acc_fq = float((m(x).argmax(1) == y).float().mean())
+    disable_fake_quant(m)
+    assert rep.acc_quantized == acc_fq

@@ -1,0 +1,113 @@
+"""Training loop: an MNIST smoke run shows the loss falling; checkpoint + resume is exact; errors."""
+import numpy as np
+import pytest
+import torch
+
+from adt.exporter import (
+    CheckpointError, TrainConfig, apply_ada_tucker, apply_scada_tucker, build_model, evaluate, train,
+)
+from adt.exporter.data import mnist_loaders, tensor_loader
+from adt.exporter.planner import preset
+from adt.runtime.mnist import MnistError
+
+torch.set_num_threads(1)
+
+
+def test_mnist_smoke_ada_lenet300_loss_falls(mnist_dir):
+    train_loader, test_loader = mnist_loaders(mnist_dir, batch_size=128, subset=12800, test_subset=2000)
+    torch.manual_seed(0)
+    model = build_model("lenet300")
+    apply_ada_tucker(model, preset("lenet300-ada"), seed=0)
+    before = evaluate(model, test_loader)
+    result = train(model, train_loader, TrainConfig(epochs=3, max_steps=300, threads=1), test_loader, progress=False)
+    assert result.steps == 300 and len(result.losses) == 300
+    first, last = np.mean(result.losses[:20]), np.mean(result.losses[-20:])
+    assert last < 0.4 * first
+    assert result.test_accuracy[-1] > 0.85 > before
+    assert result.wall_time > 0
+
+
+def test_mnist_smoke_scada_lenet5_loss_falls(mnist_dir):
+    train_loader, _ = mnist_loaders(mnist_dir, batch_size=64, subset=2560)
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    apply_scada_tucker(model, preset("lenet5-scada"), seed=0)
+    result = train(model, train_loader, TrainConfig(epochs=1, max_steps=40, threads=1), progress=False)
+    assert np.mean(result.losses[-10:]) < 0.6 * np.mean(result.losses[:5])
+
+
+def _toy(seed=0, n=384):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = (x.flatten(1)[:, :10].argmax(1))
+    return tensor_loader(x, y, 64, shuffle=True, seed=seed)
+
+
+def test_checkpoint_resume_is_exact(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    cfg = dict(lr=0.01, batch_size=64, decay_every=1, lr_decay=3.0, seed=4)
+
+    def fresh():
+        torch.manual_seed(0)  # the biases come from the global RNG
+        model = build_model("lenet300")
+        apply_ada_tucker(model, preset("lenet300-ada"), seed=1)
+        return model
+
+    straight = fresh()
+    full = train(straight, _toy(), TrainConfig(epochs=3, **cfg), progress=False)
+    resumed = fresh()
+    train(resumed, _toy(), TrainConfig(epochs=1, checkpoint=ckpt, **cfg), progress=False)
+    later = fresh()  # a new process would rebuild the model, then resume
+    part = train(later, _toy(), TrainConfig(epochs=3, checkpoint=ckpt, resume=True, **cfg), progress=False)
+    assert part.epochs_done == 3 and part.steps == full.steps
+    assert part.losses == pytest.approx(full.losses, rel=1e-5)
+    assert part.lrs == pytest.approx([0.01, 0.01 / 3, 0.01 / 9])
+    for a, b in zip(straight.state_dict().values(), later.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointError, match="seed"):
+        train(fresh(), _toy(), TrainConfig(epochs=4, checkpoint=ckpt, resume=True, **{**cfg, "seed": 5}),
+              progress=False)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        train(fresh(), _toy(), TrainConfig(epochs=4, checkpoint=ckpt, resume=True, **cfg), progress=False)
+
+
+def test_seeded_runs_repeat():
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("lenet300")
+        apply_ada_tucker(model, preset("lenet300-ada"), seed=0)
+        runs.append(train(model, _toy(), TrainConfig(epochs=1, max_steps=4, seed=2), progress=False).losses)
+    assert runs[0] == runs[1]
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("ADT_DATA", raising=False)
+    with pytest.raises(MnistError, match="ADT_DATA"):
+        mnist_loaders(None)
+    with pytest.raises(MnistError, match="does not exist"):
+        mnist_loaders(tmp_path / "nowhere")
+
+
+def test_progress_output_and_threads(capsys):
+    torch.manual_seed(0)
+    model = build_model("lenet300")
+    apply_ada_tucker(model, preset("lenet300-ada"), seed=0)
+    before = torch.get_num_threads()
+    try:
+        result = train(model, _toy(), TrainConfig(epochs=1, threads=1), _toy(1, 128), progress=True)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr()
+    assert "epoch 1/1: loss" in out.out + out.err and len(result.test_accuracy) == 1
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=0.0), dict(batch_size=0), dict(lr_decay=0),
+                                 dict(decay_every=0), dict(max_steps=0), dict(threads=0), dict(resume=True)])
+def test_bad_config_is_a_typed_error(bad):
+    from adt.exporter import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="TrainConfig"):
+        TrainConfig(**bad)

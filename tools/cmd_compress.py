@@ -1,0 +1,294 @@
+"""``adt compress``: plan -> apply ADA/SCADA-Tucker -> train -> (QAT) -> quantize -> one .adt file.
+
+torch is imported at module level on purpose: in an install without the [export] extra the CLI
+catches the ModuleNotFoundError and names the extra to install.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch  # noqa: F401  (see module docstring)
+
+from adt.tools.cli import CommandError
+
+KINDS = ("cores", "factors", "other")
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse usage errors ONE line on stderr (exit 2), like every other CLI error."""
+    def error(message: str) -> None:  # argparse calls this and expects it not to return
+        print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+    parser.error = error  # type: ignore[method-assign]
+
+
+def parse_per_kind(text: str, cast, what: str) -> Any:
+    """``"512"`` -> 512; ``"cores=512,factors=256,other=64"`` -> dict (missing kinds use defaults)."""
+    try:
+        if "=" not in text:
+            return cast(text)
+        out = {}
+        for part in text.split(","):
+            k, _, v = part.partition("=")
+            k = k.strip()
+            if k not in KINDS:
+                raise ValueError(f"unknown kind {k!r} (use {', '.join(KINDS)})")
+            out[k] = cast(v)
+        return out
+    except ValueError as exc:
+        raise CommandError(f"--{what} {text!r}: expected a number or kind=value pairs like "
+                           f"'cores=512,factors=512,other=64' ({exc})") from None
+
+
+def parse_target(text: str | None) -> int | float | None:
+    """An int (total stored parameters) or a float with a dot (compression ratio)."""
+    if text is None:
+        return None
+    try:
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise CommandError(f"--target {text!r}: expected an int parameter budget (e.g. 2600) or a float "
+                           "ratio (e.g. 166.0)") from None
+    if value <= 0:
+        raise CommandError(f"--target must be positive, got {text}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    one_line_errors(p)
+    m = p.add_argument_group("model and plan")
+    m.add_argument("--model", default="lenet5", help="built-in model: lenet5, lenet300 or resnet20 (default lenet5)")
+    m.add_argument("--method", help="ada (one core per layer) or scada (one shared core) (default: the preset's "
+                                    "method, else ada)")
+    m.add_argument("--preset", help="a named plan from adt.exporter.planner.PRESETS (the paper's settings)")
+    m.add_argument("--target", help="model target: an int total of stored parameters, or a float compression "
+                                    "ratio (e.g. 166.0); the planner chooses reshapes and cores")
+    m.add_argument("--plan", metavar="FILE", help="per-layer plan overrides, a .json or .toml file "
+                                                  "(layer -> {reshape, core, cp} | budget | ratio | \"dense\")")
+    m.add_argument("--init", default="scratch", help="scratch (Kaiming, the paper's setting) or hooi "
+                                                     "(HOSVD+HOOI of the current dense weights) (default scratch)")
+    m.add_argument("--from-checkpoint", metavar="DENSE.pt",
+                   help="load a trained dense model's state_dict first (use with --init hooi)")
+    d = p.add_argument_group("data and training")
+    d.add_argument("--data", metavar="DIR", help="MNIST IDX folder (default: $ADT_DATA)")
+    d.add_argument("--subset", type=int, help="train on a seeded random subset of this many training images")
+    d.add_argument("--epochs", type=int, default=1, help="training epochs (default 1)")
+    d.add_argument("--max-steps", type=int, help="stop training after this many optimizer steps")
+    d.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01, the paper's MNIST value)")
+    d.add_argument("--lr-decay", type=float, default=3.0, help="divide the learning rate by this ... (default 3)")
+    d.add_argument("--decay-every", type=int, default=15, help="... every this many epochs (default 15)")
+    d.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    d.add_argument("--seed", type=int, default=0, help="seed for init, data order and subset (default 0)")
+    d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    d.add_argument("--checkpoint", metavar="FILE", help="save training state here after every epoch")
+    d.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    e = p.add_argument_group("quantization and export")
+    e.add_argument("--q", default="512", help="Eq. 13 levels Q: a number, or per kind 'cores=512,factors=512,other=64' "
+                                              "(default 512, the paper's LeNet-5 value)")
+    e.add_argument("--b", help="Eq. 13 bound b: a number or per kind like --q (default: chosen by --b-rule)")
+    e.add_argument("--b-rule", default="max", help="how b is chosen when not given: max (max |w|, nothing "
+                                                   "clipped) or pXX, a percentile of |w| such as p99.9 (default max)")
+    e.add_argument("--groups", default="kind", help="quantizer groups: single, kind (cores/factors/other) "
+                                                    "or tensor (one per tensor) (default kind)")
+    e.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs after training (default 0)")
+    e.add_argument("--qat-lr", type=float, default=1e-3, help="learning rate of quantization-aware fine-tuning (default 0.001)")
+    e.add_argument("--tables", default="auto", help="Huffman tables: shared, per_group or auto (the smaller file) (default auto)")
+    e.add_argument("--compact-names", action="store_true",
+                   help="one-letter tensor names, no metadata, no default ONNX attributes: the smallest file")
+    e.add_argument("-o", "--output", required=True, metavar="OUT.adt", help="the .adt file to write")
+    e.add_argument("--json", action="store_true", help="print the export report as JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from adt.exporter.models import MODELS
+
+    if args.model not in MODELS:
+        raise CommandError(f"--model {args.model!r} is unknown; choose from {', '.join(MODELS)}")
+    if args.method is None:
+        from adt.exporter.planner import PRESET_INFO
+        info = PRESET_INFO.get(args.preset or "", {}).get("method", "ada")
+        args.method = info if info in ("ada", "scada") else "ada"
+    if args.method not in ("ada", "scada"):
+        raise CommandError(f"--method {args.method!r} is unknown; choose ada or scada")
+    if args.init not in ("scratch", "hooi"):
+        raise CommandError(f"--init {args.init!r} is unknown; choose scratch or hooi")
+    if args.groups not in ("single", "kind", "tensor"):
+        raise CommandError(f"--groups {args.groups!r} is unknown; choose single, kind or tensor")
+    if args.tables not in ("shared", "per_group", "auto"):
+        raise CommandError(f"--tables {args.tables!r} is unknown; choose shared, per_group or auto")
+    if sum(x is not None for x in (args.preset, args.target)) > 1:
+        raise CommandError("give either --preset or --target, not both")
+    if args.preset is None and args.target is None and args.plan is None:
+        raise CommandError("say how to compress: --preset NAME, --target PARAMS|RATIO or --plan FILE")
+    for name in ("epochs", "qat_epochs"):
+        if getattr(args, name) < 0:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 0")
+    for name in ("batch_size", "decay_every", "subset", "threads", "max_steps"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.lr <= 0 or args.qat_lr <= 0 or args.lr_decay <= 0:
+        raise CommandError("--lr, --qat-lr and --lr-decay must be positive")
+    for name in ("plan", "from_checkpoint"):
+        v = getattr(args, name)
+        if v is not None and not Path(v).is_file():
+            raise CommandError(f"--{name.replace('_', '-')} {v!r}: no such file")
+    if args.resume and not args.checkpoint:
+        raise CommandError("--resume needs --checkpoint FILE")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise CommandError(f"-o {args.output!r}: folder {str(out.parent)!r} does not exist")
+
+
+def _check_quant(q, b, rule: str) -> None:
+    """Fail before any work on a bad Q, b or b rule."""
+    import numpy as np
+
+    from adt.exporter.export import choose_b
+    from adt.runtime.format.quantize import check_quantizer
+
+    qs = q.values() if isinstance(q, dict) else [q]
+    bs = [v for v in (b.values() if isinstance(b, dict) else [b]) if v is not None]
+    from adt.runtime.format import AdtError
+
+    try:
+        for qq in qs:
+            check_quantizer(qq, 1.0)
+    except AdtError as exc:
+        raise CommandError(f"--q: {exc}") from None
+    try:
+        for bb in bs:
+            check_quantizer(2, bb)
+    except AdtError as exc:
+        raise CommandError(f"--b: {exc}") from None
+    try:
+        choose_b(np.ones(1), rule)
+    except AdtError as exc:
+        raise CommandError(f"--b-rule: {exc}") from None
+
+
+def build_plan(args: argparse.Namespace, model) -> dict:
+    """The per-layer plan from --preset, or --target (+ --plan overrides), or --plan alone."""
+    from adt.exporter.planner import PRESETS, LayerPlan, load_overrides, plan_model
+
+    overrides = load_overrides(args.plan) if args.plan else None
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            names = ", ".join(sorted(PRESETS)) or "none defined"
+            raise CommandError(f"--preset {args.preset!r} is unknown; presets: {names}")
+        from adt.exporter.planner import PRESET_INFO
+        made_for = PRESET_INFO.get(args.preset, {}).get("model")
+        if made_for and made_for != args.model:
+            raise CommandError(f"--preset {args.preset!r} is a {made_for} plan, but --model is {args.model}")
+        plan = dict(PRESETS[args.preset])
+        for name, value in (overrides or {}).items():  # explicit per-layer plans or "dense" on top
+            if isinstance(value, str) and value.lower() == "dense" or value is False:
+                plan.pop(name, None)
+            else:
+                plan[name] = LayerPlan.coerce(value, where=f"--plan {name}")
+        return plan
+    return plan_model(model, parse_target(args.target), overrides, scada=args.method == "scada")
+
+
+def _load_dense(model, path: str) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a one-line user error
+        raise CommandError(f"--from-checkpoint {path!r}: cannot read ({str(exc).splitlines()[0]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CommandError(f"--from-checkpoint {path!r} does not fit --model: {str(exc).splitlines()[0]}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from adt.exporter.export import export_adt
+    from adt.exporter.models import INPUT_SHAPES, build_model
+    from adt.exporter.qat import qat_finetune
+    from adt.exporter.tucker import apply_ada_tucker, apply_scada_tucker, count_params
+    from adt.runtime.mnist import resolve_data_dir
+
+    _check(args)
+    q = parse_per_kind(args.q, int, "q")
+    b = parse_per_kind(args.b, float, "b") if args.b is not None else None
+    _check_quant(q, b, args.b_rule)
+    progress = not args.quiet and not args.json
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    mnist = args.model in ("lenet5", "lenet300")
+    data_dir = None
+    if mnist:
+        data_dir = resolve_data_dir(args.data)  # --data, else $ADT_DATA, else a one-line error naming both
+    elif args.epochs or args.qat_epochs:
+        raise CommandError(f"--model {args.model} has no built-in dataset; use --epochs 0 --qat-epochs 0 "
+                           "(architecture export) or train it with the Python API")
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.model)
+    if args.from_checkpoint:
+        _load_dense(model, args.from_checkpoint)
+    plan = build_plan(args, model)
+    apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
+    apply(model, plan, init=args.init, seed=args.seed)
+    log = print if not args.json else (lambda s: None)
+    log(f"{args.model} {args.method}-tucker: {len(plan)} layers, {count_params(model)} stored parameters")
+
+    train_res = qat_res = None
+    t0 = time.perf_counter()
+    test_data = None
+    if mnist:
+        from adt.exporter.data import mnist_loaders
+        from adt.exporter.train import TrainConfig, train
+
+        train_loader, test_loader = mnist_loaders(data_dir, batch_size=args.batch_size, subset=args.subset,
+                                                  seed=args.seed)
+        test_data = test_loader
+        if args.epochs:
+            cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
+                              decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
+                              checkpoint=args.checkpoint, resume=args.resume, threads=args.threads)
+            train_res = train(model, train_loader, cfg, test_loader=None, progress=progress)
+        if args.qat_epochs:
+            qat_res = qat_finetune(model, train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
+                                   q=q, b=b, groups=args.groups, b_rule=args.b_rule)
+    train_time = time.perf_counter() - t0
+
+    report = export_adt(
+        model, args.output, input_shape=INPUT_SHAPES[args.model], q=q, b=b, groups=args.groups,
+        b_rule=args.b_rule, plan=qat_res.plan if qat_res else None, tables=args.tables,
+        compact_names=args.compact_names, auto_metadata=not args.compact_names, model_name=args.model,
+        test_data=test_data,
+        metadata=None if args.compact_names else {"train": f"epochs={args.epochs} lr={args.lr} seed={args.seed}"
+                                                           + (f" qat={args.qat_epochs}" if args.qat_epochs else "")},
+    )
+    out = report.to_dict()
+    out.update(model=args.model, method=args.method, plan={k: v.to_dict() for k, v in plan.items()},
+               train_seconds=round(train_time, 2), train_steps=train_res.steps if train_res else 0,
+               final_loss=(train_res.epoch_losses[-1] if train_res and train_res.epoch_losses else None),
+               qat_steps=qat_res.steps if qat_res else 0)
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    print(f"wrote {args.output}: {report.file_bytes} bytes, true ratio {report.true_ratio:.1f}x "
+          f"({report.dense_float32_bytes} float32 bytes / file bytes)")
+    print(f"  stored values {report.stored_values} (raw ratio {report.raw_ratio:.1f}), mean code "
+          f"{report.mean_code_bits:.2f} bits, paper Eq. 14 formula ratio {report.paper_eq14_ratio:.1f}x")
+    shown = "; ".join(f"{g['label']} Q={g['q']} b={g['b']:.4g}" for g in report.groups[:4])
+    more = f"; ... {len(report.groups) - 4} more (see --json)" if len(report.groups) > 4 else ""
+    print(f"  quantizers ({report.grouping}, b rule {report.b_rule}): {shown}{more}")
+    if report.acc_float is not None:
+        print(f"  test accuracy: float {report.acc_float:.4f}, quantized {report.acc_quantized:.4f} "
+              f"(error {100 * (1 - report.acc_quantized):.2f}%)")
+    print(f"  training {train_time:.1f} s" + (f", {train_res.steps} steps" if train_res else ""))
+    return 0
