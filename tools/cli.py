@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Order is the order of `adt --help`.
@@ -27,6 +28,14 @@ class CommandError(Exception):
     """A user-facing failure of a subcommand: printed as one line, exit status 1."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (``adt CMD: error: ...``), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _fail(cmd: str, message: str, status: int = 1) -> int:
     first = str(message).strip().splitlines()[0] if str(message).strip() else type(message).__name__
     print(f"adt {cmd}: error: {first}", file=sys.stderr)
@@ -34,14 +43,14 @@ def _fail(cmd: str, message: str, status: int = 1) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="adt",
         description="ADT: compress networks with ADA-Tucker into .adt files and run them without torch.",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, add_help=False)
         p.set_defaults(_module=module)
     return parser
 
@@ -58,13 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Parse once to find the command, then let its module add its own options.
-    known, _ = parser.parse_known_args(argv) if argv and not argv[0].startswith("-") else (None, None)
-    if known is None or known.command is None:
-        args = parser.parse_args(argv)  # prints help/version or a usage error
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help/version, or a usage error naming the bad command
         parser.print_help()
         return 2
+    known = argparse.Namespace(command=argv[0])
     module_name = COMMANDS[known.command][0]
-    sub_parser = argparse.ArgumentParser(prog=f"adt {known.command}", description=COMMANDS[known.command][1])
+    sub_parser = _OneLineParser(prog=f"adt {known.command}", description=COMMANDS[known.command][1])
     try:
         module = importlib.import_module(f"adt.tools.{module_name}")
     except ModuleNotFoundError as exc:
@@ -87,7 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(known.command, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         return _fail(known.command, "interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (e.g. `adt inspect f.adt | head`): not an error worth a message.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Import through the package so CommandError is the same class the commands raise.
+    from adt.tools.cli import main as _main
+    sys.exit(_main())
