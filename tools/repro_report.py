@@ -60,7 +60,12 @@ def write_report(out: Path) -> dict[str, Any]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in recs:
         groups[(r["row"], r["variant"])].append(r)
-    summary = {f"{row}/{var}": _summary(rs) for (row, var), rs in sorted(groups.items())}
+    summary = {f"{run}/{var}": _summary(rs) for (run, var), rs in sorted(groups.items())}
+    for key, s in summary.items():
+        spec = ROWS.get(key.split("/")[0])
+        if spec is not None:
+            s["table_row"] = spec.row
+            s["target"] = _targets(spec.row, s)
     doc = {"generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "paper_table1": PAPER_TABLE1,
            "summary": summary, "runs": recs}
     (out / "mnist.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
@@ -76,13 +81,14 @@ def write_report(out: Path) -> dict[str, Any]:
          "| Eq.14 ratio (paper) | true ratio | file B (paper-implied) | seeds | epochs + QAT | train s (median) "
          "| target |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in ROWS:
+    for run, spec in ROWS.items():
+        row = spec.row
         p = PAPER_TABLE1[row]
         for (r, var), _ in sorted(groups.items()):
-            if r != row:
+            if r != run:
                 continue
             s = summary[f"{r}/{var}"]
-            L.append(f"| {row} | {var} | {s['stored_params']} ({p['params']}) | {s['err_float_best']:.2f} / "
+            L.append(f"| {row}" + (f" ({run})" if run != row else "") + f" | {var} | {s['stored_params']} ({p['params']}) | {s['err_float_best']:.2f} / "
                      f"{s['err_float_median']:.2f} ({p['err_raw']}) | {s['err_file_best']:.2f} / "
                      f"{s['err_file_median']:.2f} ({p['err_qh']}) | {s['eq14_ratio_median']:.0f} ({p['cr_qh']}) | "
                      f"{s['true_ratio_median']:.0f} | {s['bytes_median']:.0f} ({s['dense_float32_bytes'] / p['cr_qh']:.0f}) | "
@@ -91,12 +97,12 @@ def write_report(out: Path) -> dict[str, Any]:
     abl = [(k, v) for k, v in summary.items() if k.split("/")[0] in ABLATIONS]
     if abl:
         L += ["", "## Ablations (shorter runs: see epochs)", "",
-              "| run | what | export | params | err float % | err file % | file B | epochs | seeds |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| run | what | export | params | err float % | err file % | file B | true ratio | epochs | seeds |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for k, s in abl:
             run, var = k.split("/")
             L.append(f"| {run} | {ABLATIONS[run].note} | {var} | {s['stored_params']} | {s['err_float_median']:.2f} | "
-                     f"{s['err_file_median']:.2f} | {s['bytes_median']:.0f} | {'/'.join(map(str, s['epochs']))} | "
+                     f"{s['err_file_median']:.2f} | {s['bytes_median']:.0f} | {s['true_ratio_median']:.0f} | {'/'.join(map(str, s['epochs']))} | "
                      f"{','.join(map(str, s['seeds']))} |")
     L += ["", "## Every exported file (the log of what was tried)", "",
           "| file | params | Q (groups) | QAT ep | err float % | err exporter-quant % | err file % | bytes | "

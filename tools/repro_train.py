@@ -41,7 +41,14 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
     """Train ``spec`` with ``seed``; save ``{"model": state_dict, "log": ...}`` to ``ckpt``; return the log."""
     if threads:
         torch.set_num_threads(threads)
-    model = build_run_model(spec, seed)
+    prev: dict[str, Any] = {}
+    if spec.resume_from:
+        from .repro_presets import ALL_RUNS
+        model, prev = load_trained(ALL_RUNS[spec.resume_from], seed,
+                                   ckpt.parent / f"{spec.resume_from}-s{seed}.ckpt")
+        model.train()
+    else:
+        model = build_run_model(spec, seed)
     train_loader, test_loader = mnist_loaders(data_dir, batch_size=spec.batch_size, subset=subset, seed=seed,
                                               test_subset=test_subset)
     shift = spec.augment if augment is None else augment
@@ -49,14 +56,17 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
         from .repro_aug import ShiftLoader
         train_loader = ShiftLoader(train_loader, shift, seed)
     n_epochs = spec.epochs if epochs is None else epochs
+    # a resumed run uses another data order than its first part (seed offset)
     cfg = TrainConfig(epochs=n_epochs, lr=spec.lr, batch_size=spec.batch_size, decay_every=spec.decay_every,
-                      seed=seed, threads=threads)
+                      seed=seed + (100 if spec.resume_from else 0), threads=threads)
     t0 = time.perf_counter()
     res = train(model, train_loader, cfg, test_loader=test_loader if eval_every_epoch else None, progress=progress)
     wall = time.perf_counter() - t0
     acc = evaluate(model, test_loader)
-    log = {"run": spec.name, "seed": seed, "epochs": n_epochs, "decay_every": spec.decay_every, "lr": spec.lr,
-           "batch_size": spec.batch_size, "stored_params": count_params(model), "train_seconds": round(wall, 1),
+    log = {"run": spec.name, "seed": seed, "epochs": n_epochs + prev.get("epochs", 0), "decay_every": spec.decay_every,
+           "lr": spec.lr, "resumed_from": spec.resume_from, "previous": prev or None,
+           "batch_size": spec.batch_size, "stored_params": count_params(model),
+           "train_seconds": round(wall + prev.get("train_seconds", 0.0), 1),
            "steps": res.steps, "epoch_losses": [round(v, 5) for v in res.epoch_losses],
            "float_test_acc": acc, "subset": subset, "augment": shift,
            "test_acc_per_epoch": [round(a, 4) for a in res.test_accuracy], "threads": threads or torch.get_num_threads()}

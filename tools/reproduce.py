@@ -54,6 +54,10 @@ def stage_train(args, names: list[str], seeds: list[int]) -> None:
             if ckpt.exists() and not args.retrain:
                 print(f"[train] {name} seed {seed}: cached {ckpt.name}", flush=True)
                 continue
+            src = ALL_RUNS[name].resume_from
+            if src and not (args.out / "ckpt" / f"{src}-s{seed}.ckpt").exists():
+                print(f"[train] {name} seed {seed}: skipped, {src} seed {seed} is not trained yet", flush=True)
+                continue
             print(f"[train] {name} seed {seed} ...", flush=True)
             log = train_run(ALL_RUNS[name], seed, args.data, ckpt, epochs=args.epochs, subset=args.subset,
                             test_subset=args.test_subset, threads=args.threads, progress=args.progress)
