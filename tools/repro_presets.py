@@ -120,6 +120,12 @@ VARIANTS: dict[str, ExportVariant] = {
                               qat_epochs=1, note="per-kind Q, b = max|w|, 1 epoch QAT"),
     "small": ExportVariant("small", q={"cores": 32, "factors": 32, "other": 16}, groups="kind", qat_epochs=2,
                            note="coarse per-kind Q, b = max|w|, 2 epochs QAT (stretch)"),
+    "q128-qat": ExportVariant("q128-qat", q={"cores": 128, "factors": 128, "other": 64}, groups="kind",
+                              qat_epochs=2, note="per-kind Q 128/128/64, b = max|w|, 2 epochs QAT"),
+    "q64-qat": ExportVariant("q64-qat", q={"cores": 64, "factors": 64, "other": 32}, groups="kind",
+                             qat_epochs=2, note="per-kind Q 64/64/32, b = max|w|, 2 epochs QAT"),
+    "q16-qat": ExportVariant("q16-qat", q={"cores": 16, "factors": 16, "other": 8}, groups="kind", b_rule="p99.9",
+                             qat_epochs=2, note="per-kind Q 16/16/8, b = 99.9th pct |w|, 2 epochs QAT (stretch)"),
 }
 
 

@@ -105,15 +105,18 @@ def write_report(out: Path) -> dict[str, Any]:
                      f"{s['err_file_median']:.2f} | {s['bytes_median']:.0f} | {s['true_ratio_median']:.0f} | {'/'.join(map(str, s['epochs']))} | "
                      f"{','.join(map(str, s['seeds']))} |")
     L += ["", "## Every exported file (the log of what was tried)", "",
-          "| file | params | Q (groups) | QAT ep | err float % | err exporter-quant % | err file % | bytes | "
-          "arch B | tables B | payload B | true ratio | Eq.14 | train s | evaluator |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| file | params | Q/b per group | QAT ep | err float % | err exporter-quant % | err file % | bytes | "
+          "header+checksum / arch / tensor table / code tables B | payload B (cores / factors / other) | true ratio | "
+          "Eq.14 | train s | evaluator |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         qs = ",".join(f"{g['label']}:{g['q']}/b{g['b']:.3g}" for g in r["groups"])
         sec = r["sections"]
         L.append(f"| {r['file']} | {r['stored_params']} | {qs} | {r['qat_epochs']} | {r['err_float']:.2f} | "
                  f"{r['err_exporter_quant']:.2f} | {r['err_file']:.2f} | {r['file_bytes']} | "
-                 f"{sec.get('architecture', 0)} | {sec.get('code tables', 0)} | {sec.get('payload', 0)} | "
+                 f"{sec.get('header', 0) + sec.get('checksum', 0)} / {sec.get('architecture', 0)} / "
+                 f"{sec.get('tensor table', 0)} / {sec.get('code tables', 0)} | {sec.get('payload', 0)} ("
+                 + " / ".join(f"{v:.0f}" for v in r["payload_split_bytes"].values()) + ") | "
                  f"{r['true_ratio']:.0f} | {r['paper_eq14_ratio']:.0f} | {r['train_seconds']:.0f} | {r['evaluator']} |")
     (out / "mnist.md").write_text("\n".join(L) + "\n")
     return doc

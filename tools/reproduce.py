@@ -85,6 +85,24 @@ def stage_export(args, names: list[str], seeds: list[int], variants: list[str]) 
                       f" error float {rec['err_float']:.2f}% -> file {rec['err_file']:.2f}%", flush=True)
 
 
+def stage_rescore(args) -> None:
+    """Score every recorded .adt file again with the current evaluator (e.g. once adt.runtime lands)."""
+    from adt.exporter.export import mnist_test_set
+
+    from .repro_score import score_file
+    x, y = mnist_test_set(args.data)
+    if args.test_subset:
+        x, y = x[:args.test_subset], y[:args.test_subset]
+    for rec_path in sorted((args.out / "runs").glob("*.json")):
+        rec = json.loads(rec_path.read_text())
+        t0 = time.perf_counter()
+        scored = score_file(args.out / rec["file"], x, y)
+        rec.update(err_file=100 * (1 - scored["acc"]), test_images=scored["n"], evaluator=scored["evaluator"],
+                   score_seconds=round(time.perf_counter() - t0, 1))
+        rec_path.write_text(json.dumps(rec, indent=1, sort_keys=True))
+        print(f"[rescore] {rec['file']}: error {rec['err_file']:.2f}% ({scored['evaluator']})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m adt.tools.reproduce", description=__doc__.split("\n")[0])
     p.add_argument("task", choices=["mnist"], help="the benchmark to reproduce (mnist: the paper's Table 1)")
@@ -94,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     p.add_argument("--epochs", type=int, help="override the preset's training epochs (shorter runs)")
     p.add_argument("--variants", help="comma list of export variants (default: paper + the row's ADT variants)")
-    p.add_argument("--stage", default="all", choices=["train", "export", "report", "all"],
-                   help="which stage(s) to run (default all)")
+    p.add_argument("--stage", default="all", choices=["train", "export", "report", "all", "rescore"],
+                   help="which stage(s) to run (default all; rescore: score every recorded file again with the "
+                        "current evaluator, then report)")
     p.add_argument("--retrain", action="store_true", help="train again even if a checkpoint exists")
     p.add_argument("--subset", type=int, help="train on this many training images (smoke tests)")
     p.add_argument("--test-subset", type=int, help="score on this many test images (smoke tests)")
@@ -103,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: the repo's results/)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     args = p.parse_args(argv)
+    from adt.runtime.format import AdtError
     from adt.runtime.mnist import resolve_data_dir
     if args.stage != "report":
-        args.data = str(resolve_data_dir(args.data))
+        try:
+            args.data = str(resolve_data_dir(args.data))
+        except AdtError as exc:  # one line, no traceback
+            print(f"reproduce: {exc}", file=sys.stderr)
+            return 1
     names = _run_names(args)
     seeds = [int(s) for s in _csv(args.seeds)]
     variants = _csv(args.variants) or ["paper", "kind-qat"]
@@ -113,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         stage_train(args, names, seeds)
     if args.stage in ("export", "all"):
         stage_export(args, names, seeds, variants)
-    if args.stage in ("report", "all"):
+    if args.stage == "rescore":
+        stage_rescore(args)
+    if args.stage in ("report", "all", "rescore"):
         from .repro_report import write_report
         write_report(args.out)
     return 0
