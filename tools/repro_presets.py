@@ -126,6 +126,10 @@ VARIANTS: dict[str, ExportVariant] = {
                              qat_epochs=2, note="per-kind Q 64/64/32, b = max|w|, 2 epochs QAT"),
     "q16-qat": ExportVariant("q16-qat", q={"cores": 16, "factors": 16, "other": 8}, groups="kind", b_rule="p99.9",
                              qat_epochs=2, note="per-kind Q 16/16/8, b = 99.9th pct |w|, 2 epochs QAT (stretch)"),
+    "q16-qat4": ExportVariant("q16-qat4", q={"cores": 16, "factors": 16, "other": 8}, groups="kind", b_rule="p99.9",
+                              qat_epochs=4, note="per-kind Q 16/16/8, b = 99.9th pct |w|, 4 epochs QAT (stretch)"),
+    "q32-qat": ExportVariant("q32-qat", q={"cores": 32, "factors": 32, "other": 16}, groups="kind", b_rule="p99.9",
+                             qat_epochs=2, note="per-kind Q 32/32/16, b = 99.9th pct |w|, 2 epochs QAT"),
 }
 
 
