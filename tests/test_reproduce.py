@@ -1,0 +1,52 @@
+"""Smoke test of the reproduction benchmark: a tiny run end to end (train -> export -> score -> report).
+
+The full runs are benchmarks (results/); this only checks the pipeline on a small subset."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from adt.runtime.format import read_adt  # noqa: E402
+from adt.tools import reproduce  # noqa: E402
+from adt.tools.repro_aug import random_shift  # noqa: E402
+from adt.tools.repro_paramcount import combos  # noqa: E402
+
+
+def test_tiny_run_end_to_end(tmp_path, mnist_dir):
+    rc = reproduce.main(["mnist", "--data", str(mnist_dir), "--rows", "lenet300-scada", "--epochs", "1",
+                         "--subset", "512", "--test-subset", "300", "--variants", "paper,small", "--out", str(tmp_path)])
+    assert rc == 0
+    recs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    assert set(recs) == {"lenet300-scada-s0-paper", "lenet300-scada-s0-small"}
+    for r in recs.values():
+        f = read_adt((tmp_path / r["file"]).read_bytes())
+        assert f.file_size == r["file_bytes"]
+        assert r["true_ratio"] == pytest.approx(r["dense_float32_bytes"] / r["file_bytes"])
+        assert r["stored_params"] == 3410 and r["test_images"] == 300
+        # the torch-free evaluation of the FILE agrees with the exporter's own dequantized model
+        assert r["err_file"] == pytest.approx(r["err_exporter_quant"], abs=100 / 300 + 1e-9)
+    assert recs["lenet300-scada-s0-paper"]["groups"][0]["q"] == 1500  # the paper's LeNet-300 quantizer
+    assert recs["lenet300-scada-s0-small"]["file_bytes"] < recs["lenet300-scada-s0-paper"]["file_bytes"]
+    doc = json.loads((tmp_path / "mnist.json").read_text())
+    assert "lenet300-scada/paper" in doc["summary"]
+    assert "| lenet300-scada | small |" in (tmp_path / "mnist.md").read_text()
+
+
+def test_shift_moves_pixels_and_keeps_shape():
+    import torch
+    x = torch.rand(8, 1, 28, 28)
+    g = torch.Generator()
+    g.manual_seed(0)
+    y = random_shift(x, 2, g)
+    assert y.shape == x.shape
+    assert not torch.equal(x, y)
+    assert float(y.min()) >= float(x.min())  # padding uses the background value
+
+
+def test_paper_ratio_pins_the_preset():
+    totals = {t for _, t in combos(166)}
+    assert 2594 in totals and 2980 not in totals
+    assert all(round(431_080 / t) == 166 for t in totals)
+    assert np.isclose(431_080 / 2594, 166.18, atol=0.01)
