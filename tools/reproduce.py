@@ -85,6 +85,19 @@ def stage_export(args, names: list[str], seeds: list[int], variants: list[str]) 
                       f" error float {rec['err_float']:.2f}% -> file {rec['err_file']:.2f}%", flush=True)
 
 
+def _file_facts(path: Path, raw_ratio: float, dense_bytes: int) -> dict:
+    """Size facts read from the file itself, so a record stays true if the file is re-encoded."""
+    from adt.exporter.export import byte_breakdown
+    from adt.runtime.format import read_adt
+
+    f = read_adt(path)
+    stored = sum(c.stored_count for c in f.cores) + sum(p.stored_count for p in f.params)
+    mean_bits = f.payload_bits / stored
+    return {"file_bytes": f.file_size, "true_ratio": dense_bytes / f.file_size, "mean_code_bits": mean_bits,
+            "paper_eq14_ratio": 32 * raw_ratio / mean_bits,
+            "table_policy": "shared" if len(f.tables) == 1 else "per_group", **byte_breakdown(f)}
+
+
 def stage_rescore(args) -> None:
     """Score every recorded .adt file again with the current evaluator (e.g. once adt.runtime lands)."""
     from adt.exporter.export import mnist_test_set
@@ -99,6 +112,7 @@ def stage_rescore(args) -> None:
         scored = score_file(args.out / rec["file"], x, y)
         rec.update(err_file=100 * (1 - scored["acc"]), test_images=scored["n"], evaluator=scored["evaluator"],
                    score_seconds=round(time.perf_counter() - t0, 1))
+        rec.update(_file_facts(args.out / rec["file"], rec["raw_ratio"], rec["dense_float32_bytes"]))
         rec_path.write_text(json.dumps(rec, indent=1, sort_keys=True))
         print(f"[rescore] {rec['file']}: error {rec['err_file']:.2f}% ({scored['evaluator']})", flush=True)
 
