@@ -63,6 +63,7 @@ if __name__ == "__main__" and "--child" not in sys.argv:
 import numpy as np  # noqa: E402
 
 from adt.runtime.format import AdtWriter, quantize, read_adt, write_atomic  # noqa: E402
+from adt.tools.cmd_bench import _proc_status  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TUCKER_Q, TUCKER_B = 512, 3.0
@@ -141,16 +142,6 @@ def export(values: dict, path: Path) -> int:
 
 
 # -- peak memory (child process) ---------------------------------------------------------------
-def _vm(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def child_memory(path: str, mode: str) -> dict:
     """Run in a fresh process: the peak memory of read_adt + rebuild_weights of ``path``."""
     from adt.runtime.rebuild import rebuild_weights
@@ -162,17 +153,17 @@ def child_memory(path: str, mode: str) -> dict:
         tracemalloc.stop()
         return {"method": "tracemalloc peak (Python + NumPy allocations)", "peak_bytes": peak,
                 "weights_bytes": sum(a.nbytes for a in weights.values())}
-    before = _vm("VmRSS")
+    before = _proc_status("VmRSS")
     reset = False
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        reset = _vm("VmHWM") is not None and _vm("VmHWM") <= (before or 0) + (1 << 20)
+        reset = _proc_status("VmHWM") is not None and _proc_status("VmHWM") <= (before or 0) + (1 << 20)
     except OSError:
         reset = False
     ru_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     weights = rebuild_weights(read_adt(path))
     if reset:
-        peak = _vm("VmHWM") - before
+        peak = _proc_status("VmHWM") - before
         method = "Linux VmHWM after clear_refs, minus VmRSS before the load"
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - ru_before

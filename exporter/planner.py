@@ -344,7 +344,7 @@ def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scad
     if isinstance(target, (LayerPlan, Mapping)):
         raise PlanError("a model target is an int parameter total or a float ratio; give per-layer plans as overrides")
 
-    total_orig = _count_all(model)
+    total_orig = count_stored(model)
     planned_orig = sum(_shape_numel(s) for s in list(auto.values()) + [shapes[n] for n in plan])
     fixed = total_orig - planned_orig  # biases, BN, unplanned layers: stored as they are
     if isinstance(target, bool) or not isinstance(target, (int, float)):
@@ -368,7 +368,9 @@ def _in_model_order(plan: dict[str, LayerPlan], shapes: dict[str, tuple[int, ...
     return {n: plan[n] for n in shapes if n in plan}
 
 
-def _count_all(model: Any) -> int:
+def count_stored(model: Any) -> int:
+    """Elements of every distinct parameter and buffer (a shared SCADA core once), without
+    BatchNorm's ``num_batches_tracked``."""
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) not in seen:
@@ -488,7 +490,7 @@ def model_params(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False)
         lp = LayerPlan.coerce(p, name)
         lp.validate(shapes[name], name)
         planned += lp.numel
-    return _count_all(model) - planned + plan_params(plan, scada)
+    return count_stored(model) - planned + plan_params(plan, scada)
 
 
 def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False) -> list[dict[str, Any]]:

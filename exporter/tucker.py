@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .errors import ModelError, PlanError
-from .planner import LayerPlan
+from .planner import LayerPlan, count_stored
 
 log = logging.getLogger("adt.exporter")
 
@@ -340,17 +340,7 @@ def shared_cores(model: nn.Module) -> list[nn.Parameter]:
 def count_params(model: nn.Module) -> int:
     """Stored parameter count: every distinct parameter and buffer once (a shared core once), the
     0-element placeholders contributing nothing. BatchNorm's ``num_batches_tracked`` is excluded."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    for name, b in model.named_buffers():
-        if not name.endswith("num_batches_tracked") and id(b) not in seen:
-            seen.add(id(b))
-            total += b.numel()
-    return total
+    return count_stored(model)
 
 
 def freeze(model: nn.Module) -> nn.Module:
