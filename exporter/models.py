@@ -14,14 +14,20 @@ from .errors import ModelError
 
 class LeNet5(nn.Module):
     """Caffe LeNet-5 as in the paper: conv 20@5x5 -> maxpool 2 -> conv 50@5x5 -> maxpool 2 ->
-    fc 800->500 -> ReLU -> fc 500->10. Input [N, 1, 28, 28]; 431,080 parameters."""
+    fc 800->500 -> ReLU -> fc 500->10. Input [N, 1, 28, 28]; 431,080 parameters.
 
-    def __init__(self, num_classes: int = 10) -> None:
+    ``conv_relu=True`` (model ``lenet5-relu``) adds a ReLU after each conv (as many PyTorch LeNet-5s
+    do): the same weights and parameter count, one more nonlinearity per conv stage."""
+
+    def __init__(self, num_classes: int = 10, conv_relu: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 20, 5)
-        self.pool1 = nn.MaxPool2d(2, 2)
+        self.pool1: nn.Module = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(20, 50, 5)
-        self.pool2 = nn.MaxPool2d(2, 2)
+        self.pool2: nn.Module = nn.MaxPool2d(2, 2)
+        if conv_relu:  # max-pool and ReLU commute; ReLU after the pool is the cheaper order
+            self.pool1 = nn.Sequential(nn.MaxPool2d(2, 2), nn.ReLU())
+            self.pool2 = nn.Sequential(nn.MaxPool2d(2, 2), nn.ReLU())
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(800, 500)
         self.relu = nn.ReLU()
@@ -94,12 +100,14 @@ class ResNet20(nn.Module):
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "lenet5": LeNet5,
+    "lenet5-relu": lambda: LeNet5(conv_relu=True),
     "lenet300": LeNet300,
     "resnet20": ResNet20,
 }
 #: Input shape (without the batch dim) of each built-in model.
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "lenet5": (1, 28, 28),
+    "lenet5-relu": (1, 28, 28),
     "lenet300": (1, 28, 28),
     "resnet20": (3, 32, 32),
 }

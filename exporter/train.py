@@ -36,12 +36,19 @@ class TrainConfig:
     checkpoint: str | os.PathLike | None = None  # saved at the end of every epoch
     resume: bool = False         # continue from ``checkpoint`` if it exists
     threads: int | None = None   # torch.set_num_threads
+    # Recipe knobs beyond the paper (defaults = the paper's plain Adam + step decay):
+    schedule: str = "step"       # "step" (divide by lr_decay every decay_every epochs) | "cosine" (to 0)
+    weight_decay: float = 0.0    # decoupled (AdamW) weight decay on every trainable parameter
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 0), ("lr", self.lr > 0), ("batch_size", self.batch_size >= 1),
                   ("lr_decay", self.lr_decay > 0), ("decay_every", self.decay_every >= 1),
                   ("max_steps", self.max_steps is None or self.max_steps >= 1),
-                  ("threads", self.threads is None or self.threads >= 1)]
+                  ("threads", self.threads is None or self.threads >= 1),
+                  ("schedule", self.schedule in ("step", "cosine")),
+                  ("weight_decay", self.weight_decay >= 0),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1)]
         for name, ok in checks:
             if not ok:
                 raise TrainConfigError(f"TrainConfig.{name} is out of range: {getattr(self, name)!r}")
@@ -82,7 +89,21 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
 def _config_key(cfg: TrainConfig) -> dict[str, Any]:
     # what must match for a resume to be the same run (epochs may grow, paths may move)
     return {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k in ("lr", "batch_size", "lr_decay", "decay_every", "seed")}
+            if k in ("lr", "batch_size", "lr_decay", "decay_every", "seed", "schedule", "weight_decay",
+                     "label_smoothing")}
+
+
+def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.weight_decay > 0:  # decoupled decay: Adam's per-parameter scaling does not weaken it
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule: the paper's step decay, or a cosine from lr to 0 over ``cfg.epochs``."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.decay_every), gamma=1.0 / cfg.lr_decay)
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -100,8 +121,8 @@ def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loade
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     params = _trainable(model)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.decay_every), gamma=1.0 / cfg.lr_decay)
+    opt = _optimizer(params, cfg)
+    sched = _scheduler(opt, cfg)
     result = TrainResult()
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     start_epoch = 0
@@ -122,7 +143,7 @@ def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loade
                 pickle.UnpicklingError) as exc:
             raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {str(exc).splitlines()[0]}") from None
         start_epoch = result.epochs_done
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     t0 = time.perf_counter() - result.wall_time
     gen = getattr(train_loader, "adt_generator", None)
     model.train()

@@ -36,6 +36,9 @@ class RunSpec:
     lr: float = 0.01
     batch_size: int = 256
     augment: int = 0                 # random-shift augmentation, max pixels (0 = none, the paper's setting)
+    schedule: str = "step"           # "step" (the paper's /3 every decay_every) | "cosine" (lr -> 0)
+    weight_decay: float = 0.0        # AdamW decoupled weight decay (0 = plain Adam, the paper's)
+    label_smoothing: float = 0.0
     note: str = ""
     resume_from: str | None = None   # continue training this run's checkpoint (same seed) instead of scratch
     table_row: str | None = None     # the paper's Table 1 row this run reproduces (default: its name)

@@ -58,13 +58,15 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
     n_epochs = spec.epochs if epochs is None else epochs
     # a resumed run uses another data order than its first part (seed offset)
     cfg = TrainConfig(epochs=n_epochs, lr=spec.lr, batch_size=spec.batch_size, decay_every=spec.decay_every,
-                      seed=seed + (100 if spec.resume_from else 0), threads=threads)
+                      seed=seed + (100 if spec.resume_from else 0), threads=threads, schedule=spec.schedule,
+                      weight_decay=spec.weight_decay, label_smoothing=spec.label_smoothing)
     t0 = time.perf_counter()
     res = train(model, train_loader, cfg, test_loader=test_loader if eval_every_epoch else None, progress=progress)
     wall = time.perf_counter() - t0
     acc = evaluate(model, test_loader)
     log = {"run": spec.name, "seed": seed, "epochs": n_epochs + prev.get("epochs", 0), "decay_every": spec.decay_every,
-           "lr": spec.lr, "resumed_from": spec.resume_from, "previous": prev or None,
+           "lr": spec.lr, "schedule": spec.schedule, "weight_decay": spec.weight_decay,
+           "label_smoothing": spec.label_smoothing, "model": spec.model, "resumed_from": spec.resume_from, "previous": prev or None,
            "batch_size": spec.batch_size, "stored_params": count_params(model),
            "train_seconds": round(wall + prev.get("train_seconds", 0.0), 1),
            "steps": res.steps, "epoch_losses": [round(v, 5) for v in res.epoch_losses],

@@ -105,9 +105,46 @@ def test_progress_output_and_threads(capsys):
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=0.0), dict(batch_size=0), dict(lr_decay=0),
-                                 dict(decay_every=0), dict(max_steps=0), dict(threads=0), dict(resume=True)])
+                                 dict(decay_every=0), dict(max_steps=0), dict(threads=0), dict(resume=True),
+                                 dict(schedule="linear"), dict(weight_decay=-1e-3), dict(label_smoothing=1.0)])
 def test_bad_config_is_a_typed_error(bad):
     from adt.exporter import TrainConfigError
 
     with pytest.raises(TrainConfigError, match="TrainConfig"):
         TrainConfig(**bad)
+
+
+def test_cosine_schedule_ends_near_zero_and_step_schedule_divides():
+    def lrs(**cfg):
+        torch.manual_seed(0)
+        model = build_model("lenet300")
+        apply_ada_tucker(model, preset("lenet300-ada"), seed=1)
+        return train(model, _toy(n=128), TrainConfig(epochs=4, lr=0.01, **cfg), progress=False).lrs
+
+    step = lrs(decay_every=2)
+    assert step == pytest.approx([0.01, 0.01, 0.01 / 3, 0.01 / 3])
+    cos = lrs(schedule="cosine")
+    # per-epoch cosine from lr to 0 over 4 epochs: lr * (1 + cos(pi * e / 4)) / 2
+    assert cos == pytest.approx([0.01 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)])
+
+
+def test_weight_decay_shrinks_the_tucker_parameters():
+    """AdamW's decoupled decay pulls core and factors towards 0 compared with plain Adam."""
+    def norm_after(wd):
+        torch.manual_seed(0)
+        model = build_model("lenet300")
+        apply_ada_tucker(model, preset("lenet300-ada"), seed=1)
+        train(model, _toy(n=256), TrainConfig(epochs=2, lr=0.01, weight_decay=wd, seed=3), progress=False)
+        return sum(float(p.detach().norm()) for n, p in model.named_parameters() if "parametrizations" in n)
+
+    assert norm_after(5.0) < 0.8 * norm_after(0.0)  # 8 steps of 5% decay each
+
+
+def test_label_smoothing_changes_the_loss():
+    def first_loss(ls):
+        torch.manual_seed(0)
+        model = build_model("lenet300")
+        apply_ada_tucker(model, preset("lenet300-ada"), seed=1)
+        return train(model, _toy(n=64), TrainConfig(epochs=1, max_steps=1, label_smoothing=ls), progress=False).losses[0]
+
+    assert first_loss(0.0) != pytest.approx(first_loss(0.2))
