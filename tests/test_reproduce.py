@@ -12,6 +12,7 @@ from adt.runtime.format import read_adt  # noqa: E402
 from adt.tools import reproduce  # noqa: E402
 from adt.tools.repro_aug import random_shift  # noqa: E402
 from adt.tools.repro_paramcount import combos  # noqa: E402
+from adt.tools.repro_report import recipe_label, write_report  # noqa: E402
 
 
 def test_tiny_run_end_to_end(tmp_path, mnist_dir):
@@ -50,3 +51,23 @@ def test_paper_ratio_pins_the_preset():
     assert 2594 in totals and 2980 not in totals
     assert all(round(431_080 / t) == 166 for t in totals)
     assert np.isclose(431_080 / 2594, 166.18, atol=0.01)
+
+
+def test_recipe_probe_logs_its_recipe_and_lands_in_the_report(tmp_path, mnist_dir):
+    from adt.tools import repro_recipe
+
+    rc = repro_recipe.main(["lenet300-ada", "--tag", "t", "--epochs", "2", "--schedule", "cosine", "--wd", "0.05",
+                            "--smooth", "0.1", "--subset", "1024", "--data", str(mnist_dir), "--out", str(tmp_path)])
+    assert rc == 0 and not list((tmp_path / "ckpt").glob("*.ckpt"))  # checkpoint dropped unless --keep
+    log = json.loads((tmp_path / "logs" / "recipe-lenet300-ada-t-s0.json").read_text())
+    assert log["schedule"] == "cosine" and log["weight_decay"] == 0.05 and log["label_smoothing"] == 0.1
+    assert log["epochs"] == 2 and len(log["test_acc_per_epoch"]) == 2 and log["subset"] == 1024
+    assert recipe_label(log) == "cos wd0.05 ls0.1"
+    (tmp_path / "runs").mkdir()
+    write_report(tmp_path)
+    assert "| recipe-lenet300-ada-t | lenet300-ada | 0 | cos wd0.05 ls0.1 | 2 |" in (tmp_path / "mnist.md").read_text()
+
+
+def test_recipe_label_of_the_paper_schedule():
+    assert recipe_label({"decay_every": 10, "lr": 0.01}) == "step/10"
+    assert recipe_label({"decay_every": 3, "lr": 0.003, "model": "lenet5-relu"}) == "step/3 lr0.003 conv-ReLU"

@@ -73,6 +73,8 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         "row": row, "seed": seed, "variant": variant, "variant_spec": asdict(var), "model": spec.model,
         "method": spec.method, "preset": spec.preset, "plan": spec.plan, "note": spec.note,
         "epochs": log["epochs"], "decay_every": log["decay_every"], "lr": log["lr"], "batch_size": log["batch_size"],
+        "schedule": log.get("schedule", "step"), "weight_decay": log.get("weight_decay", 0.0),
+        "label_smoothing": log.get("label_smoothing", 0.0),
         "train_seconds": log["train_seconds"], "train_threads": log.get("threads"), "train_subset": log.get("subset"),
         "qat_epochs": var.qat_epochs, "qat_steps": qat_steps, "qat_seconds": round(qat_seconds, 1),
         "stored_params": report.stored_values, "dense_params": report.dense_params,

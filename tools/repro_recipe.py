@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default=None, help="MNIST IDX folder (default $ADT_DATA)")
-    ap.add_argument("--keep", action="store_true", help="keep the checkpoint in results/ckpt/recipe-*.ckpt")
+    ap.add_argument("--subset", type=int, help="train on this many training images (smoke tests)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: the repo's results/)")
+    ap.add_argument("--keep", action="store_true", help="keep the checkpoint in OUT/ckpt/recipe-*.ckpt")
     args = ap.parse_args(argv)
     changes = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "decay_every": args.decay_every,
                                  "schedule": args.schedule, "lr": args.lr, "batch_size": args.batch,
@@ -42,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
                                  "augment": args.augment}.items() if v is not None}
     name = f"recipe-{args.run}-{args.tag}"
     spec = replace(ALL_RUNS[args.run], name=name, **changes)
-    ckpt = RESULTS / "ckpt" / f"{name}-s{args.seed}.ckpt"
-    log = train_run(spec, args.seed, args.data, ckpt, threads=args.threads, eval_every_epoch=True)
+    ckpt = args.out / "ckpt" / f"{name}-s{args.seed}.ckpt"
+    log = train_run(spec, args.seed, args.data, ckpt, threads=args.threads, eval_every_epoch=True, subset=args.subset)
     if not args.keep:
         ckpt.unlink(missing_ok=True)
     log["changes"] = changes
     log["base_run"] = args.run
-    out = RESULTS / "logs" / f"{name}-s{args.seed}.json"
+    out = args.out / "logs" / f"{name}-s{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(log, indent=1) + "\n")
     accs = log["test_acc_per_epoch"]

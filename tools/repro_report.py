@@ -20,6 +20,20 @@ def _load(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
 
 
+def recipe_label(r: dict[str, Any]) -> str:
+    """Short name of a record's training recipe, e.g. ``step/10`` or ``cos wd0.05 ls0.1``."""
+    parts = ["cos" if r.get("schedule") == "cosine" else f"step/{r['decay_every']}"]
+    if r.get("lr", 0.01) != 0.01:
+        parts.append(f"lr{r['lr']:g}")
+    if r.get("weight_decay"):
+        parts.append(f"wd{r['weight_decay']:g}")
+    if r.get("label_smoothing"):
+        parts.append(f"ls{r['label_smoothing']:g}")
+    if r.get("model") == "lenet5-relu":
+        parts.append("conv-ReLU")
+    return " ".join(parts)
+
+
 def _summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
     ef = [r["err_float"] for r in recs]
     eq = [r["err_file"] for r in recs]
@@ -32,7 +46,7 @@ def _summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
             "true_ratio_median": statistics.median(r["true_ratio"] for r in recs),
             "eq14_ratio_median": statistics.median(r["paper_eq14_ratio"] for r in recs),
             "best_file": best["file"], "best_seed": best["seed"], "stored_params": recs[0]["stored_params"],
-            "epochs": sorted({r["epochs"] for r in recs}), "qat_epochs": recs[0]["qat_epochs"],
+            "epochs": sorted({r["epochs"] for r in recs}), "recipe": recipe_label(recs[0]), "qat_epochs": recs[0]["qat_epochs"],
             "train_seconds_median": statistics.median(r["train_seconds"] for r in recs),
             "qat_seconds_median": statistics.median(r["qat_seconds"] for r in recs),
             "evaluators": sorted({r["evaluator"] for r in recs}), "dense_float32_bytes": recs[0]["dense_float32_bytes"]}
@@ -78,9 +92,9 @@ def write_report(out: Path) -> dict[str, Any]:
          "Errors: best / median over the listed seeds. Paper columns are copied from its Table 1.", "",
          "## Table 1 rows", "",
          "| row | export | params (paper) | err float % (paper raw) | err file % best / median (paper +QH) "
-         "| Eq.14 ratio (paper) | true ratio | file B (paper-implied) | seeds | epochs + QAT | train s (median) "
-         "| target |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| Eq.14 ratio (paper) | true ratio | file B (paper-implied) | seeds | recipe | epochs + QAT "
+         "| train s (median) | target |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, spec in ROWS.items():
         row = spec.row
         p = PAPER_TABLE1[row]
@@ -92,7 +106,7 @@ def write_report(out: Path) -> dict[str, Any]:
                      f"{s['err_float_median']:.2f} ({p['err_raw']}) | {s['err_file_best']:.2f} / "
                      f"{s['err_file_median']:.2f} ({p['err_qh']}) | {s['eq14_ratio_median']:.0f} ({p['cr_qh']}) | "
                      f"{s['true_ratio_median']:.0f} | {s['bytes_median']:.0f} ({s['dense_float32_bytes'] / p['cr_qh']:.0f}) | "
-                     f"{','.join(map(str, s['seeds']))} | {'/'.join(map(str, s['epochs']))} + {s['qat_epochs']} | "
+                     f"{','.join(map(str, s['seeds']))} | {s['recipe']} | {'/'.join(map(str, s['epochs']))} + {s['qat_epochs']} | "
                      f"{s['train_seconds_median']:.0f} | {_targets(row, s)} |")
     abl = [(k, v) for k, v in summary.items() if k.split("/")[0] in ABLATIONS]
     if abl:
@@ -104,6 +118,18 @@ def write_report(out: Path) -> dict[str, Any]:
             L.append(f"| {run} | {ABLATIONS[run].note} | {var} | {s['stored_params']} | {s['err_float_median']:.2f} | "
                      f"{s['err_file_median']:.2f} | {s['bytes_median']:.0f} | {s['true_ratio_median']:.0f} | {'/'.join(map(str, s['epochs']))} | "
                      f"{','.join(map(str, s['seeds']))} |")
+    probes = sorted((out / "logs").glob("recipe-*.json"))
+    if probes:
+        L += ["", "## Recipe probes (float models only, no file; `python -m adt.tools.repro_recipe`)", "",
+              "| probe | base run | seed | recipe | epochs | err float % (last epoch) | best epoch err % "
+              "(not used for selection claims) | last train loss | train s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for pth in probes:
+            g = json.loads(pth.read_text())
+            accs = g.get("test_acc_per_epoch") or [g["float_test_acc"]]
+            L.append(f"| {g['run']} | {g.get('base_run', '')} | {g['seed']} | {recipe_label(g)} | {g['epochs']} | "
+                     f"{100 * (1 - g['float_test_acc']):.2f} | {100 * (1 - max(accs)):.2f} | "
+                     f"{g['epoch_losses'][-1]:.4f} | {g['train_seconds']:.0f} |")
     L += ["", "## Every exported file (the log of what was tried)", "",
           "| file | params | Q/b per group | QAT ep | err float % | err exporter-quant % | err file % | bytes | "
           "header+checksum / arch / tensor table / code tables B | payload B (cores / factors / other) | true ratio | "
