@@ -78,8 +78,11 @@ class QatResult:
 
 def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | None = None,
                  epochs: int = 2, lr: float = 1e-3, max_steps: int | None = None,
-                 progress: bool = True, **plan_kwargs: Any) -> QatResult:
+                 progress: bool = True, label_smoothing: float = 0.0, **plan_kwargs: Any) -> QatResult:
     """Fine-tune ``model`` for ``epochs`` with Adam at ``lr`` through the file's quantizers.
+
+    ``label_smoothing``: of the cross-entropy (use the training run's, so that fine-tuning keeps
+    the objective the model was trained for).
 
     ``plan``: a resolved quantization plan, else one is made from ``plan_kwargs`` (q, b, groups,
     b_rule of :func:`make_quant_plan`) on the current values. Export afterwards with
@@ -101,7 +104,7 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
         params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
         device = params[0].device if params else torch.device("cpu")
         opt = torch.optim.Adam(params, lr=lr)
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         done = False
         for epoch in range(epochs):
             bar = tqdm(train_loader, desc=f"qat {epoch + 1}/{epochs}", disable=not progress, leave=False)

@@ -58,6 +58,7 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         train_loader, _ = mnist_loaders(data_dir, batch_size=spec.batch_size, subset=subset, seed=seed + 1000,
                                         test_subset=10)
         res = qat_finetune(model, train_loader, epochs=var.qat_epochs, lr=var.qat_lr, progress=progress,
+                           label_smoothing=var.qat_label_smoothing,
                            q=var.q, b=var.b, groups=var.groups, b_rule=var.b_rule)
         plan, qat_steps = res.plan, res.steps
     qat_seconds = time.perf_counter() - t0

@@ -1,5 +1,6 @@
 """Quantization-aware fine-tuning: the forward pass uses exactly the file's values."""
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -64,3 +65,22 @@ def test_qat_trains_latent_values_and_export_uses_its_plan(tmp_path):
         acc_fq = float((m(x).argmax(1) == y).float().mean())
     disable_fake_quant(m)
     assert rep.acc_quantized == acc_fq
+
+
+def test_qat_label_smoothing_is_the_loss_it_trains():
+    """With label smoothing the first QAT loss is the smoothed cross-entropy of the quantized model."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (16,), generator=gen)
+    first = {}
+    for ls in (0.0, 0.3):
+        m = model()
+        plan = make_quant_plan(m, q=64, groups="kind")
+        enable_fake_quant(m, plan)
+        with torch.no_grad():
+            want = float(nn.CrossEntropyLoss(label_smoothing=ls)(m(x), y))
+        disable_fake_quant(m)
+        res = qat_finetune(m, [(x, y)], plan=plan, epochs=1, lr=1e-3, progress=False, label_smoothing=ls)
+        first[ls] = res.losses[0]
+        assert res.losses[0] == pytest.approx(want, rel=1e-5)
+    assert first[0.0] != pytest.approx(first[0.3])
