@@ -104,6 +104,9 @@ ROWS["lenet300-ada-v2-100"] = replace(ROWS["lenet300-ada-v2"], name="lenet300-ad
 ROWS["lenet5-ada-cos60"] = replace(ROWS["lenet5-ada-cos"], name="lenet5-ada-cos60", epochs=60,
                                    note="cosine schedule, 60 epochs")
 
+#: What ``python -m adt.tools.reproduce mnist`` runs without --rows: each Table 1 row with its best recipe.
+DEFAULT_ROWS = ("lenet300-ada-v2", "lenet300-scada-v2", "lenet5-ada-cos", "lenet5-scada-cos")
+
 
 def _lp(reshape, core, cp=False) -> dict:
     return {"reshape": list(reshape), "core": list(core), "cp": cp}

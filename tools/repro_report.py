@@ -20,6 +20,12 @@ def _load(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
 
 
+def _pct(v: float) -> str:
+    """An error in %: 2 decimals when that is exact (every single run), else 3 (a median of two runs
+    can end in 5 at the third decimal, and 2 decimals would round it in our favour half the time)."""
+    return f"{v:.2f}" if abs(round(v, 2) - v) < 1e-9 else f"{v:.3f}"
+
+
 def recipe_label(r: dict[str, Any]) -> str:
     """Short name of a record's training recipe, e.g. ``step/10`` or ``cos wd0.05 ls0.1``."""
     parts = ["cos" if r.get("schedule") == "cosine" else f"step/{r['decay_every']}"]
@@ -62,7 +68,7 @@ def _targets(row: str, s: dict[str, Any]) -> str:
         ok_e, ok_b = err <= p["err_qh"], size <= need_bytes
         miss = []
         if not ok_e:
-            miss.append(f"error +{err - p['err_qh']:.2f} pt")
+            miss.append(f"error +{_pct(err - p['err_qh'])} pt")
         if not ok_b:
             miss.append(f"size +{size - need_bytes:.0f} B")
         out.append(f"{tag}: " + ("MET" if not miss else "missed (" + ", ".join(miss) + ")"))
@@ -103,8 +109,8 @@ def write_report(out: Path) -> dict[str, Any]:
                 continue
             s = summary[f"{r}/{var}"]
             L.append(f"| {row}" + (f" ({run})" if run != row else "") + f" | {var} | {s['stored_params']} ({p['params']}) | {s['err_float_best']:.2f} / "
-                     f"{s['err_float_median']:.2f} ({p['err_raw']}) | {s['err_file_best']:.2f} / "
-                     f"{s['err_file_median']:.2f} ({p['err_qh']}) | {s['eq14_ratio_median']:.0f} ({p['cr_qh']}) | "
+                     f"{_pct(s['err_float_median'])} ({p['err_raw']}) | {s['err_file_best']:.2f} / "
+                     f"{_pct(s['err_file_median'])} ({p['err_qh']}) | {s['eq14_ratio_median']:.0f} ({p['cr_qh']}) | "
                      f"{s['true_ratio_median']:.0f} | {s['bytes_median']:.0f} ({s['dense_float32_bytes'] / p['cr_qh']:.0f}) | "
                      f"{','.join(map(str, s['seeds']))} | {s['recipe']} | {'/'.join(map(str, s['epochs']))} + {s['qat_epochs']} | "
                      f"{s['train_seconds_median']:.0f} | {_targets(row, s)} |")
@@ -115,8 +121,8 @@ def write_report(out: Path) -> dict[str, Any]:
               "|---|---|---|---|---|---|---|---|---|---|"]
         for k, s in abl:
             run, var = k.split("/")
-            L.append(f"| {run} | {ABLATIONS[run].note} | {var} | {s['stored_params']} | {s['err_float_median']:.2f} | "
-                     f"{s['err_file_median']:.2f} | {s['bytes_median']:.0f} | {s['true_ratio_median']:.0f} | {'/'.join(map(str, s['epochs']))} | "
+            L.append(f"| {run} | {ABLATIONS[run].note} | {var} | {s['stored_params']} | {_pct(s['err_float_median'])} | "
+                     f"{_pct(s['err_file_median'])} | {s['bytes_median']:.0f} | {s['true_ratio_median']:.0f} | {'/'.join(map(str, s['epochs']))} | "
                      f"{','.join(map(str, s['seeds']))} |")
     probes = sorted((out / "logs").glob("recipe-*.json"))
     if probes:
