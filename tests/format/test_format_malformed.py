@@ -34,7 +34,7 @@ def build(codes=CODES, groups=(GROUP,), cores=(), params=(PARAM,), pay=PAY, extr
     return C.assemble(sections, **kw)
 
 
-def check(data: bytes, exc: type[AdtError]) -> AdtError:
+def assert_rejected(data: bytes, exc: type[AdtError]) -> AdtError:
     """read_adt(data) must raise exactly ``exc`` (a subclass of it fails too: classes are asserted)."""
     with pytest.raises(AdtError) as info:
         read_adt(data)
@@ -51,18 +51,18 @@ def test_build_reproduces_plain_vector():
 def test_truncation_at_every_offset(vector):
     data = (C.VECTORS / f"{vector}.adt").read_bytes()
     for n in range(len(data)):
-        check(data[:n], AdtTruncatedError)
+        assert_rejected(data[:n], AdtTruncatedError)
 
 
 @pytest.mark.parametrize("magic", [b"ADT\x00", b"GGUF", b"\x89PNG", b"adt\x1a", b"ADT"[:0] + b"X"])
 def test_bad_magic(magic):
-    check(magic + PLAIN[4:], AdtMagicError)
+    assert_rejected(magic + PLAIN[4:], AdtMagicError)
 
 
 @pytest.mark.parametrize("major", [0, 2, 255])
 def test_other_major_version(major):
-    check(build(major=major), AdtVersionError)
-    check(PLAIN[:5].replace(b"\x01", bytes([major])), AdtVersionError)   # even when truncated
+    assert_rejected(build(major=major), AdtVersionError)
+    assert_rejected(PLAIN[:5].replace(b"\x01", bytes([major])), AdtVersionError)   # even when truncated
 
 
 def test_future_minor_version_is_read():
@@ -78,28 +78,28 @@ def test_flipped_bits():
             bad = bytearray(PLAIN)
             bad[i] ^= 1 << bit
             if i >= header_end:
-                check(bytes(bad), AdtChecksumError)
+                assert_rejected(bytes(bad), AdtChecksumError)
             else:
                 with pytest.raises(AdtError):
                     read_adt(bytes(bad))
 
 
 def test_trailing_bytes():
-    check(PLAIN + b"\x00", AdtSectionError)
-    check(C.recrc(PLAIN + b"\x00\x00\x00\x00\x00"), AdtSectionError)
+    assert_rejected(PLAIN + b"\x00", AdtSectionError)
+    assert_rejected(C.recrc(PLAIN + b"\x00\x00\x00\x00\x00"), AdtSectionError)
 
 
 # -- section table ------------------------------------------------------------------------------
 def test_section_count_limits_and_lies():
-    check(build(count=L.MAX_SECTIONS + 1), AdtLimitError)
-    check(build(count=0), AdtSectionError)                  # no entries: bytes belong to no section
-    check(C.assemble([(3, CODES)] * 0, count=0), AdtSectionError)
+    assert_rejected(build(count=L.MAX_SECTIONS + 1), AdtLimitError)
+    assert_rejected(build(count=0), AdtSectionError)                  # no entries: bytes belong to no section
+    assert_rejected(C.assemble([(3, CODES)] * 0, count=0), AdtSectionError)
 
 
 @pytest.mark.parametrize("kind,exc", [(0, AdtSectionError), (9, AdtSectionError), (63, AdtSectionError),
                                       (128, AdtSectionError), (255, AdtSectionError)])
 def test_bad_section_kinds(kind, exc):
-    check(build(extra=[(kind, b"")]) if kind < 3 else
+    assert_rejected(build(extra=[(kind, b"")]) if kind < 3 else
           C.assemble([(3, CODES), (4, C.tensors([GROUP], [], [PARAM])), (5, PAY), (kind, b"")]), exc)
 
 
@@ -110,14 +110,14 @@ def test_optional_extension_section_is_skipped():
 
 def test_section_order_and_duplicates():
     tens = C.tensors([GROUP], [], [PARAM])
-    check(C.assemble([(4, tens), (3, CODES), (5, PAY)]), AdtSectionError)
-    check(C.assemble([(3, CODES), (3, CODES), (4, tens), (5, PAY)]), AdtSectionError)
+    assert_rejected(C.assemble([(4, tens), (3, CODES), (5, PAY)]), AdtSectionError)
+    assert_rejected(C.assemble([(3, CODES), (3, CODES), (4, tens), (5, PAY)]), AdtSectionError)
 
 
 @pytest.mark.parametrize("missing", [3, 4, 5])
 def test_missing_required_section(missing):
     secs = [(3, CODES), (4, C.tensors([GROUP], [], [PARAM])), (5, PAY)]
-    check(C.assemble([s for s in secs if s[0] != missing]), AdtSectionError)
+    assert_rejected(C.assemble([s for s in secs if s[0] != missing]), AdtSectionError)
 
 
 def test_mis_sized_sections():
@@ -125,22 +125,22 @@ def test_mis_sized_sections():
     for i in range(3):
         longer = list(real)
         longer[i] += 1
-        check(build(lengths=longer), AdtTruncatedError)      # runs past the end of the file
+        assert_rejected(build(lengths=longer), AdtTruncatedError)      # runs past the end of the file
         shorter = list(real)
         shorter[i] -= 1
-        check(build(lengths=shorter), AdtSectionError)       # leaves bytes that belong to no section
-    check(build(lengths=[L.MAX_SECTION_BYTES + 1, real[1], real[2]]), AdtLimitError)
-    check(build(lengths=[real[0], real[1], L.MAX_PAYLOAD_BYTES + 1]), AdtLimitError)
-    check(build(lengths=[real[0], real[1], (1 << 63) - 1]), AdtLimitError)
+        assert_rejected(build(lengths=shorter), AdtSectionError)       # leaves bytes that belong to no section
+    assert_rejected(build(lengths=[L.MAX_SECTION_BYTES + 1, real[1], real[2]]), AdtLimitError)
+    assert_rejected(build(lengths=[real[0], real[1], L.MAX_PAYLOAD_BYTES + 1]), AdtLimitError)
+    assert_rejected(build(lengths=[real[0], real[1], (1 << 63) - 1]), AdtLimitError)
 
 
 def test_overlong_and_non_minimal_varints():
     head = b"ADT\x1a\x01\x00"
     body = PLAIN[7:-4]
-    check(C.recrc(head + b"\x83\x00" + body + b"\0\0\0\0"), AdtVarintError)   # 3 written in 2 bytes
-    check(C.recrc(head + b"\xff" * 10 + body + b"\0\0\0\0"), AdtVarintError)  # > 9 bytes
+    assert_rejected(C.recrc(head + b"\x83\x00" + body + b"\0\0\0\0"), AdtVarintError)   # 3 written in 2 bytes
+    assert_rejected(C.recrc(head + b"\xff" * 10 + body + b"\0\0\0\0"), AdtVarintError)  # > 9 bytes
     # a non-minimal Q inside the tensor table
-    check(build(groups=[b"\x00" + b"\x84\x00" + struct.pack("<f", 1.0) + b"\x00"]), AdtVarintError)
+    assert_rejected(build(groups=[b"\x00" + b"\x84\x00" + struct.pack("<f", 1.0) + b"\x00"]), AdtVarintError)
 
 
 # -- metadata -----------------------------------------------------------------------------------
@@ -160,12 +160,12 @@ def _meta(entries: list[tuple[bytes, bytes]], count: int | None = None) -> bytes
     (_meta([(b"k", b"1")]) + b"\x00", AdtSectionError),                 # unused bytes
 ])
 def test_bad_metadata(body, exc):
-    check(build(extra=[(1, body)]), exc)
+    assert_rejected(build(extra=[(1, body)]), exc)
 
 
 def test_metadata_value_length_limit():
     body = C.varint(1) + C.string("k") + C.varint(L.MAX_META_VALUE_BYTES + 1)
-    check(build(extra=[(1, body)]), AdtLimitError)
+    assert_rejected(build(extra=[(1, body)]), AdtLimitError)
 
 
 # -- architecture --------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def test_architecture_with_preset_dictionary():
     assert len(comp) < len(C.deflate(raw)) // 2
     assert read_adt(build(extra=[(2, _arch(raw, fmt=1, comp=comp))])).architecture == raw
     # the same stream declared as format 0 (no dictionary) refers to bytes before its start
-    check(build(extra=[(2, _arch(raw, fmt=0, comp=comp))]), AdtArchitectureError)
+    assert_rejected(build(extra=[(2, _arch(raw, fmt=0, comp=comp))]), AdtArchitectureError)
 
 
 @pytest.mark.parametrize("body,exc", [
@@ -206,7 +206,7 @@ def test_architecture_with_preset_dictionary():
     (b"", AdtTruncatedError),                                            # no format byte
 ])
 def test_bad_architecture(body, exc):
-    check(build(extra=[(2, body)]), exc)
+    assert_rejected(build(extra=[(2, body)]), exc)
 
 
 def _peak_of(fn) -> int:
@@ -226,7 +226,7 @@ def test_zip_bombs_are_bounded():
     # (b) claims the full 64 MiB limit with only a few bytes of DEFLATE behind it
     data_huge = build(extra=[(2, _arch(b"", size=L.MAX_ARCH_BYTES, comp=C.deflate(b"\x00" * 100)))])
     for data in (data_small, data_huge):
-        peak = _peak_of(lambda: check(data, AdtArchitectureError))
+        peak = _peak_of(lambda: assert_rejected(data, AdtArchitectureError))
         assert peak < 4 * len(data) + (1 << 20), f"peak {peak} bytes for a {len(data)}-byte file"
 
 
@@ -248,18 +248,18 @@ def test_zip_bombs_are_bounded():
     (CODES + b"\x00", AdtSectionError),                                           # unused bytes
 ])
 def test_bad_code_tables(codes, exc):
-    check(build(codes=codes), exc)
+    assert_rejected(build(codes=codes), exc)
 
 
 def test_code_table_symbol_gap_past_alphabet():
     bits = C.eg_bits(2) + C.eg_bits(65534) + C.eg_bits(0)     # symbol 65000, then a gap past 65535
     codes = C.varint(1) + C.varint(65000) + C.varint(2) + C.payload(bits)
-    check(build(codes=codes), AdtCodeTableError)
+    assert_rejected(build(codes=codes), AdtCodeTableError)
 
 
 def test_code_length_zero_inside_list():
     bits = C.eg_bits(2) + C.eg_bits(0) + C.eg_bits(C.zigzag(-1))   # lengths 1 then 0
-    check(build(codes=C.varint(1) + C.varint(1) + C.varint(2) + C.payload(bits)), AdtCodeTableError)
+    assert_rejected(build(codes=C.varint(1) + C.varint(1) + C.varint(2) + C.payload(bits)), AdtCodeTableError)
 
 
 def test_biggest_code_table():
@@ -267,7 +267,7 @@ def test_biggest_code_table():
     hold four 16-bit codes. (Read by bitarray's C decoder: the suite's run time shows it is quick.)"""
     lengths = {s: 16 for s in range(65536)}
     codes = C.varint(1) + C.table(lengths)
-    check(build(codes=codes), AdtPayloadError)
+    assert_rejected(build(codes=codes), AdtPayloadError)
 
 
 # -- tensor table -------------------------------------------------------------------------------
@@ -287,13 +287,13 @@ B1 = struct.pack("<f", 1.0)
     ([C.group(4, 1.0)] * (L.MAX_GROUPS + 1), AdtLimitError),
 ])
 def test_bad_groups(groups, exc):
-    check(build(groups=groups), exc)
+    assert_rejected(build(groups=groups), exc)
 
 
 def test_group_count_lie():
     tens = C.varint(2) + GROUP + C.varint(0) + C.varint(1) + PARAM
     # the second "group" swallows the core count and the parameter: the section ends inside a field
-    check(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtTruncatedError)
+    assert_rejected(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtTruncatedError)
 
 
 @pytest.mark.parametrize("core,exc", [
@@ -308,7 +308,7 @@ def test_group_count_lie():
     (C.core(0, [2, 2], 1), AdtTableError),                    # group 1 of 1
 ])
 def test_bad_cores(core, exc):
-    check(build(cores=[core], params=[PARAM]), exc)
+    assert_rejected(build(cores=[core], params=[PARAM]), exc)
 
 
 @pytest.mark.parametrize("params,exc", [
@@ -328,17 +328,17 @@ def test_bad_cores(core, exc):
 def test_bad_params(params, exc):
     if exc is None:
         tens = C.varint(1) + GROUP + C.varint(0) + C.varint(L.MAX_PARAMS + 1)
-        check(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtLimitError)
+        assert_rejected(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtLimitError)
         return
-    check(build(params=params), exc)
+    assert_rejected(build(params=params), exc)
 
 
 def test_tucker_reshape_mismatch_and_unused_bytes():
     core = C.core(0, [1, 1], 0)
-    check(build(cores=[core], params=[C.tucker_param("x", [4], 0, 0, [2, 3])]), AdtTableError)
-    check(build(cores=[core], params=[C.tucker_param("x", [4], 0, 0, [2, 0])]), AdtLimitError)
+    assert_rejected(build(cores=[core], params=[C.tucker_param("x", [4], 0, 0, [2, 3])]), AdtTableError)
+    assert_rejected(build(cores=[core], params=[C.tucker_param("x", [4], 0, 0, [2, 0])]), AdtLimitError)
     tens = C.tensors([GROUP], [], [PARAM]) + b"\x00"
-    check(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtSectionError)
+    assert_rejected(C.assemble([(3, CODES), (4, tens), (5, PAY)]), AdtSectionError)
 
 
 def test_huge_dims_are_rejected_without_allocating():
@@ -354,15 +354,15 @@ def test_huge_dims_are_rejected_without_allocating():
     for data in cases:
         peak = _peak_of(lambda: pytest.raises(AdtError, read_adt, data))
         assert peak < 1 << 20, f"peak {peak} bytes"
-    check(cases[0], AdtLimitError)
-    check(cases[1], AdtLimitError)
+    assert_rejected(cases[0], AdtLimitError)
+    assert_rejected(cases[1], AdtLimitError)
     for data in cases[2:]:
-        check(data, AdtPayloadError if data is not cases[4] else AdtLimitError)
+        assert_rejected(data, AdtPayloadError if data is not cases[4] else AdtLimitError)
 
 
 # -- payload ------------------------------------------------------------------------------------
 def test_symbol_count_exceeds_8x_payload_bytes():
-    check(build(params=[C.plain_param("x", [9], 0)]), AdtPayloadError)   # 9 symbols, 1 byte
+    assert_rejected(build(params=[C.plain_param("x", [9], 0)]), AdtPayloadError)   # 9 symbols, 1 byte
 
 
 @pytest.mark.parametrize("pay,exc", [
@@ -371,24 +371,24 @@ def test_symbol_count_exceeds_8x_payload_bytes():
     (b"", AdtPayloadError),                              # no bits for 4 symbols
 ])
 def test_bad_payload(pay, exc):
-    check(build(pay=pay), exc)
+    assert_rejected(build(pay=pay), exc)
 
 
 def test_codes_run_out():
     # 5 symbols of at most 2 bits fit in 8 bits only if one is the 1-bit code; "11" x 4 leaves none
-    check(build(params=[C.plain_param("x", [5], 0)], pay=C.payload("11111111")), AdtPayloadError)
+    assert_rejected(build(params=[C.plain_param("x", [5], 0)], pay=C.payload("11111111")), AdtPayloadError)
 
 
 def test_symbol_beyond_group_q():
     # table covers symbols 1..4; the group has Q = 4 levels (0..3); the payload codes symbol 4
     codes = C.varint(1) + C.table({1: 2, 2: 2, 3: 2, 4: 2})
-    check(build(codes=codes, pay=C.payload("00" + "01" + "10" + "11")), AdtPayloadError)
+    assert_rejected(build(codes=codes, pay=C.payload("00" + "01" + "10" + "11")), AdtPayloadError)
 
 
 def test_one_symbol_code_rejects_bit_one():
     codes = C.varint(1) + C.table({2: 1})
     assert read_adt(build(codes=codes, pay=C.payload("0000"))).param("x").symbols.tolist() == [2] * 4
-    check(build(codes=codes, pay=C.payload("0010")), AdtPayloadError)
+    assert_rejected(build(codes=codes, pay=C.payload("0010")), AdtPayloadError)
 
 
 # -- no other exception type escapes, on random corruption --------------------------------------

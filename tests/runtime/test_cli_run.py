@@ -23,7 +23,7 @@ def adt(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
-def one_line_error(out, cmd: str, match: str) -> str:
+def assert_one_line_error(out, cmd: str, match: str) -> str:
     assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
@@ -117,14 +117,14 @@ def test_run_mnist_from_adt_data_and_flat_mlp_input(tmp_path, mnist_dir):
 ])
 def test_run_errors_are_one_line(files, args, match):
     d, _ = files
-    one_line_error(adt("run", *[a.format(d=d) for a in args]), "run", match)
+    assert_one_line_error(adt("run", *[a.format(d=d) for a in args]), "run", match)
 
 
 def test_run_mnist_without_dir_or_env(files):
     d, _ = files
     env = {k: v for k, v in os.environ.items() if k != "ADT_DATA"}
     out = subprocess.run(CLI + ["run", str(d / "lenet.adt"), "--mnist"], capture_output=True, text=True, env=env)
-    one_line_error(out, "run", "set ADT_DATA")
+    assert_one_line_error(out, "run", "set ADT_DATA")
 
 
 def test_run_needs_input_or_mnist(files):
@@ -147,6 +147,6 @@ def test_to_onnx(files, tmp_path):
 
 def test_to_onnx_errors(files, tmp_path):
     d, _ = files
-    one_line_error(adt("to-onnx", d / "weights.adt", "-o", tmp_path / "m.onnx"), "to-onnx", "no architecture section")
-    one_line_error(adt("to-onnx", d / "missing.adt", "-o", tmp_path / "m.onnx"), "to-onnx", "is not a file")
+    assert_one_line_error(adt("to-onnx", d / "weights.adt", "-o", tmp_path / "m.onnx"), "to-onnx", "no architecture section")
+    assert_one_line_error(adt("to-onnx", d / "missing.adt", "-o", tmp_path / "m.onnx"), "to-onnx", "is not a file")
     assert not (tmp_path / "m.onnx").exists()

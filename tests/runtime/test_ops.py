@@ -35,7 +35,7 @@ def build(node, feeds: dict, opset: int = 17, inits: dict | None = None, out_typ
     return m
 
 
-def check(node, feeds: dict, opset: int = 17, inits: dict | None = None, weights: dict | None = None,
+def assert_matches_reference(node, feeds: dict, opset: int = 17, inits: dict | None = None, weights: dict | None = None,
           rtol: float = 1e-5, against: str = "reference"):
     """Run ``node`` in the reference evaluator (or onnxruntime, where the reference lacks an op
     version) and in the NumPy engine; ``weights`` are passed to the engine the way the runtime passes
@@ -82,12 +82,12 @@ CONV_CASES = [
 def test_conv(xs, ws, attrs, bias):
     ins = ["x", "w"] + (["b"] if bias else [])
     weights = {"w": f32(*ws)} | ({"b": f32(ws[0])} if bias else {})
-    check(helper.make_node("Conv", ins, ["y"], **attrs), {"x": f32(*xs)}, weights=weights)
+    assert_matches_reference(helper.make_node("Conv", ins, ["y"], **attrs), {"x": f32(*xs)}, weights=weights)
 
 
 def test_conv_weight_as_graph_input():
     """A weight fed at run time (not a constant) goes through the same path."""
-    check(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), {"x": f32(2, 3, 6, 6), "w": f32(2, 3, 3, 3)})
+    assert_matches_reference(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), {"x": f32(2, 3, 6, 6), "w": f32(2, 3, 3, 3)})
 
 
 # -- pooling ---------------------------------------------------------------------------------------
@@ -106,31 +106,31 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("attrs,xs", POOL_CASES)
 def test_maxpool(attrs, xs):
-    check(helper.make_node("MaxPool", ["x"], ["y"], **attrs), {"x": f32(*xs)})
+    assert_matches_reference(helper.make_node("MaxPool", ["x"], ["y"], **attrs), {"x": f32(*xs)})
 
 
 def test_maxpool_dilations():
-    check(helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1]),
+    assert_matches_reference(helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1]),
           {"x": f32(2, 2, 9, 9)})
 
 
 @pytest.mark.parametrize("include_pad", [0, 1])
 @pytest.mark.parametrize("attrs,xs", POOL_CASES)
 def test_averagepool(attrs, xs, include_pad):
-    check(helper.make_node("AveragePool", ["x"], ["y"], count_include_pad=include_pad, **attrs), {"x": f32(*xs)})
+    assert_matches_reference(helper.make_node("AveragePool", ["x"], ["y"], count_include_pad=include_pad, **attrs), {"x": f32(*xs)})
 
 
 @pytest.mark.parametrize("op,xs", [("GlobalAveragePool", (2, 3, 5, 4)), ("GlobalAveragePool", (3, 4, 7)),
                                    ("GlobalAveragePool", (1, 2, 3, 4, 5)), ("GlobalMaxPool", (2, 3, 5, 4))])
 def test_global_pool(op, xs):
-    check(helper.make_node(op, ["x"], ["y"]), {"x": f32(*xs)})
+    assert_matches_reference(helper.make_node(op, ["x"], ["y"]), {"x": f32(*xs)})
 
 
 @pytest.mark.parametrize("xs", [(3, 4, 7), (1, 2, 3, 4, 5)])
 def test_global_maxpool_other_ranks_against_onnxruntime(xs):
     """onnx 1.2x's reference GlobalMaxPool reduces the wrong axes unless there are exactly two spatial
     dims, so these ranks are checked against onnxruntime instead."""
-    got = check(helper.make_node("GlobalMaxPool", ["x"], ["y"]), {"x": f32(*xs)}, against="onnxruntime")[0]
+    got = assert_matches_reference(helper.make_node("GlobalMaxPool", ["x"], ["y"]), {"x": f32(*xs)}, against="onnxruntime")[0]
     assert got.shape == xs[:2] + (1,) * (len(xs) - 2)
 
 
@@ -146,32 +146,32 @@ def test_global_maxpool_other_ranks_against_onnxruntime(xs):
 def test_gemm(attrs, a, b, c):
     ins = ["a", "b"] + (["c"] if c else [])
     weights = {"b": f32(*b)} | ({"c": f32(*c)} if c else {})
-    check(helper.make_node("Gemm", ins, ["y"], **attrs), {"a": f32(*a)}, weights=weights)
+    assert_matches_reference(helper.make_node("Gemm", ins, ["y"], **attrs), {"a": f32(*a)}, weights=weights)
 
 
 @pytest.mark.parametrize("a,b", [((4, 5), (5, 3)), ((2, 4, 5), (5, 3)), ((2, 1, 4, 5), (3, 5, 2)), ((5,), (5, 3))])
 def test_matmul(a, b):
-    check(helper.make_node("MatMul", ["a", "b"], ["y"]), {"a": f32(*a), "b": f32(*b)})
+    assert_matches_reference(helper.make_node("MatMul", ["a", "b"], ["y"]), {"a": f32(*a), "b": f32(*b)})
 
 
 # -- elementwise -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
 @pytest.mark.parametrize("a,b", [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 3, 4)), ((2, 3), ())])
 def test_binary(op, a, b):
-    check(helper.make_node(op, ["a", "b"], ["y"]), {"a": f32(*a), "b": f32(*b) + np.float32(3.0)})
+    assert_matches_reference(helper.make_node(op, ["a", "b"], ["y"]), {"a": f32(*a), "b": f32(*b) + np.float32(3.0)})
 
 
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
 def test_binary_int64(op):
     """Shape arithmetic: ONNX integer Div truncates toward zero."""
-    check(helper.make_node(op, ["a", "b"], ["y"]), {"a": i64([7, -7, 6, -6, 0, 9]), "b": i64([2, 2, -4, -4, 3, -2])})
+    assert_matches_reference(helper.make_node(op, ["a", "b"], ["y"]), {"a": i64([7, -7, 6, -6, 0, 9]), "b": i64([2, 2, -4, -4, 3, -2])})
 
 
 @pytest.mark.parametrize("op,attrs", [("Relu", {}), ("Sigmoid", {}), ("Tanh", {}), ("LeakyRelu", {}),
                                       ("LeakyRelu", {"alpha": 0.2}), ("Identity", {})])
 def test_unary(op, attrs):
     x = f32(3, 4, 5) * np.float32(20)  # large values: Sigmoid must not overflow
-    check(helper.make_node(op, ["x"], ["y"], **attrs), {"x": x})
+    assert_matches_reference(helper.make_node(op, ["x"], ["y"], **attrs), {"x": x})
 
 
 @pytest.mark.parametrize("lo,hi", [(-0.5, 0.5), (0.0, None), (None, 6.0)])
@@ -186,11 +186,11 @@ def test_clip(lo, hi):
         ins[2] = "hi"
     while ins[-1] == "":
         ins.pop()
-    check(helper.make_node("Clip", ins, ["y"]), {"x": f32(4, 5) * np.float32(8)}, inits=inits)
+    assert_matches_reference(helper.make_node("Clip", ins, ["y"]), {"x": f32(4, 5) * np.float32(8)}, inits=inits)
 
 
 def test_clip_opset6_attributes():
-    check(helper.make_node("Clip", ["x"], ["y"], min=-1.0, max=0.5), {"x": f32(4, 5)}, opset=6)
+    assert_matches_reference(helper.make_node("Clip", ["x"], ["y"], min=-1.0, max=0.5), {"x": f32(4, 5)}, opset=6)
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
@@ -200,7 +200,7 @@ def test_softmax(op, opset, axis, xs):
     """Opsets < 13 normalise over the flattened tail from ``axis`` (default 1); onnx's reference only
     implements the opset-13 form, so those cases are checked against onnxruntime."""
     attrs = {} if axis is None else {"axis": axis}
-    check(helper.make_node(op, ["x"], ["y"], **attrs), {"x": f32(*xs) * np.float32(10)}, opset=opset,
+    assert_matches_reference(helper.make_node(op, ["x"], ["y"], **attrs), {"x": f32(*xs) * np.float32(10)}, opset=opset,
           against="reference" if opset >= 13 else "onnxruntime")
 
 
@@ -208,31 +208,31 @@ def test_softmax(op, opset, axis, xs):
 def test_batchnorm(xs, eps):
     c = xs[1]
     weights = {"s": f32(c), "bias": f32(c), "mean": f32(c), "var": RNG.uniform(0.1, 2.0, c).astype(np.float32)}
-    check(helper.make_node("BatchNormalization", ["x", "s", "bias", "mean", "var"], ["y"], epsilon=eps),
+    assert_matches_reference(helper.make_node("BatchNormalization", ["x", "s", "bias", "mean", "var"], ["y"], epsilon=eps),
           {"x": f32(*xs)}, weights=weights)
 
 
 def test_dropout_is_identity_at_inference():
-    check(helper.make_node("Dropout", ["x"], ["y"]), {"x": f32(3, 4)})
+    assert_matches_reference(helper.make_node("Dropout", ["x"], ["y"]), {"x": f32(3, 4)})
 
 
 # -- shape ops -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1, -3])
 def test_flatten(axis):
-    check(helper.make_node("Flatten", ["x"], ["y"], axis=axis), {"x": f32(2, 3, 4, 5)})
+    assert_matches_reference(helper.make_node("Flatten", ["x"], ["y"], axis=axis), {"x": f32(2, 3, 4, 5)})
 
 
 @pytest.mark.parametrize("shape,allowzero", [([-1, 20], 0), ([0, -1], 0), ([2, 0, 5, 4], 0), ([0, 3, -1], 0),
                                              ([4, 30], 0), ([-1], 0), ([2, 3, 20], 1)])
 def test_reshape(shape, allowzero):
     attrs = {"allowzero": allowzero} if allowzero else {}
-    check(helper.make_node("Reshape", ["x", "s"], ["y"], **attrs), {"x": f32(2, 3, 4, 5)}, inits={"s": i64(shape)})
+    assert_matches_reference(helper.make_node("Reshape", ["x", "s"], ["y"], **attrs), {"x": f32(2, 3, 4, 5)}, inits={"s": i64(shape)})
 
 
 @pytest.mark.parametrize("perm", [None, [0, 2, 1, 3], [3, 0, 2, 1]])
 def test_transpose(perm):
     attrs = {} if perm is None else {"perm": perm}
-    check(helper.make_node("Transpose", ["x"], ["y"], **attrs), {"x": f32(2, 3, 4, 5)})
+    assert_matches_reference(helper.make_node("Transpose", ["x"], ["y"], **attrs), {"x": f32(2, 3, 4, 5)})
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
@@ -242,36 +242,36 @@ def test_concat(axis):
     for i, s in enumerate(shapes):
         s[axis] = i + 1
     feeds = {f"x{i}": f32(*s) for i, s in enumerate(shapes)}
-    check(helper.make_node("Concat", list(feeds), ["y"], axis=axis), feeds)
+    assert_matches_reference(helper.make_node("Concat", list(feeds), ["y"], axis=axis), feeds)
 
 
 @pytest.mark.parametrize("attrs", [{}, {"start": 1}, {"end": -1}, {"start": -2, "end": 3}])
 def test_shape(attrs):
-    check(helper.make_node("Shape", ["x"], ["y"], **attrs), {"x": f32(2, 3, 4, 5)}, opset=17)
+    assert_matches_reference(helper.make_node("Shape", ["x"], ["y"], **attrs), {"x": f32(2, 3, 4, 5)}, opset=17)
 
 
 @pytest.mark.parametrize("axis,idx", [(0, [1, 0]), (1, [[2, -1], [0, 1]]), (-1, 3), (2, [-4, 0])])
 def test_gather(axis, idx):
-    check(helper.make_node("Gather", ["x", "i"], ["y"], axis=axis), {"x": f32(2, 3, 4)}, inits={"i": i64(idx)})
+    assert_matches_reference(helper.make_node("Gather", ["x", "i"], ["y"], axis=axis), {"x": f32(2, 3, 4)}, inits={"i": i64(idx)})
 
 
 @pytest.mark.parametrize("axes", [[0], [1, -1], [0, 3]])
 def test_unsqueeze(axes):
-    check(helper.make_node("Unsqueeze", ["x", "a"], ["y"]), {"x": f32(2, 3)}, inits={"a": i64(axes)})
+    assert_matches_reference(helper.make_node("Unsqueeze", ["x", "a"], ["y"]), {"x": f32(2, 3)}, inits={"a": i64(axes)})
 
 
 def test_unsqueeze_opset11_attribute():
-    check(helper.make_node("Unsqueeze", ["x"], ["y"], axes=[0, 2]), {"x": f32(2, 3)}, opset=11)
+    assert_matches_reference(helper.make_node("Unsqueeze", ["x"], ["y"], axes=[0, 2]), {"x": f32(2, 3)}, opset=11)
 
 
 @pytest.mark.parametrize("axes", [None, [1], [-1, 1]])
 def test_squeeze(axes):
     ins, inits = (["x"], {}) if axes is None else (["x", "a"], {"a": i64(axes)})
-    check(helper.make_node("Squeeze", ins, ["y"]), {"x": f32(2, 1, 3, 1)}, inits=inits)
+    assert_matches_reference(helper.make_node("Squeeze", ins, ["y"]), {"x": f32(2, 1, 3, 1)}, inits=inits)
 
 
 def test_squeeze_opset11_attribute():
-    check(helper.make_node("Squeeze", ["x"], ["y"], axes=[1]), {"x": f32(2, 1, 3)}, opset=11)
+    assert_matches_reference(helper.make_node("Squeeze", ["x"], ["y"], axes=[1]), {"x": f32(2, 1, 3)}, opset=11)
 
 
 @pytest.mark.parametrize("attr,value", [
@@ -280,7 +280,7 @@ def test_squeeze_opset11_attribute():
     ("value_float", 2.5), ("value_floats", [1.0, -2.0]), ("value_int", 7), ("value_ints", [1, -1, 4]),
 ])
 def test_constant(attr, value):
-    check(helper.make_node("Constant", [], ["y"], **{attr: value}), {})
+    assert_matches_reference(helper.make_node("Constant", [], ["y"], **{attr: value}), {})
 
 
 def test_shape_gather_unsqueeze_concat_reshape_chain():
@@ -359,7 +359,7 @@ def test_conv_random_geometry(geom, seed):
     if bias:
         weights["b"] = rng.standard_normal(ws[0]).astype(np.float32)
     x = rng.standard_normal((n, c, *size)).astype(np.float32)
-    check(helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["y"], **attrs), {"x": x}, weights=weights)
+    assert_matches_reference(helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["y"], **attrs), {"x": x}, weights=weights)
 
 
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.sampled_from(["MaxPool", "AveragePool"]),
@@ -377,5 +377,5 @@ def test_pool_random_geometry(k, stride, extra, pad, op, ceil, seed):
     # gives other values everywhere (onnxruntime and PyTorch agree with each other and with this
     # engine). ceil_mode cases are therefore checked against onnxruntime.
     against = "onnxruntime" if ceil else "reference"
-    check(helper.make_node(op, ["x"], ["y"], **attrs), {"x": rng.standard_normal((2, 2, size, size + 1)).astype(np.float32)},
+    assert_matches_reference(helper.make_node(op, ["x"], ["y"], **attrs), {"x": rng.standard_normal((2, 2, size, size + 1)).astype(np.float32)},
           against=against)

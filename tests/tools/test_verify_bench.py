@@ -23,7 +23,7 @@ def adt(*args, **kw):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
 
 
-def one_line_error(out, cmd: str) -> str:
+def assert_one_line_error(out, cmd: str) -> str:
     assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
@@ -67,7 +67,7 @@ def test_verify_catches_a_flipped_bit(tiny):
     data = bytearray(tiny.read_bytes())
     data[len(data) - 10] ^= 0x01
     tiny.write_bytes(bytes(data))
-    line = one_line_error(adt("verify", tiny), "verify")
+    line = assert_one_line_error(adt("verify", tiny), "verify")
     assert "checksum:" in line and "CRC-32" in line
 
 
@@ -78,7 +78,7 @@ def test_verify_catches_bad_payload_with_valid_crc(tiny):
     assert f.payload_bits % 8, "the fixture must have padding bits"
     data[payload.offset + payload.length - 1] |= 0x01  # a padding bit set: invalid, CRC made valid
     tiny.write_bytes(recrc(data))
-    line = one_line_error(adt("verify", tiny), "verify")
+    line = assert_one_line_error(adt("verify", tiny), "verify")
     assert "decode:" in line and "payload" in line
 
 
@@ -98,12 +98,12 @@ def test_verify_catches_an_unrunnable_architecture(tmp_path):
     w.add_plain("w", np.arange(8, dtype=np.uint16).reshape(2, 4), gi)
     path = tmp_path / "erf.adt"
     w.write(path)
-    line = one_line_error(adt("verify", path), "verify")
+    line = assert_one_line_error(adt("verify", path), "verify")
     assert "forward:" in line and "Erf" in line
 
 
 def test_verify_missing_file(tmp_path):
-    one_line_error(adt("verify", tmp_path / "nope.adt"), "verify")
+    assert_one_line_error(adt("verify", tmp_path / "nope.adt"), "verify")
 
 
 def test_bench_small_file_json(tiny):
@@ -129,16 +129,16 @@ def test_bench_threads_runs_in_a_limited_child(tiny):
     r = json.loads(out.stdout)
     assert r["threads"] == 1 and r["memory"] is None
     assert r["engines"]["numpy"]["batch64_s"] > 0
-    line = one_line_error(adt("bench", tiny, "--threads", "0"), "bench")
+    line = assert_one_line_error(adt("bench", tiny, "--threads", "0"), "bench")
     assert "--threads" in line
 
 
 def test_bench_needs_an_architecture(tmp_path):
     path = tmp_path / "m.adt"
     path.write_bytes(mixed_file())
-    line = one_line_error(adt("bench", path, "--repeats", "1"), "bench")
+    line = assert_one_line_error(adt("bench", path, "--repeats", "1"), "bench")
     assert "no architecture" in line
-    one_line_error(adt("bench", path, "--repeats", "0"), "bench")
+    assert_one_line_error(adt("bench", path, "--repeats", "0"), "bench")
 
 
 @pytest.mark.parametrize("cmd", ["inspect", "verify", "bench"])
@@ -175,9 +175,9 @@ def _huge_file(tucker: bool) -> bytes:
 def test_verify_catches_non_finite_weights_and_outputs(tmp_path):
     path = tmp_path / "huge.adt"
     path.write_bytes(_huge_file(tucker=True))
-    line = one_line_error(adt("verify", path), "verify")
+    line = assert_one_line_error(adt("verify", path), "verify")
     assert "rebuild:" in line and "fc1.weight" in line and "non-finite" in line
     path.write_bytes(_huge_file(tucker=False))
     # A zero input still meets the biases: relu(fc1.bias) = 1.5e38, and fc2 sums 8 of them times 1.5e38.
-    line = one_line_error(adt("verify", path), "verify")
+    line = assert_one_line_error(adt("verify", path), "verify")
     assert "forward:" in line and "non-finite" in line
