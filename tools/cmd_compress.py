@@ -82,6 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01, the paper's MNIST value)")
     d.add_argument("--lr-decay", type=float, default=3.0, help="divide the learning rate by this ... (default 3)")
     d.add_argument("--decay-every", type=int, default=15, help="... every this many epochs (default 15)")
+    d.add_argument("--schedule", choices=("step", "cosine"), default="step",
+                   help="learning-rate schedule: step (the paper's: --lr-decay every --decay-every epochs) or "
+                        "cosine (from --lr to 0 over --epochs; ADT's LeNet-5 reproduction uses it)")
+    d.add_argument("--weight-decay", type=float, default=0.0,
+                   help="AdamW decoupled weight decay (default 0: plain Adam, the paper's; ADT's LeNet-300 uses 0.05)")
+    d.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="cross-entropy label smoothing in [0, 1) (default 0; ADT's LeNet-300 uses 0.1); QAT uses it too")
     d.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     d.add_argument("--seed", type=int, default=0, help="seed for init, data order and subset (default 0)")
     d.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: LeNet-sized layers run faster on one thread than on two contended ones; raise it for big models)")
@@ -135,6 +142,10 @@ def _check(args: argparse.Namespace) -> None:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.lr <= 0 or args.qat_lr <= 0 or args.lr_decay <= 0:
         raise CommandError("--lr, --qat-lr and --lr-decay must be positive")
+    if args.weight_decay < 0:
+        raise CommandError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if not 0 <= args.label_smoothing < 1:
+        raise CommandError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     for name in ("plan", "from_checkpoint"):
         v = getattr(args, name)
         if v is not None and not Path(v).is_file():
@@ -257,11 +268,14 @@ def run(args: argparse.Namespace) -> int:
         if args.epochs:
             cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
                               decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
-                              checkpoint=args.checkpoint, resume=args.resume, threads=args.threads)
+                              checkpoint=args.checkpoint, resume=args.resume, threads=args.threads,
+                              schedule=args.schedule, weight_decay=args.weight_decay,
+                              label_smoothing=args.label_smoothing)
             train_res = train(model, train_loader, cfg, test_loader=None, progress=progress)
         if args.qat_epochs:
             qat_res = qat_finetune(model, train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
-                                   q=q, b=b, groups=args.groups, b_rule=args.b_rule)
+                                   label_smoothing=args.label_smoothing, q=q, b=b, groups=args.groups,
+                                   b_rule=args.b_rule)
     train_time = time.perf_counter() - t0
 
     report = export_adt(

@@ -98,7 +98,7 @@ for _r, _ep in (("lenet300-ada", 60), ("lenet300-scada", 60)):
 for _r in ("lenet5-ada", "lenet5-scada"):
     ROWS[f"{_r}-cos"] = RunSpec(f"{_r}-cos", "lenet5", ROWS[_r].method, preset=ROWS[_r].preset, epochs=40,
                                 schedule="cosine", table_row=_r, note="cosine schedule, 40 epochs")
-# Longer versions of both recipes (the float error was still falling at the end of the shorter ones).
+# Longer versions of both recipes, to test whether more epochs help (they did not: NOTES.md rows 15-16).
 ROWS["lenet300-ada-v2-100"] = replace(ROWS["lenet300-ada-v2"], name="lenet300-ada-v2-100", epochs=100,
                                       note=V2["note"] + ", 100 epochs")
 ROWS["lenet5-ada-cos60"] = replace(ROWS["lenet5-ada-cos"], name="lenet5-ada-cos60", epochs=60,

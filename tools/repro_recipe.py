@@ -16,13 +16,15 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adt.exporter.models import MODELS
+
     from .repro_presets import ALL_RUNS
     from .repro_train import train_run
 
     ap = argparse.ArgumentParser(prog="python -m adt.tools.repro_recipe", description=__doc__.splitlines()[0])
     ap.add_argument("run", choices=sorted(ALL_RUNS), help="the run whose model and plan are trained")
     ap.add_argument("--tag", required=True, help="name of this probe (the log is recipe-RUN-TAG-sSEED.json)")
-    ap.add_argument("--model", help="built-in model instead of the run's (e.g. lenet5-relu)")
+    ap.add_argument("--model", choices=sorted(MODELS), help="built-in model instead of the run's (e.g. lenet5-relu)")
     ap.add_argument("--epochs", type=int, help="epochs (default: the run's)")
     ap.add_argument("--decay-every", type=int, help="step schedule: divide lr by 3 every N epochs")
     ap.add_argument("--schedule", choices=("step", "cosine"), help="learning-rate schedule")

@@ -96,6 +96,8 @@ def test_subprocess_errors_are_one_line(tmp_path, mnist_dir):
     (["--preset", "lenet5-ada", "--resume"], "--checkpoint"),
     (["--preset", "lenet5-ada", "--epochs", "-1"], "--epochs"),
     (["--target", "10"], "too small"),
+    (["--preset", "lenet5-ada", "--weight-decay", "-0.1"], "--weight-decay"),
+    (["--preset", "lenet5-ada", "--label-smoothing", "1"], "--label-smoothing"),
 ])
 def test_bad_options_one_line(argv, needle, tmp_path, mnist_dir, capsys):
     code = main(["compress", "--data", str(mnist_dir), "--epochs", "0", *argv, "-o", str(tmp_path / "x.adt")])
@@ -126,6 +128,21 @@ def test_compress_tiny_run(tmp_path, mnist_dir, capsys):
     assert sum(p.encoding == ENC_TUCKER for p in f.params) == 4
     assert [g.q for g in f.groups] == [256, 256, 32]
     assert (tmp_path / "ck.pt").is_file()
+
+
+def test_compress_with_the_lenet300_recipe(tmp_path, mnist_dir, capsys):
+    """--schedule/--weight-decay/--label-smoothing reach the training loop (its checkpoint records them)."""
+    import torch
+
+    ck = tmp_path / "ck.pt"
+    code = main(["compress", "--data", str(mnist_dir), "--model", "lenet300", "--preset", "lenet300-ada", "--epochs", "2",
+                 "--subset", "512", "--schedule", "cosine", "--weight-decay", "0.05", "--label-smoothing", "0.1",
+                 "--checkpoint", str(ck), "-o", str(tmp_path / "r.adt"), "--json"])
+    assert code == 0
+    state = torch.load(ck, weights_only=False)
+    assert state["config"]["schedule"] == "cosine" and state["config"]["weight_decay"] == 0.05
+    assert state["config"]["label_smoothing"] == 0.1
+    assert state["result"]["lrs"] == [0.01, 0.005]  # cosine over 2 epochs: lr, then lr/2
 
 
 def test_compress_from_dense_checkpoint_hooi(tmp_path, mnist_dir, capsys):
