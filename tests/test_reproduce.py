@@ -71,3 +71,17 @@ def test_recipe_probe_logs_its_recipe_and_lands_in_the_report(tmp_path, mnist_di
 def test_recipe_label_of_the_paper_schedule():
     assert recipe_label({"decay_every": 10, "lr": 0.01}) == "step/10"
     assert recipe_label({"decay_every": 3, "lr": 0.003, "model": "lenet5-relu"}) == "step/3 lr0.003 conv-ReLU"
+
+
+@pytest.mark.parametrize("argv,needle", [(["--smooth", "1.0"], "label_smoothing"), (["--wd", "-1"], "weight_decay"),
+                                         (["--data", "/no/such/mnist"], "/no/such/mnist")])
+def test_recipe_probe_bad_input_is_one_line(argv, needle, tmp_path, mnist_dir, capsys):
+    from adt.tools import repro_recipe
+
+    args = ["lenet300-ada", "--tag", "bad", "--epochs", "1", "--subset", "256", "--out", str(tmp_path)]
+    if "--data" not in argv:
+        args += ["--data", str(mnist_dir)]
+    assert repro_recipe.main(args + argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "logs").exists()

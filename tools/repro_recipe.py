@@ -16,7 +16,9 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adt.exporter.errors import TrainConfigError
     from adt.exporter.models import MODELS
+    from adt.runtime.format import AdtError
 
     from .repro_presets import ALL_RUNS
     from .repro_train import train_run
@@ -47,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     name = f"recipe-{args.run}-{args.tag}"
     spec = replace(ALL_RUNS[args.run], name=name, **changes)
     ckpt = args.out / "ckpt" / f"{name}-s{args.seed}.ckpt"
-    log = train_run(spec, args.seed, args.data, ckpt, threads=args.threads, eval_every_epoch=True, subset=args.subset)
+    try:
+        log = train_run(spec, args.seed, args.data, ckpt, threads=args.threads, eval_every_epoch=True,
+                        subset=args.subset)
+    except (AdtError, TrainConfigError) as exc:  # bad knob or missing data: one line, no traceback
+        print(f"repro_recipe: {exc}", file=sys.stderr)
+        return 1
     if not args.keep:
         ckpt.unlink(missing_ok=True)
     log["changes"] = changes
