@@ -40,6 +40,10 @@ class TrainConfig:
     schedule: str = "step"       # "step" (divide by lr_decay every decay_every epochs) | "cosine" (to 0)
     weight_decay: float = 0.0    # decoupled (AdamW) weight decay on every trainable parameter
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    # Knowledge distillation (Hinton et al. 2015; not in the paper): with a ``teacher`` passed to
+    # :func:`train`, loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T).
+    distill_alpha: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 0), ("lr", self.lr > 0), ("batch_size", self.batch_size >= 1),
@@ -48,7 +52,9 @@ class TrainConfig:
                   ("threads", self.threads is None or self.threads >= 1),
                   ("schedule", self.schedule in ("step", "cosine")),
                   ("weight_decay", self.weight_decay >= 0),
-                  ("label_smoothing", 0 <= self.label_smoothing < 1)]
+                  ("label_smoothing", 0 <= self.label_smoothing < 1),
+                  ("distill_alpha", 0 <= self.distill_alpha <= 1),
+                  ("distill_temperature", self.distill_temperature > 0)]
         for name, ok in checks:
             if not ok:
                 raise TrainConfigError(f"TrainConfig.{name} is out of range: {getattr(self, name)!r}")
@@ -90,7 +96,7 @@ def _config_key(cfg: TrainConfig) -> dict[str, Any]:
     # what must match for a resume to be the same run (epochs may grow, paths may move)
     return {k: v for k, v in dataclasses.asdict(cfg).items()
             if k in ("lr", "batch_size", "lr_decay", "decay_every", "seed", "schedule", "weight_decay",
-                     "label_smoothing")}
+                     "label_smoothing", "distill_alpha", "distill_temperature")}
 
 
 def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -106,6 +112,23 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_s
     return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.decay_every), gamma=1.0 / cfg.lr_decay)
 
 
+class DistillLoss(nn.Module):
+    """``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))``.
+
+    The T^2 factor keeps the soft term's gradient scale independent of T (Hinton et al. 2015)."""
+
+    def __init__(self, alpha: float, temperature: float, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.alpha, self.t = float(alpha), float(temperature)
+        self.ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        soft = nn.functional.kl_div(nn.functional.log_softmax(student / self.t, dim=1),
+                                    nn.functional.log_softmax(teacher / self.t, dim=1),
+                                    reduction="batchmean", log_target=True)
+        return (1 - self.alpha) * self.ce(student, labels) + self.alpha * self.t ** 2 * soft
+
+
 def _save(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -113,8 +136,11 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 
 
 def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loader: Iterable | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train ``model`` in place with cross-entropy and return a :class:`TrainResult`."""
+          progress: bool = True, teacher: nn.Module | None = None) -> TrainResult:
+    """Train ``model`` in place with cross-entropy and return a :class:`TrainResult`.
+
+    ``teacher``: a trained model whose logits the student also matches (``cfg.distill_alpha`` > 0);
+    it is run in eval mode without gradients and never updated."""
     from tqdm.auto import tqdm
 
     if cfg.threads:
@@ -143,7 +169,15 @@ def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loade
                 pickle.UnpicklingError) as exc:
             raise CheckpointError(f"cannot resume from {str(ckpt)!r}: {str(exc).splitlines()[0]}") from None
         start_epoch = result.epochs_done
+    if (teacher is None) != (cfg.distill_alpha == 0):
+        raise TrainConfigError("TrainConfig.distill_alpha > 0 needs a teacher model, and a teacher needs "
+                               f"distill_alpha > 0 (got alpha {cfg.distill_alpha}, teacher "
+                               f"{'given' if teacher is not None else 'none'})")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    distill = (DistillLoss(cfg.distill_alpha, cfg.distill_temperature, cfg.label_smoothing)
+               if teacher is not None else None)
+    if teacher is not None:
+        teacher.eval()
     t0 = time.perf_counter() - result.wall_time
     gen = getattr(train_loader, "adt_generator", None)
     model.train()
@@ -159,7 +193,12 @@ def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loade
         running, count = 0.0, 0
         for x, y in bar:
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            if distill is not None:
+                with torch.no_grad():
+                    soft_targets = teacher(x)
+                loss = distill(model(x), soft_targets, y)
+            else:
+                loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
             value = float(loss.detach())

@@ -85,3 +85,36 @@ def test_recipe_probe_bad_input_is_one_line(argv, needle, tmp_path, mnist_dir, c
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "logs").exists()
+
+
+def test_the_nine_2p6k_settings_are_runs_with_the_printed_counts():
+    from adt.exporter import build_model, model_params
+    from adt.tools.repro_paramcount import combo_tag
+    from adt.tools.repro_presets import ROWS
+    from adt.tools.repro_train import run_plan
+
+    found = combos(166)
+    assert len(found) == 9
+    for cols, total in found:
+        spec = ROWS[f"lenet5-ada-{combo_tag(cols)}"]
+        n = model_params(build_model("lenet5"), run_plan(spec))
+        # Table 7's FC2 "6d" column prints a total 4 above what its printed shapes give (120 vs 116)
+        assert n == total - (4 if cols["fc2"] == "6d" else 0), spec.name
+        assert round(431_080 / n) == 166
+    assert run_plan(ROWS["lenet5-ada-o4545"]) == run_plan(ROWS["lenet5-ada"])  # the preset is one of them
+
+
+def test_recipe_probe_with_a_teacher_trains_and_logs_it(tmp_path, mnist_dir):
+    from adt.tools import repro_recipe
+
+    rc = repro_recipe.main(["lenet300-ada-kd", "--tag", "kd", "--epochs", "1", "--subset", "512",
+                            "--data", str(mnist_dir), "--out", str(tmp_path)])
+    assert rc == 0
+    teacher_log = json.loads((tmp_path / "logs" / "train-lenet300-dense-s0.json").read_text())
+    assert teacher_log["stored_params"] == 266_610 and teacher_log["teacher"] is None
+    assert (tmp_path / "ckpt" / "lenet300-dense-s0.ckpt").exists()  # reused by every student seed
+    log = json.loads((tmp_path / "logs" / "recipe-lenet300-ada-kd-kd-s0.json").read_text())
+    assert log["teacher"] == "lenet300-dense" and log["distill_alpha"] == 0.9 and log["stored_params"] == 4096
+    assert recipe_label(log) == "cos wd0.05 ls0.1 KD a0.9 T4"
+    assert repro_recipe.main(["lenet300-ada", "--tag", "x", "--alpha", "0.5", "--epochs", "1", "--subset", "256",
+                              "--data", str(mnist_dir), "--out", str(tmp_path)]) == 1  # a weight without a teacher

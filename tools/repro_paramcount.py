@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import itertools
 
-from adt.exporter import PRESETS, build_model, model_params
-
 LENET5_DENSE = 431_080    # 20-50-500-10 incl. biases
 LENET300_DENSE = 266_610  # 784-300-100-10 incl. biases
 BASE = 2980
@@ -24,6 +22,29 @@ PRINTED = {  # the "#(Param.)" rows of Tables 4-7, by column
     "fc2": dict(zip(("orig", "2d", "3d", "4d", "5d", "6d"), (7580, 5676, 2980, 3016, 2907, 2700))),
 }
 BASE_COL = {"conv1": "2d", "conv2": "3d", "fc1": "4d", "fc2": "3d"}
+# The (reshape, core) of every ADA column of Tables 4-7 ("orig" is the dense layer and has none).
+# FC1 "6d" prints a 5-entry core for a 6-way reshape; 3^6 is the core that gives its printed total.
+COLUMNS: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
+    "conv1": {"2d": ((25, 20), (5, 5)), "3d": ((20, 5, 5), (4, 4, 4)), "4d": ((20, 1, 5, 5), (3, 3, 3, 3)),
+              "5d": ((5, 5, 5, 2, 2), (2,) * 5), "6d": ((5, 5, 5, 2, 2, 1), (2,) * 6)},
+    "conv2": {"2d": ((250, 100), (20, 10)), "3d": ((50, 25, 20), (5, 5, 5)), "4d": ((50, 20, 5, 5), (4,) * 4),
+              "5d": ((10, 10, 10, 5, 5), (3,) * 5), "6d": ((10, 10, 5, 5, 5, 2), (2,) * 6)},
+    "fc1": {"2d": ((800, 500), (10, 10)), "3d": ((500, 25, 20), (5, 5, 5)), "4d": ((40, 25, 20, 20), (5,) * 4),
+            "5d": ((25, 16, 10, 10, 10), (4,) * 5), "6d": ((25, 10, 8, 8, 5, 5), (3,) * 6)},
+    "fc2": {"2d": ((500, 10), (6, 6)), "3d": ((25, 20, 10), (5, 5, 5)), "4d": ((20, 10, 10, 5), (4,) * 4),
+            "5d": ((8, 5, 5, 5, 5), (3,) * 5), "6d": ((5, 5, 5, 5, 4, 2), (2,) * 6)},
+}
+
+
+def column_plan(cols: dict[str, str]) -> dict[str, dict]:
+    """The per-layer plan (reshape/core dicts) of one column choice per table, e.g. {"conv1": "4d", ...}."""
+    return {layer: {"reshape": list(COLUMNS[layer][c][0]), "core": list(COLUMNS[layer][c][1]), "cp": False}
+            for layer, c in cols.items()}
+
+
+def combo_tag(cols: dict[str, str]) -> str:
+    """Short name of a column choice: the four orders, e.g. "o4545" for 4d/5d/4d/5d."""
+    return "o" + "".join(cols[layer][0] for layer in PRINTED)
 
 
 def combos(ratio: int, dense: int = LENET5_DENSE) -> list[tuple[dict[str, str], int]]:
@@ -37,6 +58,8 @@ def combos(ratio: int, dense: int = LENET5_DENSE) -> list[tuple[dict[str, str], 
 
 
 def main() -> None:
+    from adt.exporter import PRESETS, build_model, model_params
+
     print(f"Tables 4-7 base {BASE_COL}: {BASE} params, raw ratio {LENET5_DENSE / BASE:.1f} (Table 1: 2.6K, 166)")
     best = {"conv1": "5d", "conv2": "3d", "fc1": "4d", "fc2": "5d"}  # Figs. 4-5: the best order per layer
     t = BASE + sum(PRINTED[l][c] - BASE for l, c in best.items())

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .repro_paramcount import column_plan, combo_tag, combos
+
 # Table 1 of the paper (MNIST). err in %, cr = compression ratio (raw: Eq. 11/12, qh: Eq. 14).
 PAPER_TABLE1: dict[str, dict[str, Any]] = {
     "lenet300-ada": {"network": "LeNet-300-100", "method": "ADA-Tucker", "params": "4.1K", "err_raw": 1.88,
@@ -28,7 +30,7 @@ class RunSpec:
 
     name: str
     model: str
-    method: str                      # "ada" | "scada"
+    method: str                      # "ada" | "scada" | "dense" (a distillation teacher)
     preset: str | None = None        # a name in adt.exporter.PRESETS
     plan: dict[str, dict] | None = None  # explicit {layer: {"reshape": .., "core": .., "cp": ..}}
     epochs: int = 30
@@ -39,6 +41,9 @@ class RunSpec:
     schedule: str = "step"           # "step" (the paper's /3 every decay_every) | "cosine" (lr -> 0)
     weight_decay: float = 0.0        # AdamW decoupled weight decay (0 = plain Adam, the paper's)
     label_smoothing: float = 0.0
+    teacher: str | None = None       # a run in TEACHERS whose logits the student also matches (distillation)
+    distill_alpha: float = 0.0       # weight of the distillation term (0 = none, the paper's setting)
+    distill_temperature: float = 4.0
     note: str = ""
     resume_from: str | None = None   # continue training this run's checkpoint (same seed) instead of scratch
     table_row: str | None = None     # the paper's Table 1 row this run reproduces (default: its name)
@@ -103,6 +108,32 @@ ROWS["lenet300-ada-v2-100"] = replace(ROWS["lenet300-ada-v2"], name="lenet300-ad
                                       note=V2["note"] + ", 100 epochs")
 ROWS["lenet5-ada-cos60"] = replace(ROWS["lenet5-ada-cos"], name="lenet5-ada-cos60", epochs=60,
                                    note="cosine schedule, 60 epochs")
+
+# The 9 settings of Tables 4-7 columns that give Table 1's 2.6K / ratio 166 (repro_paramcount.combos):
+# the paper does not say which one Table 1 used; lenet5-ada is one of them (o4545). Each is a run with
+# the cosine recipe, named by its four orders (conv1, conv2, fc1, fc2).
+for _cols, _total in combos(166):
+    _n = f"lenet5-ada-{combo_tag(_cols)}"
+    ROWS[_n] = RunSpec(_n, "lenet5", "ada", plan=column_plan(_cols), epochs=40, schedule="cosine",
+                       table_row="lenet5-ada", note=f"cosine, 40 epochs, Tables 4-7 columns {_cols} ({_total} values)")
+
+# Distillation teachers (not in the paper): the DENSE model, trained once with seed TEACHER_SEED and
+# shared by every student seed. Dense LeNet-5 reaches ~0.7-0.8% in a few epochs; its soft targets give
+# the 2.6K-value student more signal per image than the labels alone (it under-fits, rows 13/16).
+TEACHER_SEED = 0
+TEACHERS: dict[str, RunSpec] = {
+    "lenet5-dense": RunSpec("lenet5-dense", "lenet5", "dense", epochs=15, lr=1e-3, schedule="cosine",
+                            note="dense teacher, Adam lr 1e-3, cosine, 15 epochs"),
+    "lenet300-dense": RunSpec("lenet300-dense", "lenet300", "dense", epochs=30, lr=1e-3, schedule="cosine",
+                              note="dense teacher, Adam lr 1e-3, cosine, 30 epochs"),
+}
+KD = dict(distill_alpha=0.9, distill_temperature=4.0)
+ROWS["lenet5-ada-kd"] = replace(ROWS["lenet5-ada-cos"], name="lenet5-ada-kd", teacher="lenet5-dense", **KD,
+                                note="cosine, 40 epochs, distilled from dense LeNet-5 (alpha 0.9, T 4)")
+ROWS["lenet5-scada-kd"] = replace(ROWS["lenet5-scada-cos"], name="lenet5-scada-kd", teacher="lenet5-dense", **KD,
+                                  note="cosine, 40 epochs, distilled from dense LeNet-5 (alpha 0.9, T 4)")
+ROWS["lenet300-ada-kd"] = replace(ROWS["lenet300-ada-v2"], name="lenet300-ada-kd", teacher="lenet300-dense", **KD,
+                                  note=V2["note"] + ", distilled from dense LeNet-300 (alpha 0.9, T 4)")
 
 #: What ``python -m adt.tools.reproduce mnist`` runs without --rows: each Table 1 row with its best recipe.
 DEFAULT_ROWS = ("lenet300-ada-v2", "lenet300-scada-v2", "lenet5-ada-cos", "lenet5-scada-cos")

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     from adt.exporter.models import MODELS
     from adt.runtime.format import AdtError
 
-    from .repro_presets import ALL_RUNS
+    from .repro_presets import ALL_RUNS, TEACHERS
     from .repro_train import train_run
 
     ap = argparse.ArgumentParser(prog="python -m adt.tools.repro_recipe", description=__doc__.splitlines()[0])
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, help="batch size")
     ap.add_argument("--wd", type=float, help="AdamW decoupled weight decay")
     ap.add_argument("--smooth", type=float, help="label smoothing")
+    ap.add_argument("--teacher", choices=sorted(TEACHERS), help="distil from this dense teacher (trained on first use)")
+    ap.add_argument("--alpha", type=float, help="distillation weight (needs a teacher; the KD rows use 0.9)")
+    ap.add_argument("--temperature", type=float, help="distillation temperature (default 4)")
     ap.add_argument("--augment", type=int, help="random-shift augmentation, max pixels")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     changes = {k: v for k, v in {"model": args.model, "epochs": args.epochs, "decay_every": args.decay_every,
                                  "schedule": args.schedule, "lr": args.lr, "batch_size": args.batch,
                                  "weight_decay": args.wd, "label_smoothing": args.smooth,
-                                 "augment": args.augment}.items() if v is not None}
+                                 "augment": args.augment, "teacher": args.teacher,
+                                 "distill_alpha": args.alpha, "distill_temperature": args.temperature}.items() if v is not None}
     name = f"recipe-{args.run}-{args.tag}"
     spec = replace(ALL_RUNS[args.run], name=name, **changes)
     ckpt = args.out / "ckpt" / f"{name}-s{args.seed}.ckpt"

@@ -37,6 +37,8 @@ def recipe_label(r: dict[str, Any]) -> str:
         parts.append(f"ls{r['label_smoothing']:g}")
     if r.get("model") == "lenet5-relu":
         parts.append("conv-ReLU")
+    if r.get("teacher"):
+        parts.append(f"KD a{r['distill_alpha']:g} T{r['distill_temperature']:g}")
     return " ".join(parts)
 
 

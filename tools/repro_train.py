@@ -30,6 +30,8 @@ def build_run_model(spec: RunSpec, seed: int) -> torch.nn.Module:
     """The model of ``spec`` with its Tucker parametrization applied (scratch init, seeded)."""
     torch.manual_seed(seed)
     model = build_model(spec.model)
+    if spec.method == "dense":  # a distillation teacher keeps its dense weights
+        return model
     apply = apply_scada_tucker if spec.method == "scada" else apply_ada_tucker
     apply(model, run_plan(spec), init="scratch", seed=seed)
     return model
@@ -49,6 +51,13 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
         model.train()
     else:
         model = build_run_model(spec, seed)
+    teacher = None
+    if spec.distill_alpha and not spec.teacher:
+        from adt.exporter.errors import TrainConfigError
+        raise TrainConfigError(f"{spec.name}: distill_alpha {spec.distill_alpha} needs a teacher run")
+    if spec.teacher:
+        teacher = ensure_teacher(spec.teacher, data_dir, ckpt.parent, subset=subset, test_subset=test_subset,
+                                 threads=threads, progress=progress)
     train_loader, test_loader = mnist_loaders(data_dir, batch_size=spec.batch_size, subset=subset, seed=seed,
                                               test_subset=test_subset)
     shift = spec.augment if augment is None else augment
@@ -59,14 +68,19 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
     # a resumed run uses another data order than its first part (seed offset)
     cfg = TrainConfig(epochs=n_epochs, lr=spec.lr, batch_size=spec.batch_size, decay_every=spec.decay_every,
                       seed=seed + (100 if spec.resume_from else 0), threads=threads, schedule=spec.schedule,
-                      weight_decay=spec.weight_decay, label_smoothing=spec.label_smoothing)
+                      weight_decay=spec.weight_decay, label_smoothing=spec.label_smoothing,
+                      distill_alpha=spec.distill_alpha if teacher is not None else 0.0,
+                      distill_temperature=spec.distill_temperature)
     t0 = time.perf_counter()
-    res = train(model, train_loader, cfg, test_loader=test_loader if eval_every_epoch else None, progress=progress)
+    res = train(model, train_loader, cfg, test_loader=test_loader if eval_every_epoch else None, progress=progress,
+                teacher=teacher)
     wall = time.perf_counter() - t0
     acc = evaluate(model, test_loader)
     log = {"run": spec.name, "seed": seed, "epochs": n_epochs + prev.get("epochs", 0), "decay_every": spec.decay_every,
            "lr": spec.lr, "schedule": spec.schedule, "weight_decay": spec.weight_decay,
-           "label_smoothing": spec.label_smoothing, "model": spec.model, "resumed_from": spec.resume_from, "previous": prev or None,
+           "label_smoothing": spec.label_smoothing,
+           "teacher": spec.teacher, "distill_alpha": spec.distill_alpha if spec.teacher else 0.0,
+           "distill_temperature": spec.distill_temperature if spec.teacher else None, "model": spec.model, "resumed_from": spec.resume_from, "previous": prev or None,
            "batch_size": spec.batch_size, "stored_params": count_params(model),
            "train_seconds": round(wall + prev.get("train_seconds", 0.0), 1),
            "steps": res.steps, "epoch_losses": [round(v, 5) for v in res.epoch_losses],
@@ -77,6 +91,26 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
     torch.save({"model": model.state_dict(), "log": log}, tmp)
     tmp.replace(ckpt)
     return log
+
+
+def ensure_teacher(name: str, data_dir: str | None, ckpt_dir: Path, **kw: Any) -> torch.nn.Module:
+    """The trained dense teacher ``name`` (seed TEACHER_SEED): loaded from ``ckpt_dir`` or trained now.
+
+    Its training log goes to ``ckpt_dir/../logs/train-NAME-sSEED.json`` like any run's."""
+    import json
+
+    from .repro_presets import TEACHER_SEED, TEACHERS
+    spec = TEACHERS[name]
+    ckpt = ckpt_dir / f"{name}-s{TEACHER_SEED}.ckpt"
+    if not ckpt.exists():
+        log = train_run(spec, TEACHER_SEED, data_dir, ckpt, **kw)
+        logs = ckpt_dir.parent / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"train-{name}-s{TEACHER_SEED}.json").write_text(json.dumps(log, indent=1) + "\n")
+    model, _ = load_trained(spec, TEACHER_SEED, ckpt)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def load_trained(spec: RunSpec, seed: int, ckpt: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

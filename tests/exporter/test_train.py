@@ -106,7 +106,8 @@ def test_progress_output_and_threads(capsys):
 
 @pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=0.0), dict(batch_size=0), dict(lr_decay=0),
                                  dict(decay_every=0), dict(max_steps=0), dict(threads=0), dict(resume=True),
-                                 dict(schedule="linear"), dict(weight_decay=-1e-3), dict(label_smoothing=1.0)])
+                                 dict(schedule="linear"), dict(weight_decay=-1e-3), dict(label_smoothing=1.0),
+                                 dict(distill_alpha=1.5), dict(distill_alpha=-0.1), dict(distill_temperature=0.0)])
 def test_bad_config_is_a_typed_error(bad):
     from adt.exporter import TrainConfigError
 
@@ -148,3 +149,54 @@ def test_label_smoothing_changes_the_loss():
         return train(model, _toy(n=64), TrainConfig(epochs=1, max_steps=1, label_smoothing=ls), progress=False).losses[0]
 
     assert first_loss(0.0) != pytest.approx(first_loss(0.2))
+
+
+def test_distill_loss_is_ce_at_alpha_0_and_zero_when_the_student_is_the_teacher():
+    from adt.exporter.train import DistillLoss
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(32, 10, generator=g), torch.randn(32, 10, generator=g)
+    y = torch.randint(0, 10, (32,), generator=g)
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert float(DistillLoss(0.0, 4.0)(s, t, y)) == pytest.approx(float(ce))
+    assert float(DistillLoss(1.0, 4.0)(t, t, y)) == pytest.approx(0.0, abs=1e-6)
+    # T^2 * KL at alpha = 1, computed by hand from the softened distributions
+    p, q = torch.softmax(t / 2, 1), torch.log_softmax(s / 2, 1)
+    by_hand = 4 * float((p * (p.log() - q)).sum(1).mean())
+    assert float(DistillLoss(1.0, 2.0)(s, t, y)) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_distillation_needs_both_a_teacher_and_a_weight():
+    from adt.exporter import TrainConfigError
+
+    torch.manual_seed(0)
+    model = build_model("lenet300")
+    apply_ada_tucker(model, preset("lenet300-ada"), seed=0)
+    with pytest.raises(TrainConfigError, match="teacher"):
+        train(model, _toy(), TrainConfig(epochs=1, max_steps=1, distill_alpha=0.5), progress=False)
+    with pytest.raises(TrainConfigError, match="teacher"):
+        train(model, _toy(), TrainConfig(epochs=1, max_steps=1), progress=False, teacher=build_model("lenet300"))
+
+
+def test_a_distilled_student_learns_the_teachers_answers():
+    """With alpha = 1 the labels play no part: the student can only learn the teacher's predictions."""
+    torch.manual_seed(0)
+    teacher = build_model("lenet300")  # a fixed random dense net: its argmax is unrelated to the labels
+    with torch.no_grad():
+        teacher.fc3.weight.mul_(20)  # sharper answers (random logits are nearly flat)
+    x = torch.randn(512, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        target = teacher(x).argmax(1)
+    loader = tensor_loader(x, torch.zeros(512, dtype=torch.int64), 64, shuffle=True, seed=0)
+
+    def agreement(model):
+        with torch.no_grad():
+            return float((model(x).argmax(1) == target).float().mean())
+
+    student = build_model("lenet300")
+    apply_ada_tucker(student, preset("lenet300-ada"), seed=2)
+    before = agreement(student)
+    train(student, loader, TrainConfig(epochs=10, distill_alpha=1.0, distill_temperature=2.0), progress=False,
+          teacher=teacher)
+    assert agreement(student) > max(0.45, before + 0.3)  # 0.63 from 0.04 (labels alone: 0.06)
+    assert all(not p.grad for p in teacher.parameters())  # the teacher is never updated
