@@ -89,6 +89,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="AdamW decoupled weight decay (default 0: plain Adam, the paper's; ADT's LeNet-300 uses 0.05)")
     d.add_argument("--label-smoothing", type=float, default=0.0,
                    help="cross-entropy label smoothing in [0, 1) (default 0; ADT's LeNet-300 uses 0.1); QAT uses it too")
+    d.add_argument("--distill", type=float, default=0.0, metavar="ALPHA",
+                   help="knowledge distillation weight in (0, 1]: the dense model of --from-checkpoint is the teacher, "
+                        "loss = (1-ALPHA) CE + ALPHA T^2 KL(teacher || student) (default 0: off; ADT's LeNet-5 "
+                        "reproduction uses 0.9)")
+    d.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (default 4)")
     d.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     d.add_argument("--seed", type=int, default=0, help="seed for init, data order and subset (default 0)")
     d.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: LeNet-sized layers run faster on one thread than on two contended ones; raise it for big models)")
@@ -146,6 +151,10 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if not 0 <= args.label_smoothing < 1:
         raise CommandError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if not 0 <= args.distill <= 1 or args.temperature <= 0:
+        raise CommandError(f"--distill must be in [0, 1] and --temperature > 0, got {args.distill} and {args.temperature}")
+    if args.distill and not args.from_checkpoint:
+        raise CommandError("--distill needs a teacher: --from-checkpoint DENSE.pt (the trained dense model)")
     for name in ("plan", "from_checkpoint"):
         v = getattr(args, name)
         if v is not None and not Path(v).is_file():
@@ -247,8 +256,12 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     model = build_model(args.model)
+    teacher = None
     if args.from_checkpoint:
         _load_dense(model, args.from_checkpoint)
+        if args.distill:  # the dense model, before its layers become Tucker forms, teaches the student
+            import copy
+            teacher = copy.deepcopy(model).requires_grad_(False)
     plan = build_plan(args, model)
     apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
     apply(model, plan, init=args.init, seed=args.seed)
@@ -270,8 +283,10 @@ def run(args: argparse.Namespace) -> int:
                               decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
                               checkpoint=args.checkpoint, resume=args.resume, threads=args.threads,
                               schedule=args.schedule, weight_decay=args.weight_decay,
-                              label_smoothing=args.label_smoothing)
-            train_res = train(model, train_loader, cfg, test_loader=None, progress=progress)
+                              label_smoothing=args.label_smoothing,
+                              distill_alpha=args.distill if teacher is not None else 0.0,
+                              distill_temperature=args.temperature)
+            train_res = train(model, train_loader, cfg, test_loader=None, progress=progress, teacher=teacher)
         if args.qat_epochs:
             qat_res = qat_finetune(model, train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
                                    label_smoothing=args.label_smoothing, q=q, b=b, groups=args.groups,

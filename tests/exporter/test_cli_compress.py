@@ -98,6 +98,9 @@ def test_subprocess_errors_are_one_line(tmp_path, mnist_dir):
     (["--target", "10"], "too small"),
     (["--preset", "lenet5-ada", "--weight-decay", "-0.1"], "--weight-decay"),
     (["--preset", "lenet5-ada", "--label-smoothing", "1"], "--label-smoothing"),
+    (["--preset", "lenet5-ada", "--distill", "0.9"], "--from-checkpoint"),
+    (["--preset", "lenet5-ada", "--distill", "1.5"], "--distill"),
+    (["--preset", "lenet5-ada", "--temperature", "0"], "--temperature"),
 ])
 def test_bad_options_one_line(argv, needle, tmp_path, mnist_dir, capsys):
     code = main(["compress", "--data", str(mnist_dir), "--epochs", "0", *argv, "-o", str(tmp_path / "x.adt")])
@@ -169,6 +172,22 @@ def test_compress_from_dense_checkpoint_hooi(tmp_path, mnist_dir, capsys):
     code = main(["compress", "--data", str(mnist_dir), "--model", "lenet300", "--preset", "lenet300-ada",
                  "--from-checkpoint", str(bad), "--epochs", "0", "-o", str(out)])
     assert code == 1 and "does not fit" in _one_line(capsys.readouterr().err)
+
+
+def test_compress_distils_from_the_dense_checkpoint(tmp_path, mnist_dir, capsys):
+    """--distill trains against the dense --from-checkpoint model; its checkpoint records alpha and T."""
+    import torch
+
+    from adt.exporter.models import build_model
+    torch.manual_seed(0)
+    torch.save(build_model("lenet300").state_dict(), tmp_path / "dense.pt")
+    ck = tmp_path / "ck.pt"
+    code = main(["compress", "--data", str(mnist_dir), "--model", "lenet300", "--preset", "lenet300-ada",
+                 "--from-checkpoint", str(tmp_path / "dense.pt"), "--distill", "0.9", "--temperature", "2",
+                 "--epochs", "1", "--subset", "512", "--checkpoint", str(ck), "-o", str(tmp_path / "d.adt"), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["train_steps"] == 2
+    config = torch.load(ck, weights_only=False)["config"]
+    assert config["distill_alpha"] == 0.9 and config["distill_temperature"] == 2.0
 
 
 def test_compress_plan_file_and_resnet_architecture(tmp_path, capsys):
