@@ -78,11 +78,15 @@ class QatResult:
 
 def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | None = None,
                  epochs: int = 2, lr: float = 1e-3, max_steps: int | None = None,
-                 progress: bool = True, label_smoothing: float = 0.0, **plan_kwargs: Any) -> QatResult:
+                 progress: bool = True, label_smoothing: float = 0.0, teacher: nn.Module | None = None,
+                 distill_alpha: float = 0.9, distill_temperature: float = 4.0, **plan_kwargs: Any) -> QatResult:
     """Fine-tune ``model`` for ``epochs`` with Adam at ``lr`` through the file's quantizers.
 
     ``label_smoothing``: of the cross-entropy (use the training run's, so that fine-tuning keeps
     the objective the model was trained for).
+
+    ``teacher``: fine-tune against its logits too (the training run's distillation loss,
+    :class:`adt.exporter.train.DistillLoss` with ``distill_alpha`` and ``distill_temperature``).
 
     ``plan``: a resolved quantization plan, else one is made from ``plan_kwargs`` (q, b, groups,
     b_rule of :func:`make_quant_plan`) on the current values. Export afterwards with
@@ -105,13 +109,23 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
         device = params[0].device if params else torch.device("cpu")
         opt = torch.optim.Adam(params, lr=lr)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        distill = None
+        if teacher is not None:
+            from .train import DistillLoss
+            distill = DistillLoss(distill_alpha, distill_temperature, label_smoothing)
+            teacher.eval()
         done = False
         for epoch in range(epochs):
             bar = tqdm(train_loader, desc=f"qat {epoch + 1}/{epochs}", disable=not progress, leave=False)
             for x, y in bar:
                 opt.zero_grad(set_to_none=True)
                 x, y = x.to(device), y.to(device)
-                loss = loss_fn(model(x), y)
+                if distill is not None:
+                    with torch.no_grad():
+                        soft_targets = teacher(x)
+                    loss = distill(model(x), soft_targets, y)
+                else:
+                    loss = loss_fn(model(x), y)
                 loss.backward()
                 opt.step()
                 result.losses.append(float(loss.detach()))

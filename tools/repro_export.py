@@ -57,8 +57,15 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         torch.manual_seed(seed)
         train_loader, _ = mnist_loaders(data_dir, batch_size=spec.batch_size, subset=subset, seed=seed + 1000,
                                         test_subset=10)
+        teacher = None
+        if var.qat_distill:
+            if not spec.teacher:
+                raise ValueError(f"variant {variant!r} distils during QAT, but run {row!r} has no teacher")
+            from .repro_train import ensure_teacher
+            teacher = ensure_teacher(spec.teacher, data_dir, ckpt.parent)
         res = qat_finetune(model, train_loader, epochs=var.qat_epochs, lr=var.qat_lr, progress=progress,
-                           label_smoothing=var.qat_label_smoothing,
+                           label_smoothing=var.qat_label_smoothing, teacher=teacher,
+                           distill_alpha=spec.distill_alpha, distill_temperature=spec.distill_temperature,
                            q=var.q, b=var.b, groups=var.groups, b_rule=var.b_rule)
         plan, qat_steps = res.plan, res.steps
     qat_seconds = time.perf_counter() - t0

@@ -65,6 +65,7 @@ class ExportVariant:
     qat_epochs: int = 0
     qat_lr: float = 1e-3
     qat_label_smoothing: float = 0.0
+    qat_distill: bool = False        # QAT also matches the run's teacher (runs trained with distillation)
     compact_names: bool = True
     tables: str = "auto"
     note: str = ""
@@ -196,6 +197,11 @@ for _v in ("kind-qat", "q128-qat", "q64-qat"):
                                    note=VARIANTS[_v].note + ", QAT lr 2e-4")
     VARIANTS[f"{_v}-lo-ls"] = replace(VARIANTS[_v], name=f"{_v}-lo-ls", qat_lr=2e-4, qat_label_smoothing=0.1,
                                       note=VARIANTS[_v].note + ", QAT lr 2e-4, label smoothing 0.1")
+
+# QAT with the run's distillation loss (KD rows only).
+for _v in ("kind-qat-lo", "q128-qat-lo", "q64-qat-lo"):
+    VARIANTS[f"{_v}-kd"] = replace(VARIANTS[_v], name=f"{_v}-kd", qat_distill=True,
+                                   note=VARIANTS[_v].note + ", QAT distils from the run's teacher")
 
 
 def paper_variant(row: str) -> ExportVariant:
