@@ -109,9 +109,9 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
         device = params[0].device if params else torch.device("cpu")
         opt = torch.optim.Adam(params, lr=lr)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        from .train import DistillLoss, batch_loss
         distill = None
         if teacher is not None:
-            from .train import DistillLoss
             distill = DistillLoss(distill_alpha, distill_temperature, label_smoothing)
             teacher.eval()
         done = False
@@ -120,12 +120,7 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
             for x, y in bar:
                 opt.zero_grad(set_to_none=True)
                 x, y = x.to(device), y.to(device)
-                if distill is not None:
-                    with torch.no_grad():
-                        soft_targets = teacher(x)
-                    loss = distill(model(x), soft_targets, y)
-                else:
-                    loss = loss_fn(model(x), y)
+                loss = batch_loss(model, x, y, loss_fn, distill, teacher)
                 loss.backward()
                 opt.step()
                 result.losses.append(float(loss.detach()))

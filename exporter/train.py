@@ -129,6 +129,16 @@ class DistillLoss(nn.Module):
         return (1 - self.alpha) * self.ce(student, labels) + self.alpha * self.t ** 2 * soft
 
 
+def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
+               distill: DistillLoss | None = None, teacher: nn.Module | None = None) -> torch.Tensor:
+    """The loss of one batch: ``distill`` against ``teacher``'s logits when given, else ``loss_fn``."""
+    if distill is None or teacher is None:
+        return loss_fn(model(x), y)
+    with torch.no_grad():
+        soft_targets = teacher(x)
+    return distill(model(x), soft_targets, y)
+
+
 def _save(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -193,12 +203,7 @@ def train(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, test_loade
         running, count = 0.0, 0
         for x, y in bar:
             opt.zero_grad(set_to_none=True)
-            if distill is not None:
-                with torch.no_grad():
-                    soft_targets = teacher(x)
-                loss = distill(model(x), soft_targets, y)
-            else:
-                loss = loss_fn(model(x), y)
+            loss = batch_loss(model, x, y, loss_fn, distill, teacher)
             loss.backward()
             opt.step()
             value = float(loss.detach())

@@ -84,3 +84,24 @@ def test_qat_label_smoothing_is_the_loss_it_trains():
         first[ls] = res.losses[0]
         assert res.losses[0] == pytest.approx(want, rel=1e-5)
     assert first[0.0] != pytest.approx(first[0.3])
+
+
+def test_qat_with_a_teacher_uses_the_distillation_loss():
+    """The first QAT loss with a teacher is the DistillLoss of the fake-quantized student, not plain CE."""
+    from adt.exporter.train import DistillLoss
+
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(16) % 10
+    loader = [(x, y)]
+    torch.manual_seed(1)
+    teacher = build_model("lenet5").requires_grad_(False)
+    plain = qat_finetune(model(), loader, epochs=1, progress=False, q=64)
+    m = model()
+    res = qat_finetune(m, loader, epochs=1, lr=1e-12, progress=False, q=64, teacher=teacher,
+                       distill_alpha=0.5, distill_temperature=2.0)
+    enable_fake_quant(m, res.plan)  # lr ~0: the weights are the ones the loss saw
+    with torch.no_grad():
+        expected = float(DistillLoss(0.5, 2.0)(m(x), teacher(x), y))
+    disable_fake_quant(m)
+    assert res.losses[0] == pytest.approx(expected, rel=1e-4)
+    assert res.losses[0] != pytest.approx(plain.losses[0], rel=1e-3)
