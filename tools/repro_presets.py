@@ -137,7 +137,7 @@ ROWS["lenet300-ada-kd"] = replace(ROWS["lenet300-ada-v2"], name="lenet300-ada-kd
                                   note=V2["note"] + ", distilled from dense LeNet-300 (alpha 0.9, T 4)")
 
 #: What ``python -m adt.tools.reproduce mnist`` runs without --rows: each Table 1 row with its best recipe.
-DEFAULT_ROWS = ("lenet300-ada-v2", "lenet300-scada-v2", "lenet5-ada-cos", "lenet5-scada-cos")
+DEFAULT_ROWS = ("lenet300-ada-kd", "lenet300-scada-v2", "lenet5-ada-kd", "lenet5-scada-kd")
 
 
 def _lp(reshape, core, cp=False) -> dict:
