@@ -118,3 +118,10 @@ def test_recipe_probe_with_a_teacher_trains_and_logs_it(tmp_path, mnist_dir):
     assert recipe_label(log) == "cos wd0.05 ls0.1 KD a0.9 T4"
     assert repro_recipe.main(["lenet300-ada", "--tag", "x", "--alpha", "0.5", "--epochs", "1", "--subset", "256",
                               "--data", str(mnist_dir), "--out", str(tmp_path)]) == 1  # a weight without a teacher
+
+
+def test_a_distilling_qat_variant_on_a_run_without_a_teacher_is_one_line(tmp_path, mnist_dir):
+    from adt.tools.repro_export import export_run
+
+    with pytest.raises(SystemExit, match="has no teacher"):
+        export_run("lenet300-ada", 0, "kind-qat-lo-kd", tmp_path / "none.ckpt", tmp_path, str(mnist_dir))

@@ -46,6 +46,8 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         torch.set_num_threads(threads)
     spec = ALL_RUNS[row]
     var = resolve_variant(row, variant)
+    if var.qat_distill and not spec.teacher:
+        raise SystemExit(f"reproduce: variant {variant!r} distils during QAT, but run {row!r} has no teacher")
     model, log = load_trained(spec, seed, ckpt)
     x_test, y_test = mnist_test_set(data_dir)
     if test_subset:
@@ -59,8 +61,6 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
                                         test_subset=10)
         teacher = None
         if var.qat_distill:
-            if not spec.teacher:
-                raise ValueError(f"variant {variant!r} distils during QAT, but run {row!r} has no teacher")
             from .repro_train import ensure_teacher
             teacher = ensure_teacher(spec.teacher, data_dir, ckpt.parent)
         res = qat_finetune(model, train_loader, epochs=var.qat_epochs, lr=var.qat_lr, progress=progress,
