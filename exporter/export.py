@@ -15,6 +15,10 @@ The rule for b when it is not given (``b_rule``): ``"max"`` (default) takes b = 
 group's values, so no value is clipped and the levels span exactly the values' range;
 ``"pXX"`` (e.g. ``"p99.9"``) takes the XX-th percentile of |w|, trading clipped outliers for finer
 levels. A group whose values are all zero gets b = 1. The report records the rule and every b.
+
+How a value picks its level (``rounding``): ``"floor"`` (default) is Eq. 13 exactly; ``"nearest"``
+takes the closest level of the same grid (half the worst-case error, no downward bias). The file
+format and the decoder are the same either way (FORMAT.md section 9: the writer chooses symbols).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 from torch import nn
 
 from adt.runtime.format import AdtWriter, read_adt
-from adt.runtime.format.quantize import check_quantizer, dequantize, quantize
+from adt.runtime.format.quantize import ROUNDINGS, check_quantizer, dequantize, quantize
 
 from .errors import ModelError, PlanError
 from .onnx_graph import architecture_bytes, frozen_copy, referenced_tensors, stored_tensors
@@ -110,6 +114,7 @@ class QuantPlan:
     groups: list[GroupSpec]
     core_group: dict[str, int] = field(default_factory=dict)
     param_group: dict[str, int] = field(default_factory=dict)
+    rounding: str = "floor"  # how values pick their level: "floor" (Eq. 13) or "nearest"
 
     def for_core(self, key: str) -> tuple[int, float]:
         g = self.groups[self.core_group[key]]
@@ -120,7 +125,7 @@ class QuantPlan:
         return g.q, g.b
 
     def describe(self) -> str:
-        return "; ".join(f"{g.label}: Q={g.q} b={g.b:.6g} ({g.rule})" for g in self.groups)
+        return "; ".join(f"{g.label}: Q={g.q} b={g.b:.6g} ({g.rule})" for g in self.groups) + f"; {self.rounding}"
 
 
 def choose_b(values: np.ndarray, rule: str = "max") -> float:
@@ -166,11 +171,13 @@ def _tensor_values(inv: Inventory) -> tuple[dict[int, np.ndarray], dict[str, lis
 
 def make_quant_plan(model: nn.Module | Inventory, q: int | Mapping[str, int] = DEFAULT_Q,
                     b: float | Mapping[str, float] | None = None, groups: str = "kind",
-                    b_rule: str = "max") -> QuantPlan:
+                    b_rule: str = "max", rounding: str = "floor") -> QuantPlan:
     """Resolve Q and b for every stored tensor of ``model`` (see the module docstring)."""
     inv = model if isinstance(model, Inventory) else inventory(model)
     if groups not in GROUPINGS:
         raise PlanError(f"groups must be one of {GROUPINGS}, got {groups!r}")
+    if rounding not in ROUNDINGS:
+        raise PlanError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     core_vals, param_vals = _tensor_values(inv)
 
     # members: (label, kind, [("core", i) | ("param", name)])
@@ -188,7 +195,7 @@ def make_quant_plan(model: nn.Module | Inventory, q: int | Mapping[str, int] = D
         members += [(f"core of {inv.core_names[i]}", "cores", [("core", i)]) for i in range(len(inv.cores))]
         members += [(n, "factors" if n in inv.tucker else "other", [("param", n)]) for n in inv.order]
 
-    plan = QuantPlan(groups, [])
+    plan = QuantPlan(groups, [], rounding=rounding)
     for label, kind, items in members:
         qk = _per_kind(q, kind, "q")
         qk = DEFAULT_Q if qk is None else qk
@@ -228,8 +235,9 @@ class Quantized:
 
 def quantize_model(inv: Inventory, plan: QuantPlan) -> Quantized:
     core_vals, param_vals = _tensor_values(inv)
-    cores = [quantize(core_vals[i], *plan.for_core(inv.core_names[i])) for i in range(len(inv.cores))]
-    params = {n: [quantize(v, *plan.for_param(n)) for v in param_vals[n]] for n in inv.order}
+    r = plan.rounding
+    cores = [quantize(core_vals[i], *plan.for_core(inv.core_names[i]), r) for i in range(len(inv.cores))]
+    params = {n: [quantize(v, *plan.for_param(n), r) for v in param_vals[n]] for n in inv.order}
     return Quantized(cores, params)
 
 
@@ -333,6 +341,7 @@ class ExportReport:
     table_policy: str
     grouping: str
     b_rule: str
+    rounding: str
     groups: list[dict]
     sections: dict[str, int]
     payload_split_bytes: dict[str, float]
@@ -381,15 +390,16 @@ def byte_breakdown(f) -> dict[str, Any]:
 
 def export_adt(model: nn.Module, path: str | Path | None, *, input_shape: Sequence[int] | None = None,
                q: int | Mapping[str, int] = DEFAULT_Q, b: float | Mapping[str, float] | None = None,
-               groups: str = "kind", b_rule: str = "max", plan: QuantPlan | None = None,
-               tables: str = "auto", compact_names: bool = False, metadata: Mapping[str, str] | None = None,
+               groups: str = "kind", b_rule: str = "max", rounding: str = "floor",
+               plan: QuantPlan | None = None, tables: str = "auto", compact_names: bool = False, metadata: Mapping[str, str] | None = None,
                auto_metadata: bool = True, model_name: str | None = None, data_dir: str | Path | None = None,
                test_data: Any = None) -> ExportReport:
     """Quantize ``model`` (Eq. 13), write one ``.adt`` file to ``path`` (atomically; ``None`` only
     builds it) and report its size and ratios.
 
-    ``input_shape``: one sample's shape (default ``model.input_shape``). ``plan``: a resolved
-    :class:`QuantPlan` (e.g. the one quantization-aware training used) overriding q/b/groups.
+    ``input_shape``: one sample's shape (default ``model.input_shape``). ``rounding``: "floor"
+    (Eq. 13) or "nearest" level (module docstring). ``plan``: a resolved :class:`QuantPlan` (e.g. the
+    one quantization-aware training used) overriding q/b/groups/rounding.
     ``compact_names``: one-letter tensor names and no default-valued ONNX attributes (smallest files).
     ``auto_metadata``: record producer, model, method, quantizers and accuracies; ``metadata`` adds
     entries. With ``data_dir`` (MNIST) or ``test_data`` the test accuracy before and after
@@ -402,13 +412,13 @@ def export_adt(model: nn.Module, path: str | Path | None, *, input_shape: Sequen
     was_training = model.training
     model.eval()
     try:
-        return _export(model, path, tuple(int(d) for d in input_shape), q, b, groups, b_rule, plan, tables,
-                       compact_names, metadata, auto_metadata, model_name, data_dir, test_data)
+        return _export(model, path, tuple(int(d) for d in input_shape), q, b, groups, b_rule, rounding, plan,
+                       tables, compact_names, metadata, auto_metadata, model_name, data_dir, test_data)
     finally:
         model.train(was_training)
 
 
-def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compact_names, metadata,
+def _export(model, path, input_shape, q, b, groups, b_rule, rounding, plan, tables, compact_names, metadata,
             auto_metadata, model_name, data_dir, test_data) -> ExportReport:
     from adt import runtime as _rt  # noqa: F401  (package import only; runtime never imports torch)
     from .onnx_graph import architecture_model
@@ -434,7 +444,7 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
         rename = {n: n for n in inv.order}
 
     if plan is None:
-        plan = make_quant_plan(inv, q=q, b=b, groups=groups, b_rule=b_rule)
+        plan = make_quant_plan(inv, q=q, b=b, groups=groups, b_rule=b_rule, rounding=rounding)
     else:
         missing = [n for n in inv.order if n not in plan.param_group]
         missing += [f"the core of {c}" for c in inv.core_names if c not in plan.core_group]
@@ -463,7 +473,8 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
         w.add_metadata("method", method)
         # Q and b of every group are in the tensor table already; say only how they were chosen
         rules = "/".join(sorted({g.rule for g in plan.groups}))
-        w.add_metadata("quant", f"eq13 groups={plan.grouping} b={rules}")
+        w.add_metadata("quant", f"eq13 groups={plan.grouping} b={rules}"
+                       + (f" rounding={plan.rounding}" if plan.rounding != "floor" else ""))
         w.add_metadata("input", "x".join(str(d) for d in input_shape))
         if acc_float is not None:
             w.add_metadata("acc_float", f"{acc_float:.4f}")
@@ -505,6 +516,7 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
         table_policy=w.chosen_policy or tables,
         grouping=plan.grouping,
         b_rule=b_rule,
+        rounding=plan.rounding,
         groups=[asdict(g) for g in plan.groups],
         sections=split["sections"],
         payload_split_bytes=split["payload_split_bytes"],
@@ -516,7 +528,7 @@ def _export(model, path, input_shape, q, b, groups, b_rule, plan, tables, compac
 
 
 def _check_variances(inv: Inventory, plan: QuantPlan, qz: Quantized) -> None:
-    """BatchNorm variances must stay >= 0 after Eq. 13 (floor rounding with an odd Q can push a
+    """BatchNorm variances must stay >= 0 after Eq. 13 (rounding with an odd Q can push a
     small variance to -b/Q, and sqrt(var + eps) would then be NaN on the device)."""
     for name in inv.order:
         if name.endswith("running_var"):

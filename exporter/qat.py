@@ -26,12 +26,12 @@ from .tucker import fake_quant_ste, tucker_layers
 class PlainFakeQuant(nn.Module):
     """Parametrization ``x -> fake_quant_ste(x, q, b)`` for a plain (non-Tucker) parameter."""
 
-    def __init__(self, q: int, b: float) -> None:
+    def __init__(self, q: int, b: float, rounding: str = "floor") -> None:
         super().__init__()
-        self.q, self.b = int(q), float(b)
+        self.q, self.b, self.rounding = int(q), float(b), rounding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fake_quant_ste(x, self.q, self.b)
+        return fake_quant_ste(x, self.q, self.b, self.rounding)
 
 
 def enable_fake_quant(model: nn.Module, plan: QuantPlan) -> None:
@@ -40,15 +40,15 @@ def enable_fake_quant(model: nn.Module, plan: QuantPlan) -> None:
     for path, _, tw in tucker_layers(model):
         name = f"{path}.weight" if path else "weight"
         _, ci = inv.tucker[name]
-        tw.core_quant = plan.for_core(inv.core_names[ci])
-        tw.factor_quant = plan.for_param(name)
+        tw.core_quant = (*plan.for_core(inv.core_names[ci]), plan.rounding)
+        tw.factor_quant = (*plan.for_param(name), plan.rounding)
     params = dict(model.named_parameters())
     for name in inv.plain:
         if name not in params or name not in plan.param_group:
             continue  # buffers (BN running stats) are quantized at export, not trained
         path, _, attr = name.rpartition(".")
         module = model.get_submodule(path) if path else model
-        parametrize.register_parametrization(module, attr, PlainFakeQuant(*plan.for_param(name)), unsafe=True)
+        parametrize.register_parametrization(module, attr, PlainFakeQuant(*plan.for_param(name), plan.rounding), unsafe=True)
 
 
 def remove_plain_fake_quant(model: nn.Module) -> None:
@@ -89,7 +89,7 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
     :class:`adt.exporter.train.DistillLoss` with ``distill_alpha`` and ``distill_temperature``).
 
     ``plan``: a resolved quantization plan, else one is made from ``plan_kwargs`` (q, b, groups,
-    b_rule of :func:`make_quant_plan`) on the current values. Export afterwards with
+    b_rule, rounding of :func:`make_quant_plan`) on the current values. Export afterwards with
     ``export_adt(model, ..., plan=result.plan)``. The model is left with fake quantization OFF.
     """
     if epochs < 0:

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from adt.runtime.format.quantize import ROUNDINGS
+
 from .errors import ModelError, PlanError
 from .planner import LayerPlan, count_stored
 
@@ -40,12 +42,13 @@ SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # --------------------------------------------------------------------------------------------------
 class _FakeQuantSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, q: int, b: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, q: int, b: float, nearest: bool) -> Tensor:  # type: ignore[override]
         # Same arithmetic as adt.runtime.format.quantize/dequantize: b rounded to float32, the rest
         # in float64, one final rounding to the input dtype -> bit-identical to the file's values.
         b64 = float(torch.tensor(b, dtype=torch.float32))
         xd = x.detach().to(torch.float64)
-        s = torch.floor((xd.clamp(-b64, b64) + b64) * q / (2.0 * b64)).clamp(max=q - 1)
+        t = (xd.clamp(-b64, b64) + b64) * q / (2.0 * b64)
+        s = torch.floor(t + 0.5 if nearest else t).clamp(max=q - 1)
         ctx.save_for_backward(x)
         ctx.b = b64
         return (-b64 + s * (2.0 * b64 / q)).to(x.dtype)
@@ -55,15 +58,18 @@ class _FakeQuantSTE(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         # Straight-through inside [-b, b]; outside, the clip has zero slope (clipped STE).
         inside = (x >= -ctx.b) & (x <= ctx.b)
-        return grad * inside.to(grad.dtype), None, None
+        return grad * inside.to(grad.dtype), None, None, None
 
 
-def fake_quant_ste(x: Tensor, q: int, b: float) -> Tensor:
-    """Eq. 13 quantize-dequantize of ``x`` (exactly ``adt.runtime.format.fake_quantize``: floor,
-    symbol clamped to Q-1), with a straight-through gradient (identity inside [-b, b], 0 outside)."""
+def fake_quant_ste(x: Tensor, q: int, b: float, rounding: str = "floor") -> Tensor:
+    """Eq. 13 quantize-dequantize of ``x`` (exactly ``adt.runtime.format.fake_quantize``: floor or
+    nearest level, symbol clamped to Q-1), with a straight-through gradient (identity inside
+    [-b, b], 0 outside)."""
     if not (isinstance(q, numbers.Integral) and q >= 1) or not (float(b) > 0 and math.isfinite(float(b))):
         raise PlanError(f"fake quantization needs an integer Q >= 1 and a finite b > 0, got Q={q!r}, b={b!r}")
-    return _FakeQuantSTE.apply(x, int(q), float(b))
+    if rounding not in ROUNDINGS:
+        raise PlanError(f"fake quantization rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return _FakeQuantSTE.apply(x, int(q), float(b), rounding == "nearest")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,7 +128,7 @@ class TuckerWeight(nn.Module):
     Attributes: ``core`` (dense (k_1..k_d), or the diagonal (r,) when ``cp``; the same Parameter
     object in every layer under SCADA), ``factors`` (factor i: (n_i, k_i)), ``reshape`` (n_1..n_d),
     ``shape`` (the layer's weight shape), ``cp``, ``order``, and optional Eq. 13 fake quantization
-    ``core_quant`` / ``factor_quant`` = (Q, b) for quantization-aware fine-tuning.
+    ``core_quant`` / ``factor_quant`` = (Q, b, rounding) for quantization-aware fine-tuning.
     """
 
     def __init__(self, shape: Sequence[int], reshape: Sequence[int], core: nn.Parameter,
@@ -134,8 +140,8 @@ class TuckerWeight(nn.Module):
         self.order = len(self.reshape)
         self.core = core
         self.factors = nn.ParameterList(list(factors))
-        self.core_quant: tuple[int, float] | None = None
-        self.factor_quant: tuple[int, float] | None = None
+        self.core_quant: tuple[int, float, str] | None = None
+        self.factor_quant: tuple[int, float, str] | None = None
         self.init_error: float | None = None  # relative reconstruction error of the last init
         self._check()
 

@@ -17,10 +17,10 @@ from adt.tools.repro_report import recipe_label, write_report  # noqa: E402
 
 def test_tiny_run_end_to_end(tmp_path, mnist_dir):
     rc = reproduce.main(["mnist", "--data", str(mnist_dir), "--rows", "lenet300-scada", "--epochs", "1",
-                         "--subset", "512", "--test-subset", "300", "--variants", "paper,small", "--out", str(tmp_path)])
+                         "--subset", "512", "--test-subset", "300", "--variants", "paper,paper-rn,small", "--out", str(tmp_path)])
     assert rc == 0
     recs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
-    assert set(recs) == {"lenet300-scada-s0-paper", "lenet300-scada-s0-small"}
+    assert set(recs) == {"lenet300-scada-s0-paper", "lenet300-scada-s0-paper-rn", "lenet300-scada-s0-small"}
     for r in recs.values():
         f = read_adt((tmp_path / r["file"]).read_bytes())
         assert f.file_size == r["file_bytes"]
@@ -29,10 +29,14 @@ def test_tiny_run_end_to_end(tmp_path, mnist_dir):
         # the torch-free evaluation of the FILE agrees with the exporter's own dequantized model
         assert r["err_file"] == pytest.approx(r["err_exporter_quant"], abs=100 / 300 + 1e-9)
     assert recs["lenet300-scada-s0-paper"]["groups"][0]["q"] == 1500  # the paper's LeNet-300 quantizer
+    rn = recs["lenet300-scada-s0-paper-rn"]  # the same Q and b, nearest-level rounding
+    assert rn["groups"] == recs["lenet300-scada-s0-paper"]["groups"] and rn["rounding"] == "nearest"
+    assert recs["lenet300-scada-s0-paper"]["rounding"] == "floor"
     assert recs["lenet300-scada-s0-small"]["file_bytes"] < recs["lenet300-scada-s0-paper"]["file_bytes"]
     doc = json.loads((tmp_path / "mnist.json").read_text())
     assert "lenet300-scada/paper" in doc["summary"]
-    assert "| lenet300-scada | small |" in (tmp_path / "mnist.md").read_text()
+    md = (tmp_path / "mnist.md").read_text()
+    assert "| lenet300-scada | small |" in md and "all:1500/b5 (nearest)" in md
 
 
 def test_shift_moves_pixels_and_keeps_shape():

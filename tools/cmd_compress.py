@@ -107,6 +107,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "clipped) or pXX, a percentile of |w| such as p99.9 (default max)")
     e.add_argument("--groups", default="kind", help="quantizer groups: single, kind (cores/factors/other) "
                                                     "or tensor (one per tensor) (default kind)")
+    e.add_argument("--rounding", choices=("floor", "nearest"), default="floor",
+                   help="how a value picks its Eq. 13 level: floor (the paper's Eq. 13 exactly) or nearest "
+                        "(the closest level of the same grid: half the error, same file format and decoder; "
+                        "usually the more accurate file at the same size) (default floor)")
     e.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs after training (default 0)")
     e.add_argument("--qat-lr", type=float, default=1e-3, help="learning rate of quantization-aware fine-tuning (default 0.001)")
     e.add_argument("--tables", default="auto", help="Huffman tables: shared, per_group or auto (the smaller file) (default auto)")
@@ -290,12 +294,12 @@ def run(args: argparse.Namespace) -> int:
         if args.qat_epochs:
             qat_res = qat_finetune(model, train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
                                    label_smoothing=args.label_smoothing, q=q, b=b, groups=args.groups,
-                                   b_rule=args.b_rule)
+                                   b_rule=args.b_rule, rounding=args.rounding)
     train_time = time.perf_counter() - t0
 
     report = export_adt(
         model, args.output, input_shape=INPUT_SHAPES[args.model], q=q, b=b, groups=args.groups,
-        b_rule=args.b_rule, plan=qat_res.plan if qat_res else None, tables=args.tables,
+        b_rule=args.b_rule, rounding=args.rounding, plan=qat_res.plan if qat_res else None, tables=args.tables,
         compact_names=args.compact_names, auto_metadata=not args.compact_names, model_name=args.model,
         test_data=test_data,
         metadata=None if args.compact_names else {"train": f"epochs={args.epochs} lr={args.lr} seed={args.seed}"
@@ -315,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
           f"{report.mean_code_bits:.2f} bits, paper Eq. 14 formula ratio {report.paper_eq14_ratio:.1f}x")
     shown = "; ".join(f"{g['label']} Q={g['q']} b={g['b']:.4g}" for g in report.groups[:4])
     more = f"; ... {len(report.groups) - 4} more (see --json)" if len(report.groups) > 4 else ""
-    print(f"  quantizers ({report.grouping}, b rule {report.b_rule}): {shown}{more}")
+    print(f"  quantizers ({report.grouping}, b rule {report.b_rule}, {report.rounding} rounding): {shown}{more}")
     if report.acc_float is not None:
         print(f"  test accuracy: float {report.acc_float:.4f}, quantized {report.acc_quantized:.4f} "
               f"(error {100 * (1 - report.acc_quantized):.2f}%)")

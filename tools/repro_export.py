@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,14 @@ from .repro_train import load_trained
 
 def resolve_variant(row: str, name: str) -> ExportVariant:
     """The export variant ``name`` for ``row`` ("paper" = the paper's Q/b for the row's network)."""
-    if name == "paper":
-        return paper_variant(row if row in ("lenet300-ada", "lenet300-scada") else
-                             ("lenet300-ada" if ALL_RUNS[row].model == "lenet300" else "lenet5-ada"))
+    if name in ("paper", "paper-rn"):
+        var = paper_variant(row if row in ("lenet300-ada", "lenet300-scada") else
+                            ("lenet300-ada" if ALL_RUNS[row].model == "lenet300" else "lenet5-ada"))
+        if name == "paper-rn":  # the paper's Q and b, nearest-level rounding instead of Eq. 13's floor
+            var = replace(var, name="paper-rn", rounding="nearest", note=var.note + ", nearest-level rounding")
+        return var
     if name not in VARIANTS:
-        raise SystemExit(f"reproduce: unknown export variant {name!r}; known: paper, {', '.join(VARIANTS)}")
+        raise SystemExit(f"reproduce: unknown export variant {name!r}; known: paper, paper-rn, {', '.join(VARIANTS)}")
     return VARIANTS[name]
 
 
@@ -66,13 +69,13 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         res = qat_finetune(model, train_loader, epochs=var.qat_epochs, lr=var.qat_lr, progress=progress,
                            label_smoothing=var.qat_label_smoothing, teacher=teacher,
                            distill_alpha=spec.distill_alpha, distill_temperature=spec.distill_temperature,
-                           q=var.q, b=var.b, groups=var.groups, b_rule=var.b_rule)
+                           q=var.q, b=var.b, groups=var.groups, b_rule=var.b_rule, rounding=var.rounding)
         plan, qat_steps = res.plan, res.steps
     qat_seconds = time.perf_counter() - t0
     path = out / "adt" / f"{row}-s{seed}-{variant}.adt"
     path.parent.mkdir(parents=True, exist_ok=True)
     report = export_adt(model, path, input_shape=INPUT_SHAPES[spec.model], q=var.q, b=var.b, groups=var.groups,
-                        b_rule=var.b_rule, plan=plan, tables=var.tables, compact_names=var.compact_names,
+                        b_rule=var.b_rule, rounding=var.rounding, plan=plan, tables=var.tables, compact_names=var.compact_names,
                         auto_metadata=not var.compact_names, model_name=spec.model,
                         test_data=(x_test, y_test))
     t1 = time.perf_counter()
@@ -96,7 +99,7 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         "raw_ratio": report.raw_ratio, "mean_code_bits": report.mean_code_bits,
         "paper_eq14_ratio": report.paper_eq14_ratio, "sections": report.sections,
         "payload_split_bytes": report.payload_split_bytes, "groups": report.groups,
-        "table_policy": report.table_policy,
+        "table_policy": report.table_policy, "rounding": report.rounding,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), shared 2-core host",
         "torch": torch.__version__, "numpy": np.__version__,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -66,6 +66,7 @@ class ExportVariant:
     qat_lr: float = 1e-3
     qat_label_smoothing: float = 0.0
     qat_distill: bool = False        # QAT also matches the run's teacher (runs trained with distillation)
+    rounding: str = "floor"          # Eq. 13 level choice: "floor" (the paper) or "nearest" (same grid)
     compact_names: bool = True
     tables: str = "auto"
     note: str = ""
@@ -202,6 +203,12 @@ for _v in ("kind-qat", "q128-qat", "q64-qat"):
 for _v in ("kind-qat-lo", "q128-qat-lo", "q64-qat-lo"):
     VARIANTS[f"{_v}-kd"] = replace(VARIANTS[_v], name=f"{_v}-kd", qat_distill=True,
                                    note=VARIANTS[_v].note + ", QAT distils from the run's teacher")
+
+# Nearest-level rounding on the same Eq. 13 grid (same format and decoder; FORMAT.md section 9): "-rn".
+# QAT then trains through the nearest-level quantizer too. "paper-rn" = the paper's Q and b, nearest.
+for _v in [v for v in VARIANTS if VARIANTS[v].qat_epochs]:
+    VARIANTS[f"{_v}-rn"] = replace(VARIANTS[_v], name=f"{_v}-rn", rounding="nearest",
+                                   note=VARIANTS[_v].note + ", nearest-level rounding")
 
 
 def paper_variant(row: str) -> ExportVariant:

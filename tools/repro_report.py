@@ -145,6 +145,8 @@ def write_report(out: Path) -> dict[str, Any]:
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         qs = ",".join(f"{g['label']}:{g['q']}/b{g['b']:.3g}" for g in r["groups"])
+        if r.get("rounding", "floor") != "floor":  # records before the option existed were all floor
+            qs += f" ({r['rounding']})"
         sec = r["sections"]
         L.append(f"| {r['file']} | {r['stored_params']} | {qs} | {r['qat_epochs']} | {r['err_float']:.2f} | "
                  f"{r['err_exporter_quant']:.2f} | {r['err_file']:.2f} | {r['file_bytes']} | "

@@ -11,7 +11,7 @@ from .errors import (
     AdtTruncatedError, AdtVarintError, AdtVersionError, AdtWriterError,
 )
 from .huffman import HuffmanCode, code_lengths
-from .quantize import dequantize, fake_quantize, quantize
+from .quantize import ROUNDINGS, dequantize, fake_quantize, quantize
 from .reader import read_adt
 from .writer import AdtWriter, write_atomic
 

@@ -120,7 +120,7 @@ def test_compress_tiny_run(tmp_path, mnist_dir, capsys):
     out = tmp_path / "s.adt"
     code = main(["compress", "--data", str(mnist_dir), "--preset", "lenet5-scada", "--epochs", "1", "--subset", "768",
                  "--batch-size", "128", "--qat-epochs", "1", "--q", "cores=256,factors=256,other=32",
-                 "--compact-names", "--threads", "2", "--checkpoint", str(tmp_path / "ck.pt"), "-o", str(out), "--json"])
+                 "--rounding", "nearest", "--compact-names", "--threads", "2", "--checkpoint", str(tmp_path / "ck.pt"), "-o", str(out), "--json"])
     assert code == 0
     rep = json.loads(capsys.readouterr().out)
     f = read_adt(out)
@@ -129,7 +129,7 @@ def test_compress_tiny_run(tmp_path, mnist_dir, capsys):
     assert rep["train_steps"] == 6 and rep["qat_steps"] == 6
     assert 0.1 < rep["acc_quantized"] <= 1 and not f.metadata
     assert sum(p.encoding == ENC_TUCKER for p in f.params) == 4
-    assert [g.q for g in f.groups] == [256, 256, 32]
+    assert [g.q for g in f.groups] == [256, 256, 32] and rep["rounding"] == "nearest"
     assert (tmp_path / "ck.pt").is_file()
 
 

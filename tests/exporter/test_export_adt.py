@@ -165,6 +165,37 @@ def test_accuracy_before_and_after(tmp_path):
     assert rep2.acc_quantized > rep.acc_quantized
 
 
+def test_nearest_rounding_file(tmp_path):
+    """rounding="nearest": the same format, symbols = quantize(..., "nearest"), the runtime's values
+    are the exporter's rebuild, and the weights are closer to the float model than Eq. 13's floor."""
+    model = lenet5("scada")
+    q = {"cores": 64, "factors": 32, "other": 16}
+    rep = export_adt(model, tmp_path / "n.adt", input_shape=SHAPE, q=q, rounding="nearest", model_name="lenet5")
+    f = read_adt(tmp_path / "n.adt")
+    assert rep.rounding == "nearest" and "rounding=nearest" in f.metadata["quant"]
+    tw = model.fc1.parametrizations.weight[0]
+    p = f.param("fc1.weight")
+    for sym, fac in zip(p.factors, tw.factors):
+        g = f.groups[p.group]
+        np.testing.assert_array_equal(sym, quantize(fac.detach().numpy(), g.q, g.b, "nearest"))
+    plan = make_quant_plan(model, q=q, rounding="nearest")
+    near = dequantized_weights(model, plan)
+    floor = dequantized_weights(model, make_quant_plan(model, q=q))
+    for p in f.params:
+        if p.encoding == ENC_TUCKER:
+            ref = np_tucker(f.core_values(p.core), [f.values(s, p.group) for s in p.factors], p.shape)
+        else:
+            ref = f.values(p.symbols, p.group)
+        np.testing.assert_allclose(near[p.name], ref.astype(np.float32), rtol=1e-5, atol=1e-7)
+    dense = {n: t.detach().numpy() for n, t in model.state_dict().items() if n in near}
+    dense.update({f"{m}.weight": getattr(model, m).weight.detach().numpy() for m in ("conv1", "conv2", "fc1", "fc2")})
+    err = {k: sum(float(np.abs(w[n] - dense[n]).sum()) for n in near) for k, w in (("near", near), ("floor", floor))}
+    assert err["near"] < 0.75 * err["floor"]
+    assert export_adt(model, None, input_shape=SHAPE, q=q).rounding == "floor"  # Eq. 13 stays the default
+    with pytest.raises(PlanError, match="rounding"):
+        make_quant_plan(model, rounding="up")
+
+
 def test_b_rules_and_errors():
     v = np.array([-3.0, 0.5, 1.0, 2.0], dtype=np.float32)
     assert choose_b(v, "max") == 3.0

@@ -28,9 +28,10 @@ def model():
     return m.eval()
 
 
-def test_fake_quant_forward_equals_the_exported_values():
+@pytest.mark.parametrize("rounding", ["floor", "nearest"])
+def test_fake_quant_forward_equals_the_exported_values(rounding):
     m = model()
-    plan = make_quant_plan(m, q={"cores": 64, "factors": 32, "other": 16})
+    plan = make_quant_plan(m, q={"cores": 64, "factors": 32, "other": 16}, rounding=rounding)
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         float_out = m(x)

@@ -210,11 +210,12 @@ def test_bad_plans_raise_typed_errors():
 
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.floats(-8, 8, allow_nan=False, width=32), min_size=1, max_size=40),
-       st.sampled_from([1, 2, 7, 256, 512, 1500]), st.sampled_from([0.1, 1.0, 3.0, 5.0, 2.7182817]))
-def test_fake_quant_matches_runtime_bit_exactly(values, q, b):
+       st.sampled_from([1, 2, 7, 256, 512, 1500]), st.sampled_from([0.1, 1.0, 3.0, 5.0, 2.7182817]),
+       st.sampled_from(["floor", "nearest"]))
+def test_fake_quant_matches_runtime_bit_exactly(values, q, b, rounding):
     x = torch.tensor(values, dtype=torch.float32)
-    got = fake_quant_ste(x, q, b).numpy()
-    ref = fake_quantize(np.array(values, dtype=np.float32), q, b)
+    got = fake_quant_ste(x, q, b, rounding).numpy()
+    ref = fake_quantize(np.array(values, dtype=np.float32), q, b, rounding)
     assert got.dtype == ref.dtype and np.array_equal(got.view(np.uint32), ref.view(np.uint32))
 
 
@@ -226,6 +227,11 @@ def test_fake_quant_straight_through_gradient():
         fake_quant_ste(x, 0, 3.0)
     with pytest.raises(PlanError):
         fake_quant_ste(x, 8, float("nan"))
+    with pytest.raises(PlanError, match="rounding"):
+        fake_quant_ste(x, 8, 3.0, "ceil")
+    x.grad = None
+    fake_quant_ste(x, 16, 3.0, "nearest").sum().backward()  # the same clipped straight-through gradient
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
     torch.testing.assert_close(fake_quant_ste(x, np.int64(16), np.float32(3.0)), fake_quant_ste(x, 16, 3.0))
 
 

@@ -177,6 +177,35 @@ def test_quantize_inverts_dequantize_up_to_rounding(qb, symbols):
     assert np.array_equal(fake_quantize(dequantize(s, q, b), q, b), dequantize(back.astype(np.uint16), q, b))
 
 
+@SETTINGS
+@given(quantizers(), st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=200))
+def test_nearest_rounding_properties(qb, values):
+    """rounding="nearest": same grid and alphabet, the CLOSEST level (never farther than Eq. 13's floor)."""
+    q, b = qb
+    v = np.array(values, dtype=np.float64)
+    s = quantize(v, q, b, "nearest")
+    assert s.dtype == np.uint16 and s.min() >= 0 and s.max() <= q - 1
+    order = np.argsort(v, kind="stable")
+    assert np.all(np.diff(s[order].astype(np.int64)) >= 0)
+    c = np.clip(v, -b, b)
+    step = 2 * b / q
+    w = dequantize(s, q, b).astype(np.float64)
+    w_floor = dequantize(quantize(v, q, b), q, b).astype(np.float64)
+    tol = 1e-6 * (b + step)
+    assert np.all(np.abs(c - w) <= np.abs(c - w_floor) + tol)
+    below_top = c <= b - step / 2  # the top half-step has no level above it: it lands on level Q-1
+    assert np.all(np.abs(c - w)[below_top] <= step / 2 + tol)
+    assert np.array_equal(fake_quantize(v, q, b, "nearest"), dequantize(s, q, b))
+
+
+def test_nearest_rounding_levels():
+    # step 6/512: -1e-9 rounds up to level 256 (0.0), 2.99 to 511, w = b clamps to Q-1, half-step ties go up
+    s = quantize(np.array([-3.0, -1e-9, 0.0, 2.99, 3.0, 7.0, -3.0 + 3.0 / 512]), 512, 3.0, "nearest")
+    assert s.tolist() == [0, 256, 256, 511, 511, 511, 1]
+    with pytest.raises(AdtQuantizationError, match="rounding"):
+        quantize(np.zeros(3), 512, 3.0, "round")
+
+
 def test_paper_setting_levels():
     s = quantize(np.array([-3.0, -1e-9, 0.0, 2.99, 3.0, 7.0]), 512, 3.0)
     assert s.tolist() == [0, 255, 256, 511, 511, 511]
