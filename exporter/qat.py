@@ -69,18 +69,27 @@ def disable_fake_quant(model: nn.Module) -> None:
     remove_plain_fake_quant(model)
 
 
+#: Learning-rate schedules of :func:`qat_finetune`.
+QAT_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class QatResult:
     plan: QuantPlan
     losses: list[float] = field(default_factory=list)
     steps: int = 0
+    last_lr: float | None = None  # the learning rate of the last step taken
 
 
 def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | None = None,
                  epochs: int = 2, lr: float = 1e-3, max_steps: int | None = None,
                  progress: bool = True, label_smoothing: float = 0.0, teacher: nn.Module | None = None,
-                 distill_alpha: float = 0.9, distill_temperature: float = 4.0, **plan_kwargs: Any) -> QatResult:
+                 distill_alpha: float = 0.9, distill_temperature: float = 4.0, schedule: str = "constant",
+                 **plan_kwargs: Any) -> QatResult:
     """Fine-tune ``model`` for ``epochs`` with Adam at ``lr`` through the file's quantizers.
+
+    ``schedule``: "constant" (``lr`` throughout) or "cosine" (``lr`` annealed to 0 over all steps, per
+    step, so the weights the file stores are a settled point rather than a random one of the last steps).
 
     ``label_smoothing``: of the cross-entropy (use the training run's, so that fine-tuning keeps
     the objective the model was trained for).
@@ -94,6 +103,8 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
     """
     if epochs < 0:
         raise PlanError(f"QAT epochs must be >= 0, got {epochs}")
+    if schedule not in QAT_SCHEDULES:
+        raise PlanError(f"QAT schedule must be one of {QAT_SCHEDULES}, got {schedule!r}")
     if plan is None:
         plan = make_quant_plan(model, **plan_kwargs)
     result = QatResult(plan)
@@ -108,6 +119,12 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
         params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
         device = params[0].device if params else torch.device("cpu")
         opt = torch.optim.Adam(params, lr=lr)
+        sched = None
+        if schedule == "cosine":
+            total = epochs * len(train_loader)  # type: ignore[arg-type]
+            if max_steps is not None:
+                total = min(total, max_steps)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         from .train import DistillLoss, batch_loss
         distill = None
@@ -123,6 +140,9 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
                 loss = batch_loss(model, x, y, loss_fn, distill, teacher)
                 loss.backward()
                 opt.step()
+                result.last_lr = float(opt.param_groups[0]["lr"])
+                if sched is not None:
+                    sched.step()
                 result.losses.append(float(loss.detach()))
                 result.steps += 1
                 bar.set_postfix(loss=f"{result.losses[-1]:.4f}")

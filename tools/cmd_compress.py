@@ -113,6 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "usually the more accurate file at the same size) (default floor)")
     e.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs after training (default 0)")
     e.add_argument("--qat-lr", type=float, default=1e-3, help="learning rate of quantization-aware fine-tuning (default 0.001)")
+    e.add_argument("--qat-schedule", choices=("constant", "cosine"), default="constant",
+                   help="QAT learning rate: constant, or cosine (annealed to 0 over the QAT steps) (default constant)")
     e.add_argument("--tables", default="auto", help="Huffman tables: shared, per_group or auto (the smaller file) (default auto)")
     e.add_argument("--compact-names", action="store_true",
                    help="one-letter tensor names, no metadata, no default ONNX attributes: the smallest file")
@@ -293,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
             train_res = train(model, train_loader, cfg, test_loader=None, progress=progress, teacher=teacher)
         if args.qat_epochs:
             qat_res = qat_finetune(model, train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
+                                   schedule=args.qat_schedule,
                                    label_smoothing=args.label_smoothing, q=q, b=b, groups=args.groups,
                                    b_rule=args.b_rule, rounding=args.rounding)
     train_time = time.perf_counter() - t0

@@ -65,6 +65,7 @@ class ExportVariant:
     qat_epochs: int = 0
     qat_lr: float = 1e-3
     qat_label_smoothing: float = 0.0
+    qat_schedule: str = "constant"   # or "cosine": lr annealed to 0 over the QAT steps
     qat_distill: bool = False        # QAT also matches the run's teacher (runs trained with distillation)
     rounding: str = "floor"          # Eq. 13 level choice: "floor" (the paper) or "nearest" (same grid)
     compact_names: bool = True
@@ -209,6 +210,20 @@ for _v in ("kind-qat-lo", "q128-qat-lo", "q64-qat-lo"):
 for _v in [v for v in VARIANTS if VARIANTS[v].qat_epochs]:
     VARIANTS[f"{_v}-rn"] = replace(VARIANTS[_v], name=f"{_v}-rn", rounding="nearest",
                                    note=VARIANTS[_v].note + ", nearest-level rounding")
+# Biases at Q=64 cost LeNet-5 the most (one bias tensor sets b = 4.3 for all 580: a 0.13 step); Q=128
+# for "other" adds ~40 B (diagnostic on lenet5-ada-kd s0, no QAT: 1.50% -> 1.01%, NOTES row 21).
+for _q in (128, 64):
+    VARIANTS[f"q{_q}o128-qat-lo-rn"] = ExportVariant(
+        f"q{_q}o128-qat-lo-rn", q={"cores": _q, "factors": _q, "other": 128}, groups="kind", qat_epochs=2,
+        qat_lr=2e-4, rounding="nearest",
+        note=f"per-kind Q {_q}/{_q}/128, b = max|w|, 2 epochs QAT lr 2e-4, nearest-level rounding")
+# QAT that settles: 4 epochs, lr 5e-4 annealed to 0 (cosine), nearest-level rounding.
+for _q, _o in ((128, 64), (128, 128), (64, 128)):
+    _n = f"q{_q}" + (f"o{_o}" if _o != 64 else "") + "-qat4c-rn"
+    VARIANTS[_n] = ExportVariant(_n, q={"cores": _q, "factors": _q, "other": _o}, groups="kind", qat_epochs=4,
+                                 qat_lr=5e-4, qat_schedule="cosine", rounding="nearest",
+                                 note=f"per-kind Q {_q}/{_q}/{_o}, b = max|w|, 4 epochs QAT lr 5e-4 cosine to 0, "
+                                      "nearest-level rounding")
 
 
 def paper_variant(row: str) -> ExportVariant:

@@ -120,7 +120,7 @@ def test_compress_tiny_run(tmp_path, mnist_dir, capsys):
     out = tmp_path / "s.adt"
     code = main(["compress", "--data", str(mnist_dir), "--preset", "lenet5-scada", "--epochs", "1", "--subset", "768",
                  "--batch-size", "128", "--qat-epochs", "1", "--q", "cores=256,factors=256,other=32",
-                 "--rounding", "nearest", "--compact-names", "--threads", "2", "--checkpoint", str(tmp_path / "ck.pt"), "-o", str(out), "--json"])
+                 "--rounding", "nearest", "--qat-schedule", "cosine", "--compact-names", "--threads", "2", "--checkpoint", str(tmp_path / "ck.pt"), "-o", str(out), "--json"])
     assert code == 0
     rep = json.loads(capsys.readouterr().out)
     f = read_adt(out)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from adt.exporter.errors import PlanError
 from adt.exporter.export import dequantized_weights, export_adt, make_quant_plan, quantized_model
 from adt.exporter.models import build_model
 from adt.exporter.planner import LayerPlan
@@ -66,6 +67,21 @@ def test_qat_trains_latent_values_and_export_uses_its_plan(tmp_path):
         acc_fq = float((m(x).argmax(1) == y).float().mean())
     disable_fake_quant(m)
     assert rep.acc_quantized == acc_fq
+
+
+def test_qat_cosine_schedule_anneals_to_zero_and_bad_schedule_is_refused():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    const = qat_finetune(model(), loader, epochs=2, lr=1e-2, progress=False, q=64)
+    assert const.last_lr == pytest.approx(1e-2)
+    cos = qat_finetune(model(), loader, epochs=2, lr=1e-2, progress=False, q=64, schedule="cosine", rounding="nearest")
+    # 8 steps, T_max 8: the last step runs at lr 0.01 * (1 + cos(7 pi / 8)) / 2
+    assert cos.steps == 8 and cos.last_lr == pytest.approx(1e-2 * (1 + np.cos(7 * np.pi / 8)) / 2)
+    assert cos.plan.rounding == "nearest"
+    with pytest.raises(PlanError, match="schedule"):
+        qat_finetune(model(), loader, epochs=1, progress=False, schedule="step")
 
 
 def test_qat_label_smoothing_is_the_loss_it_trains():
