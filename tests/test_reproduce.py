@@ -129,3 +129,33 @@ def test_a_distilling_qat_variant_on_a_run_without_a_teacher_is_one_line(tmp_pat
 
     with pytest.raises(SystemExit, match="has no teacher"):
         export_run("lenet300-ada", 0, "kind-qat-lo-kd", tmp_path / "none.ckpt", tmp_path, str(mnist_dir))
+
+
+def test_hooi_init_from_the_dense_teacher(tmp_path, mnist_dir):
+    """init_from: the run starts from HOSVD + HOOI of the trained dense teacher, not from scratch."""
+    import torch
+
+    from adt.tools import repro_recipe
+    from adt.tools.repro_presets import ROWS
+    from adt.tools.repro_train import build_run_model
+
+    torch.manual_seed(0)
+    dense = build_run_model(replace_spec(ROWS["lenet300-ada"], method="dense"), 0)
+    hooi = build_run_model(ROWS["lenet300-ada"], 0, dense)
+    scratch = build_run_model(ROWS["lenet300-ada"], 0)
+    for name in ("fc1", "fc2", "fc3"):
+        w = getattr(dense, name).weight.detach()
+        rel = {k: float((getattr(m, name).weight.detach() - w).norm() / w.norm()) for k, m in
+               (("hooi", hooi), ("scratch", scratch))}
+        assert rel["hooi"] < 1.0 < rel["scratch"], (name, rel)  # a projection of W vs an unrelated init
+    rc = repro_recipe.main(["lenet300-ada", "--tag", "hooi", "--epochs", "1", "--subset", "512", "--init-from",
+                            "lenet300-dense", "--data", str(mnist_dir), "--out", str(tmp_path)])
+    assert rc == 0
+    log = json.loads((tmp_path / "logs" / "recipe-lenet300-ada-hooi-s0.json").read_text())
+    assert log["init_from"] == "lenet300-dense" and recipe_label(log).endswith("HOOI init")
+
+
+def replace_spec(spec, **kw):
+    from dataclasses import replace
+
+    return replace(spec, **kw)

@@ -85,7 +85,7 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         "method": spec.method, "preset": spec.preset, "plan": spec.plan, "note": spec.note,
         "epochs": log["epochs"], "decay_every": log["decay_every"], "lr": log["lr"], "batch_size": log["batch_size"],
         "schedule": log.get("schedule", "step"), "weight_decay": log.get("weight_decay", 0.0),
-        "label_smoothing": log.get("label_smoothing", 0.0), "teacher": log.get("teacher"),
+        "label_smoothing": log.get("label_smoothing", 0.0), "teacher": log.get("teacher"), "init_from": log.get("init_from"),
         "distill_alpha": log.get("distill_alpha", 0.0), "distill_temperature": log.get("distill_temperature"),
         "train_seconds": log["train_seconds"], "train_threads": log.get("threads"), "train_subset": log.get("subset"),
         "qat_epochs": var.qat_epochs, "qat_steps": qat_steps, "qat_seconds": round(qat_seconds, 1),

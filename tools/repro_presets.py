@@ -44,6 +44,7 @@ class RunSpec:
     teacher: str | None = None       # a run in TEACHERS whose logits the student also matches (distillation)
     distill_alpha: float = 0.0       # weight of the distillation term (0 = none, the paper's setting)
     distill_temperature: float = 4.0
+    init_from: str | None = None     # a run in TEACHERS: start from HOOI of its trained dense weights
     note: str = ""
     resume_from: str | None = None   # continue training this run's checkpoint (same seed) instead of scratch
     table_row: str | None = None     # the paper's Table 1 row this run reproduces (default: its name)

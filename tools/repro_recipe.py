@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", choices=sorted(TEACHERS), help="distil from this dense teacher (trained on first use)")
     ap.add_argument("--alpha", type=float, help="distillation weight (needs a teacher; the KD rows use 0.9)")
     ap.add_argument("--temperature", type=float, help="distillation temperature (default 4)")
+    ap.add_argument("--init-from", choices=sorted(TEACHERS),
+                    help="start from HOSVD + HOOI of this dense teacher's trained weights instead of scratch")
     ap.add_argument("--augment", type=int, help="random-shift augmentation, max pixels")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "schedule": args.schedule, "lr": args.lr, "batch_size": args.batch,
                                  "weight_decay": args.wd, "label_smoothing": args.smooth,
                                  "augment": args.augment, "teacher": args.teacher,
-                                 "distill_alpha": args.alpha, "distill_temperature": args.temperature}.items() if v is not None}
+                                 "distill_alpha": args.alpha, "distill_temperature": args.temperature,
+                                 "init_from": args.init_from}.items() if v is not None}
     name = f"recipe-{args.run}-{args.tag}"
     spec = replace(ALL_RUNS[args.run], name=name, **changes)
     ckpt = args.out / "ckpt" / f"{name}-s{args.seed}.ckpt"

@@ -39,6 +39,8 @@ def recipe_label(r: dict[str, Any]) -> str:
         parts.append("conv-ReLU")
     if r.get("teacher"):
         parts.append(f"KD a{r['distill_alpha']:g} T{r['distill_temperature']:g}")
+    if r.get("init_from"):
+        parts.append("HOOI init")
     return " ".join(parts)
 
 

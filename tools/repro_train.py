@@ -26,14 +26,17 @@ def run_plan(spec: RunSpec) -> dict[str, LayerPlan]:
     return {k: LayerPlan.coerce(v, where=f"{spec.name} {k}") for k, v in (spec.plan or {}).items()}
 
 
-def build_run_model(spec: RunSpec, seed: int) -> torch.nn.Module:
-    """The model of ``spec`` with its Tucker parametrization applied (scratch init, seeded)."""
+def build_run_model(spec: RunSpec, seed: int, dense: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The model of ``spec`` with its Tucker parametrization applied: scratch init (seeded), or with
+    ``dense`` (a trained dense model of the same architecture) HOSVD + HOOI of its weights."""
     torch.manual_seed(seed)
     model = build_model(spec.model)
     if spec.method == "dense":  # a distillation teacher keeps its dense weights
         return model
+    if dense is not None:
+        model.load_state_dict(dense.state_dict())
     apply = apply_scada_tucker if spec.method == "scada" else apply_ada_tucker
-    apply(model, run_plan(spec), init="scratch", seed=seed)
+    apply(model, run_plan(spec), init="hooi" if dense is not None else "scratch", seed=seed)
     return model
 
 
@@ -50,7 +53,11 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
                                    ckpt.parent / f"{spec.resume_from}-s{seed}.ckpt")
         model.train()
     else:
-        model = build_run_model(spec, seed)
+        dense = None
+        if spec.init_from:  # the teacher's trained weights, decomposed, are the starting point
+            dense = ensure_teacher(spec.init_from, data_dir, ckpt.parent, subset=subset, test_subset=test_subset,
+                                   threads=threads, progress=progress)
+        model = build_run_model(spec, seed, dense)
     teacher = None
     if spec.distill_alpha and not spec.teacher:
         from adt.exporter.errors import TrainConfigError
@@ -80,7 +87,8 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
            "lr": spec.lr, "schedule": spec.schedule, "weight_decay": spec.weight_decay,
            "label_smoothing": spec.label_smoothing,
            "teacher": spec.teacher, "distill_alpha": spec.distill_alpha if spec.teacher else 0.0,
-           "distill_temperature": spec.distill_temperature if spec.teacher else None, "model": spec.model, "resumed_from": spec.resume_from, "previous": prev or None,
+           "distill_temperature": spec.distill_temperature if spec.teacher else None, "init_from": spec.init_from,
+           "model": spec.model, "resumed_from": spec.resume_from, "previous": prev or None,
            "batch_size": spec.batch_size, "stored_params": count_params(model),
            "train_seconds": round(wall + prev.get("train_seconds", 0.0), 1),
            "steps": res.steps, "epoch_losses": [round(v, 5) for v in res.epoch_losses],
