@@ -159,3 +159,16 @@ def replace_spec(spec, **kw):
     from dataclasses import replace
 
     return replace(spec, **kw)
+
+
+def test_rounding_sweep_writes_its_table(tmp_path, mnist_dir, capsys):
+    from adt.tools import repro_rounding
+
+    assert repro_rounding.main(["lenet300-scada", "--data", str(mnist_dir), "--out", str(tmp_path)]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+    assert reproduce.main(["mnist", "--data", str(mnist_dir), "--rows", "lenet300-scada", "--epochs", "1",
+                           "--subset", "512", "--stage", "train", "--out", str(tmp_path)]) == 0
+    assert repro_rounding.main(["lenet300-scada", "--data", str(mnist_dir), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "logs" / "rounding-lenet300-scada-s0.md").read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and ln[2].isdigit() or ln.startswith("| paper")]
+    assert len(rows) == 4 + 5 and "| paper Q=1500 b=5.0 |" in md
