@@ -172,3 +172,13 @@ def test_rounding_sweep_writes_its_table(tmp_path, mnist_dir, capsys):
     md = (tmp_path / "logs" / "rounding-lenet300-scada-s0.md").read_text()
     rows = [ln for ln in md.splitlines() if ln.startswith("| ") and ln[2].isdigit() or ln.startswith("| paper")]
     assert len(rows) == 4 + 5 and "| paper Q=1500 b=5.0 |" in md
+
+
+def test_target_check_is_exact_at_the_paper_error():
+    from adt.tools.repro_report import _targets
+
+    s = {"dense_float32_bytes": 1_724_320, "bytes_median": 2100, "bytes_min": 2090,
+         "err_file_median": 100 * (1 - 0.9882), "err_file_best": 100 * (1 - 0.9883)}  # 1.18%: float noise above
+    assert _targets("lenet5-scada", s) == "median: MET; best: MET"
+    s["err_file_median"] = 1.19
+    assert _targets("lenet5-scada", s).startswith("median: missed (error +0.01 pt)")
