@@ -45,6 +45,16 @@ def np_tucker(core, factors, shape):
     return np.einsum(spec, core.astype(np.float64), *[f.astype(np.float64) for f in factors]).reshape(shape)
 
 
+def assert_file_values_equal(f, weights):
+    """Every parameter the file ``f`` rebuilds (independent einsum) equals ``weights[name]``."""
+    for p in f.params:
+        if p.encoding == ENC_TUCKER:
+            ref = np_tucker(f.core_values(p.core), [f.values(s, p.group) for s in p.factors], p.shape)
+        else:
+            ref = f.values(p.symbols, p.group)
+        np.testing.assert_allclose(weights[p.name], ref.astype(np.float32), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("method", ["ada", "scada"])
 @pytest.mark.parametrize("groups", ["single", "kind", "tensor"])
 def test_file_decodes_bit_exactly(tmp_path, method, groups):
@@ -98,12 +108,7 @@ def test_dequantized_rebuild_matches_file_and_torch(tmp_path, method):
     export_adt(model, tmp_path / "m.adt", input_shape=SHAPE, plan=plan)
     f = read_adt(tmp_path / "m.adt")
     mine = dequantized_weights(model, plan)
-    for p in f.params:
-        if p.encoding == ENC_TUCKER:
-            ref = np_tucker(f.core_values(p.core), [f.values(s, p.group) for s in p.factors], p.shape)
-        else:
-            ref = f.values(p.symbols, p.group)
-        np.testing.assert_allclose(mine[p.name], ref.astype(np.float32), rtol=1e-5, atol=1e-7)
+    assert_file_values_equal(f, mine)
     # and the torch fake-quantized forward weights are the same numbers
     for name, mod in [("conv1", model.conv1), ("fc1", model.fc1)]:
         tw = mod.parametrizations.weight[0]
@@ -181,12 +186,7 @@ def test_nearest_rounding_file(tmp_path):
     plan = make_quant_plan(model, q=q, rounding="nearest")
     near = dequantized_weights(model, plan)
     floor = dequantized_weights(model, make_quant_plan(model, q=q))
-    for p in f.params:
-        if p.encoding == ENC_TUCKER:
-            ref = np_tucker(f.core_values(p.core), [f.values(s, p.group) for s in p.factors], p.shape)
-        else:
-            ref = f.values(p.symbols, p.group)
-        np.testing.assert_allclose(near[p.name], ref.astype(np.float32), rtol=1e-5, atol=1e-7)
+    assert_file_values_equal(f, near)
     dense = {n: t.detach().numpy() for n, t in model.state_dict().items() if n in near}
     dense.update({f"{m}.weight": getattr(model, m).weight.detach().numpy() for m in ("conv1", "conv2", "fc1", "fc2")})
     err = {k: sum(float(np.abs(w[n] - dense[n]).sum()) for n in near) for k, w in (("near", near), ("floor", floor))}
