@@ -182,3 +182,14 @@ def test_target_check_is_exact_at_the_paper_error():
     assert _targets("lenet5-scada", s) == "median: MET; best: MET"
     s["err_file_median"] = 1.19
     assert _targets("lenet5-scada", s).startswith("median: missed (error +0.01 pt)")
+
+
+def test_default_rows_export_the_paper_quantizer_and_their_best_variant():
+    from adt.tools.repro_export import resolve_variant
+    from adt.tools.repro_presets import DEFAULT_ROWS, default_variants
+
+    for row in DEFAULT_ROWS:
+        names = default_variants(row)
+        assert names[0] == "paper" and len(names) == 2
+        assert all(resolve_variant(row, n).name == n for n in names)  # every default is a known variant
+    assert default_variants("lenet5-ada") == ["paper", "kind-qat"]

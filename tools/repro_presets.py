@@ -226,6 +226,16 @@ for _q, _o in ((128, 64), (128, 128), (64, 128)):
                                  note=f"per-kind Q {_q}/{_q}/{_o}, b = max|w|, 4 epochs QAT lr 5e-4 cosine to 0, "
                                       "nearest-level rounding")
 
+#: The ADT export each default row is reported with (NOTES rows 17-23); ``reproduce`` exports it next to
+#: "paper" when no --variants are given. Other rows get "kind-qat".
+BEST_VARIANT = {"lenet5-ada-kd": "q128o128-qat-lo-rn", "lenet5-scada-kd": "q128-qat-lo-rn",
+                "lenet300-ada-kd": "kind-qat-lo", "lenet300-scada-v2": "kind-qat"}
+
+
+def default_variants(run: str) -> list[str]:
+    """The export variants of ``run`` when none are asked for: the paper's quantizer and ADT's best."""
+    return ["paper", BEST_VARIANT.get(run, "kind-qat")]
+
 
 def paper_variant(row: str) -> ExportVariant:
     """The paper's quantizer for ``row``'s network (LeNet-5: Q=512 b=3; LeNet-300: Q=1500 b=5)."""

@@ -71,8 +71,9 @@ def stage_train(args, names: list[str], seeds: list[int]) -> None:
                   f"{log['float_test_acc']:.4f}, {log['train_seconds']} s", flush=True)
 
 
-def stage_export(args, names: list[str], seeds: list[int], variants: list[str]) -> None:
+def stage_export(args, names: list[str], seeds: list[int], variants: list[str] | None) -> None:
     from .repro_export import export_run
+    from .repro_presets import default_variants
 
     for name in names:
         for seed in seeds:
@@ -80,7 +81,7 @@ def stage_export(args, names: list[str], seeds: list[int], variants: list[str]) 
             if not ckpt.exists():
                 print(f"[export] {name} seed {seed}: no checkpoint yet, skipped", flush=True)
                 continue
-            for var in variants:
+            for var in variants or default_variants(name):
                 rec = export_run(name, seed, var, ckpt, args.out, args.data, subset=args.subset,
                                  test_subset=args.test_subset, threads=args.threads, progress=args.progress)
                 print(f"[export] {name} s{seed} {var}: {rec['file_bytes']} B, true ratio {rec['true_ratio']:.1f}x,"
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "ablation runs; see adt.tools.repro_presets.ALL_RUNS)")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     p.add_argument("--epochs", type=int, help="override the preset's training epochs (shorter runs)")
-    p.add_argument("--variants", help="comma list of export variants (default: paper + the row's ADT variants)")
+    p.add_argument("--variants", help="comma list of export variants (default: paper + the row's best ADT variant, "
+                                      "adt.tools.repro_presets.BEST_VARIANT, else kind-qat); paper-rn = the "
+                                      "paper's Q and b with nearest-level rounding")
     p.add_argument("--stage", default="all", choices=["train", "export", "report", "all", "rescore"],
                    help="which stage(s) to run (default all; rescore: score every recorded file again with the "
                         "current evaluator, then report)")
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     names = _run_names(args)
     seeds = [int(s) for s in _csv(args.seeds)]
-    variants = _csv(args.variants) or ["paper", "kind-qat"]
+    variants = _csv(args.variants) or None
     if args.stage in ("train", "all"):
         stage_train(args, names, seeds)
     if args.stage in ("export", "all"):
