@@ -119,6 +119,7 @@ def test_recipe_probe_with_a_teacher_trains_and_logs_it(tmp_path, mnist_dir):
     assert (tmp_path / "ckpt" / "lenet300-dense-s0.ckpt").exists()  # reused by every student seed
     log = json.loads((tmp_path / "logs" / "recipe-lenet300-ada-kd-kd-s0.json").read_text())
     assert log["teacher"] == "lenet300-dense" and log["distill_alpha"] == 0.9 and log["stored_params"] == 4096
+    assert log["teacher_float_test_acc"] == teacher_log["float_test_acc"]  # which teacher taught it
     assert recipe_label(log) == "cos wd0.05 ls0.1 KD a0.9 T4"
     assert repro_recipe.main(["lenet300-ada", "--tag", "x", "--alpha", "0.5", "--epochs", "1", "--subset", "256",
                               "--data", str(mnist_dir), "--out", str(tmp_path)]) == 1  # a weight without a teacher

@@ -65,7 +65,7 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         teacher = None
         if var.qat_distill:
             from .repro_train import ensure_teacher
-            teacher = ensure_teacher(spec.teacher, data_dir, ckpt.parent)
+            teacher, _ = ensure_teacher(spec.teacher, data_dir, ckpt.parent)
         res = qat_finetune(model, train_loader, epochs=var.qat_epochs, lr=var.qat_lr, progress=progress,
                            label_smoothing=var.qat_label_smoothing, teacher=teacher, schedule=var.qat_schedule,
                            distill_alpha=spec.distill_alpha, distill_temperature=spec.distill_temperature,

@@ -55,16 +55,16 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
     else:
         dense = None
         if spec.init_from:  # the teacher's trained weights, decomposed, are the starting point
-            dense = ensure_teacher(spec.init_from, data_dir, ckpt.parent, subset=subset, test_subset=test_subset,
-                                   threads=threads, progress=progress)
+            dense, _ = ensure_teacher(spec.init_from, data_dir, ckpt.parent, subset=subset, test_subset=test_subset,
+                                      threads=threads, progress=progress)
         model = build_run_model(spec, seed, dense)
-    teacher = None
+    teacher, teacher_log = None, {}
     if spec.distill_alpha and not spec.teacher:
         from adt.exporter.errors import TrainConfigError
         raise TrainConfigError(f"{spec.name}: distill_alpha {spec.distill_alpha} needs a teacher run")
     if spec.teacher:
-        teacher = ensure_teacher(spec.teacher, data_dir, ckpt.parent, subset=subset, test_subset=test_subset,
-                                 threads=threads, progress=progress)
+        teacher, teacher_log = ensure_teacher(spec.teacher, data_dir, ckpt.parent, subset=subset,
+                                              test_subset=test_subset, threads=threads, progress=progress)
     train_loader, test_loader = mnist_loaders(data_dir, batch_size=spec.batch_size, subset=subset, seed=seed,
                                               test_subset=test_subset)
     shift = spec.augment if augment is None else augment
@@ -88,6 +88,8 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
            "label_smoothing": spec.label_smoothing,
            "teacher": spec.teacher, "distill_alpha": spec.distill_alpha if spec.teacher else 0.0,
            "distill_temperature": spec.distill_temperature if spec.teacher else None, "init_from": spec.init_from,
+           # teachers are retrained per checkout (training is not bit-reproducible): record which one taught
+           "teacher_float_test_acc": teacher_log.get("float_test_acc"),
            "model": spec.model, "resumed_from": spec.resume_from, "previous": prev or None,
            "batch_size": spec.batch_size, "stored_params": count_params(model),
            "train_seconds": round(wall + prev.get("train_seconds", 0.0), 1),
@@ -101,8 +103,10 @@ def train_run(spec: RunSpec, seed: int, data_dir: str | None, ckpt: Path, *, epo
     return log
 
 
-def ensure_teacher(name: str, data_dir: str | None, ckpt_dir: Path, **kw: Any) -> torch.nn.Module:
-    """The trained dense teacher ``name`` (seed TEACHER_SEED): loaded from ``ckpt_dir`` or trained now.
+def ensure_teacher(name: str, data_dir: str | None, ckpt_dir: Path,
+                   **kw: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained dense teacher ``name`` (seed TEACHER_SEED) and its log: loaded from ``ckpt_dir`` or
+    trained now.
 
     Its training log goes to ``ckpt_dir/../logs/train-NAME-sSEED.json`` like any run's."""
     import json
@@ -115,10 +119,10 @@ def ensure_teacher(name: str, data_dir: str | None, ckpt_dir: Path, **kw: Any) -
         logs = ckpt_dir.parent / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         (logs / f"train-{name}-s{TEACHER_SEED}.json").write_text(json.dumps(log, indent=1) + "\n")
-    model, _ = load_trained(spec, TEACHER_SEED, ckpt)
+    model, log = load_trained(spec, TEACHER_SEED, ckpt)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return model, log
 
 
 def load_trained(spec: RunSpec, seed: int, ckpt: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
