@@ -125,6 +125,19 @@ def test_recipe_probe_with_a_teacher_trains_and_logs_it(tmp_path, mnist_dir):
                               "--data", str(mnist_dir), "--out", str(tmp_path)]) == 1  # a weight without a teacher
 
 
+def test_a_dense_lenet5_teaches_lenet300_across_architectures(tmp_path, mnist_dir):
+    from adt.tools import repro_recipe
+
+    rc = repro_recipe.main(["lenet300-ada-kd5", "--tag", "x", "--epochs", "1", "--subset", "256",
+                            "--data", str(mnist_dir), "--out", str(tmp_path)])
+    assert rc == 0
+    log = json.loads((tmp_path / "logs" / "recipe-lenet300-ada-kd5-x-s0.json").read_text())
+    assert log["teacher"] == "lenet5-dense" and log["model"] == "lenet300" and log["stored_params"] == 4096
+    teacher_log = json.loads((tmp_path / "logs" / "train-lenet5-dense-s0.json").read_text())
+    assert teacher_log["stored_params"] == 431_080 and log["teacher_float_test_acc"] == teacher_log["float_test_acc"]
+    assert recipe_label(log) == "cos wd0.05 ls0.1 KD a0.9 T4 from lenet5-dense"
+
+
 def test_a_distilling_qat_variant_on_a_run_without_a_teacher_is_one_line(tmp_path, mnist_dir):
     from adt.tools.repro_export import export_run
 

@@ -86,6 +86,7 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         "epochs": log["epochs"], "decay_every": log["decay_every"], "lr": log["lr"], "batch_size": log["batch_size"],
         "schedule": log.get("schedule", "step"), "weight_decay": log.get("weight_decay", 0.0),
         "label_smoothing": log.get("label_smoothing", 0.0), "teacher": log.get("teacher"), "init_from": log.get("init_from"),
+        "teacher_float_test_acc": log.get("teacher_float_test_acc"),  # teachers differ between checkouts
         "distill_alpha": log.get("distill_alpha", 0.0), "distill_temperature": log.get("distill_temperature"),
         "train_seconds": log["train_seconds"], "train_threads": log.get("threads"), "train_subset": log.get("subset"),
         "qat_epochs": var.qat_epochs, "qat_steps": qat_steps, "qat_seconds": round(qat_seconds, 1),

@@ -39,6 +39,8 @@ def recipe_label(r: dict[str, Any]) -> str:
         parts.append("conv-ReLU")
     if r.get("teacher"):
         parts.append(f"KD a{r['distill_alpha']:g} T{r['distill_temperature']:g}")
+        if not r["teacher"].startswith(f"{r.get('model')}-"):  # a teacher of another architecture
+            parts.append(f"from {r['teacher']}")
     if r.get("init_from"):
         parts.append("HOOI init")
     return " ".join(parts)
