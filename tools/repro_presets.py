@@ -151,8 +151,6 @@ ROWS["lenet5-scada-kd80"] = replace(ROWS["lenet5-scada-kd"], name="lenet5-scada-
 # (1.66%). Both take [N, 1, 28, 28], so any MNIST model can teach any other (cross-architecture KD).
 ROWS["lenet300-ada-kd5"] = replace(ROWS["lenet300-ada-kd"], name="lenet300-ada-kd5", teacher="lenet5-dense",
                                    note=V2["note"] + ", distilled from dense LeNet-5 (alpha 0.9, T 4)")
-ROWS["lenet300-scada-kd5"] = replace(ROWS["lenet300-scada-v2"], name="lenet300-scada-kd5", teacher="lenet5-dense",
-                                     **KD, note=V2["note"] + ", distilled from dense LeNet-5 (alpha 0.9, T 4)")
 
 #: What ``python -m adt.tools.reproduce mnist`` runs without --rows: each Table 1 row with its best recipe.
 DEFAULT_ROWS = ("lenet300-ada-kd", "lenet300-scada-v2", "lenet5-ada-kd", "lenet5-scada-kd")
