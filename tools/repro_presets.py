@@ -144,7 +144,7 @@ ROWS["lenet300-ada-kd"] = replace(ROWS["lenet300-ada-v2"], name="lenet300-ada-kd
 ROWS["lenet5-ada-kd80"] = replace(ROWS["lenet5-ada-kd"], name="lenet5-ada-kd80", epochs=80,
                                   note="cosine, 80 epochs, distilled from dense LeNet-5 (alpha 0.9, T 4)")
 
-# The same for SCADA (one shared core), whose distilled float model also still improved at epoch 40.
+# The same for SCADA (one shared core), whose distillation loss was also still falling at epoch 40.
 ROWS["lenet5-scada-kd80"] = replace(ROWS["lenet5-scada-kd"], name="lenet5-scada-kd80", epochs=80,
                                     note="cosine, 80 epochs, distilled from dense LeNet-5 (alpha 0.9, T 4)")
 # A stronger teacher for LeNet-300-100: the dense LeNet-5 (~0.7-0.8%) instead of the dense LeNet-300
