@@ -250,18 +250,17 @@ for _q, _o in ((128, 64), (128, 128), (64, 128)):
 # 0-2 by a rule fixed before the runs (best median within the size), then confirmed on held-out seeds 3-5.
 for _o in (64, 128):
     _n = "c256" + (f"o{_o}" if _o != 64 else "") + "-qat-lo-rn"
-    VARIANTS[_n] = ExportVariant(_n, q={"cores": 256, "factors": 128, "other": _o}, groups="kind", qat_epochs=2,
-                                 qat_lr=2e-4, rounding="nearest",
-                                 note=f"per-kind Q 256/128/{_o} (finer cores), b = max|w|, 2 epochs QAT lr 2e-4, "
-                                      "nearest-level rounding")
+    VARIANTS[_n] = replace(VARIANTS["q128-qat-lo-rn"], name=_n, q={"cores": 256, "factors": 128, "other": _o},
+                           note=f"per-kind Q 256/128/{_o} (finer cores), b = max|w|, 2 epochs QAT lr 2e-4, "
+                                "nearest-level rounding")
 
 # The same idea pushed further, defined after seeing c256 on seeds 0-4 (exploratory, NOTES row 27): spend
 # the bits where one value reaches every layer (shared core Q=512) and save them on the factors (Q=64).
 # It lost on every seed (1.25-1.94% vs 1.10-1.44%): the factors at Q=64 cost more than the core gains.
-VARIANTS["c512f64-qat-lo-rn"] = ExportVariant(
-    "c512f64-qat-lo-rn", q={"cores": 512, "factors": 64, "other": 64}, groups="kind", qat_epochs=2, qat_lr=2e-4,
-    rounding="nearest", note="per-kind Q 512/64/64 (finest cores, coarser factors), b = max|w|, 2 epochs QAT "
-                             "lr 2e-4, nearest-level rounding")
+VARIANTS["c512f64-qat-lo-rn"] = replace(VARIANTS["q128-qat-lo-rn"], name="c512f64-qat-lo-rn",
+                                        q={"cores": 512, "factors": 64, "other": 64},
+                                        note="per-kind Q 512/64/64 (finest cores, coarser factors), b = max|w|, "
+                                             "2 epochs QAT lr 2e-4, nearest-level rounding")
 
 # One quantizer per tensor instead of per kind (the exporter's groups="tensor"): each core, each layer's
 # factors and each bias gets its own b = max|w|, so one wide bias tensor no longer coarsens the step of all
