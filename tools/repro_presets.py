@@ -172,7 +172,9 @@ ROWS["lenet300-ada-kd-nowd"] = replace(ROWS["lenet300-ada-kd"], name="lenet300-a
 ROWS["lenet300-ada-kd240"] = replace(ROWS["lenet300-ada-kd"], name="lenet300-ada-kd240", epochs=240,
                                      note=V2["note"] + ", 240 epochs, distilled from dense LeNet-300 (alpha 0.9, T 4)")
 
-#: What ``python -m adt.tools.reproduce mnist`` runs without --rows: each Table 1 row with its best recipe.
+#: What ``python -m adt.tools.reproduce mnist`` runs without --rows: each Table 1 row with its recipe at the
+#: shorter schedule (the longer distilled rows lenet5-*-kd80 and lenet300-ada-kd120 are better, NOTES rows
+#: 25-28, but take twice the time; name them with --rows).
 DEFAULT_ROWS = ("lenet300-ada-kd", "lenet300-scada-v2", "lenet5-ada-kd", "lenet5-scada-kd")
 
 
