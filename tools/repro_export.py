@@ -22,6 +22,7 @@ from adt.exporter.data import mnist_loaders
 from adt.exporter.export import accuracy, export_adt, mnist_test_set
 from adt.exporter.models import INPUT_SHAPES
 from adt.exporter.qat import qat_finetune
+from adt.runtime.format import write_atomic
 
 from .repro_presets import ALL_RUNS, VARIANTS, ExportVariant, paper_variant
 from .repro_score import score_file
@@ -106,5 +107,5 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    (out / "runs" / f"{row}-s{seed}-{variant}.json").write_text(json.dumps(rec, indent=1, sort_keys=True))
+    write_atomic(out / "runs" / f"{row}-s{seed}-{variant}.json", json.dumps(rec, indent=1, sort_keys=True).encode())
     return rec

@@ -12,6 +12,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from adt.runtime.format import write_atomic
+
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     log["base_run"] = args.run
     out = args.out / "logs" / f"{name}-s{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(log, indent=1) + "\n")
+    write_atomic(out, (json.dumps(log, indent=1) + "\n").encode())
     accs = log["test_acc_per_epoch"]
     print(f"{name} s{args.seed}: float error {100 * (1 - log['float_test_acc']):.2f}% "
           f"(best epoch {100 * (1 - max(accs)):.2f}%), last loss {log['epoch_losses'][-1]:.4f}, "

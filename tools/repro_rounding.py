@@ -17,6 +17,7 @@ import torch
 
 from adt.exporter.export import export_adt, mnist_test_set
 from adt.exporter.models import INPUT_SHAPES
+from adt.runtime.format import write_atomic
 
 from .repro_presets import ALL_RUNS, PAPER_TABLE1
 from .repro_train import load_trained
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(lines[-1], flush=True)
     out = args.out / "logs" / f"rounding-{args.run}-s{args.seed}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    write_atomic(out, ("\n".join(lines) + "\n").encode())
     print(f"wrote {out}")
     return 0
 

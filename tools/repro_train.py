@@ -15,6 +15,7 @@ from adt.exporter import (
     LayerPlan, PRESETS, TrainConfig, apply_ada_tucker, apply_scada_tucker, build_model, count_params, evaluate, train,
 )
 from adt.exporter.data import mnist_loaders
+from adt.runtime.format import write_atomic
 
 from .repro_presets import RunSpec
 
@@ -118,7 +119,7 @@ def ensure_teacher(name: str, data_dir: str | None, ckpt_dir: Path,
         log = train_run(spec, TEACHER_SEED, data_dir, ckpt, **kw)
         logs = ckpt_dir.parent / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        (logs / f"train-{name}-s{TEACHER_SEED}.json").write_text(json.dumps(log, indent=1) + "\n")
+        write_atomic(logs / f"train-{name}-s{TEACHER_SEED}.json", (json.dumps(log, indent=1) + "\n").encode())
     model, log = load_trained(spec, TEACHER_SEED, ckpt)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from adt.runtime.format import write_atomic
+
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
@@ -66,7 +68,7 @@ def stage_train(args, names: list[str], seeds: list[int]) -> None:
             log["machine"] = _machine()
             log["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             (args.out / "logs").mkdir(parents=True, exist_ok=True)
-            (args.out / "logs" / f"train-{name}-s{seed}.json").write_text(json.dumps(log, indent=1))
+            write_atomic(args.out / "logs" / f"train-{name}-s{seed}.json", json.dumps(log, indent=1).encode())
             print(f"[train] {name} seed {seed}: {log['stored_params']} params, float acc "
                   f"{log['float_test_acc']:.4f}, {log['train_seconds']} s", flush=True)
 
@@ -116,7 +118,7 @@ def stage_rescore(args) -> None:
         rec.update(err_file=100 * (1 - scored["acc"]), test_images=scored["n"], evaluator=scored["evaluator"],
                    score_seconds=round(time.perf_counter() - t0, 1))
         rec.update(_file_facts(args.out / rec["file"], rec["raw_ratio"], rec["dense_float32_bytes"]))
-        rec_path.write_text(json.dumps(rec, indent=1, sort_keys=True))
+        write_atomic(rec_path, json.dumps(rec, indent=1, sort_keys=True).encode())
         print(f"[rescore] {rec['file']}: error {rec['err_file']:.2f}% ({scored['evaluator']})", flush=True)
 
 

@@ -4,6 +4,7 @@ of that order raise :class:`AdtWriterError`. The same calls always produce the s
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -297,12 +298,27 @@ def _compress_architecture(onnx_model: bytes) -> tuple[int, bytes]:
     return best
 
 
+def _target_mode(path: Path) -> int:
+    """Permissions for the new file: an existing file's own, else what ``open()`` would give (0o666 & ~umask).
+
+    ``mkstemp`` creates its file 0o600; without this every exported ``.adt`` would be private to its owner.
+    """
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
     path = Path(path)
+    mode = _target_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -141,6 +141,22 @@ def test_write_atomic_failure_keeps_old_file(tmp_path):
     assert path.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["f.bin"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_write_atomic_gives_umask_permissions_and_keeps_an_existing_files(tmp_path):
+    old_mask = os.umask(0o027)
+    try:
+        fresh = tmp_path / "new.adt"
+        write_atomic(fresh, b"x")
+        assert fresh.stat().st_mode & 0o777 == 0o640  # like open(): 0o666 & ~umask, not mkstemp's 0o600
+        kept = tmp_path / "kept.adt"
+        kept.write_bytes(b"old")
+        kept.chmod(0o604)
+        write_atomic(kept, b"new")
+        assert kept.stat().st_mode & 0o777 == 0o604 and kept.read_bytes() == b"new"
+    finally:
+        os.umask(old_mask)
+
+
 def test_architecture_format_is_the_smaller_one():
     from adt.runtime.format.archdict import ONNX_DICT_V1
 
