@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from adt.runtime.format import AdtError
 
+__all__ = ["AdtError", "PlanError", "ModelError", "CheckpointError", "TrainConfigError"]
+
 
 class PlanError(AdtError):
     """A layer plan does not fit its layer (element count, order, core dims) or a target is invalid."""

@@ -5,11 +5,14 @@ GlobalAveragePool, Flatten), so exported files run without model code.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor, nn
 
 from .errors import ModelError
+
+__all__ = ["LeNet5", "LeNet300", "ResNet20", "BuiltinModel", "MODELS", "build_model"]
 
 
 class LeNet5(nn.Module):
@@ -98,24 +101,34 @@ class ResNet20(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
-MODELS: dict[str, Callable[[], nn.Module]] = {
-    "lenet5": LeNet5,
-    "lenet5-relu": lambda: LeNet5(conv_relu=True),
-    "lenet300": LeNet300,
-    "resnet20": ResNet20,
-}
-#: Input shape (without the batch dim) of each built-in model.
-INPUT_SHAPES: dict[str, tuple[int, ...]] = {
-    "lenet5": (1, 28, 28),
-    "lenet5-relu": (1, 28, 28),
-    "lenet300": (1, 28, 28),
-    "resnet20": (3, 32, 32),
-}
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A registry entry: how to build the model, one sample's shape, and the built-in dataset it
+    trains on (``"mnist"``, or None when ADT has no loader for its data)."""
+
+    name: str
+    factory: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    dataset: str | None
+
+    def build(self) -> nn.Module:
+        """A fresh, randomly initialised instance."""
+        return self.factory()
+
+
+#: The built-in models by name; the CLI's ``--model`` choices and datasets come from here.
+MODELS: dict[str, BuiltinModel] = {m.name: m for m in (
+    BuiltinModel("lenet5", LeNet5, (1, 28, 28), "mnist"),
+    BuiltinModel("lenet5-relu", lambda: LeNet5(conv_relu=True), (1, 28, 28), "mnist"),
+    BuiltinModel("lenet300", LeNet300, (1, 28, 28), "mnist"),
+    BuiltinModel("resnet20", ResNet20, (3, 32, 32), None),
+)}
 
 
 def build_model(name: str) -> nn.Module:
     """A fresh, randomly initialised built-in model by name (see :data:`MODELS`)."""
     try:
-        return MODELS[name]()
+        entry = MODELS[name]
     except KeyError:
         raise ModelError(f"unknown model {name!r}; built-in models: {', '.join(MODELS)}") from None
+    return entry.build()

@@ -13,58 +13,26 @@ counters. Every byte here ends up (DEFLATE-compressed) in the .adt file.
 """
 from __future__ import annotations
 
-import copy
 import io
 import warnings
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from adt.runtime.numpy_engine import OPS
+from adt.runtime.onnx_proto import add_initializers
+
 from .errors import ModelError
+from .factorize import frozen_copy, stored_tensors
 
-#: Highest default-domain opset the runtime accepts.
+__all__ = ["OPSET", "RUNTIME_OPS", "architecture_model", "architecture_bytes", "referenced_tensors", "with_weights"]
+
+#: Highest default-domain opset the exporter writes.
 OPSET = 17
-#: Ops the NumPy engine runs (COMMON.md); anything else is refused at export time.
-RUNTIME_OPS = frozenset({
-    "Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "Flatten", "Reshape", "BatchNormalization", "Softmax", "Identity", "Constant", "Sub", "Div",
-    "Transpose", "Concat", "Shape", "Gather", "Unsqueeze",
-})
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy on the CPU in eval mode whose Tucker parametrizations are replaced by dense weights, so
-    every weight is a plain tensor under its PyTorch name (``conv1.weight``)."""
-    from .tucker import freeze
-
-    from torch.nn.utils import parametrize
-
-    m = copy.deepcopy(model)
-    # deepcopy shares parametrize's generated `Parametrized<Layer>` class with the original, and
-    # removing a parametrization deletes the property from that class, which would break the
-    # ORIGINAL model. Give every parametrized module of the copy its own class first.
-    for module in m.modules():
-        if parametrize.is_parametrized(module):
-            cls = module.__class__
-            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    # QAT's fake quantizers on plain parameters come off, restoring the latent float values: the
-    # exporter quantizes those itself (quantizing already fake-quantized values can drop a level).
-    from .qat import remove_plain_fake_quant
-    remove_plain_fake_quant(m)
-    freeze(m)
-    # Any other parametrization is baked in.
-    for module in m.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return m.cpu().eval()  # export, quantization and scoring all happen on the CPU
-
-
-def stored_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Float parameters and buffers the inference graph can use, by PyTorch name, in state_dict
-    order (BatchNorm's integer ``num_batches_tracked`` is not needed at inference)."""
-    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+#: Ops the NumPy engine runs (the engine's own registry); anything else is refused at export time.
+RUNTIME_OPS = frozenset(OPS)
 
 
 def _torch_export(model: nn.Module, input_shape: Sequence[int]) -> bytes:
@@ -212,16 +180,12 @@ def referenced_tensors(arch: bytes) -> set[str]:
     return {i for n in g.node for i in n.input if i and i not in produced}
 
 
-def with_weights(arch: bytes, weights: Mapping[str, "object"]) -> bytes:
+def with_weights(arch: bytes, weights: Mapping[str, np.ndarray]) -> bytes:
     """The architecture with ``weights`` (name -> float32 array) put back as initializers: a dense
-    ONNX model onnxruntime can run (used by tests and the demo to check the contract)."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load_from_string(arch)
-    for name in sorted(referenced_tensors(arch)):
-        if name not in weights:
-            raise ModelError(f"architecture needs tensor {name!r}, which is not among the weights")
-        proto.graph.initializer.append(numpy_helper.from_array(np.asarray(weights[name], dtype=np.float32), name))
-    return proto.SerializeToString()
+    ONNX model onnxruntime can run (the runtime's :func:`adt.runtime.onnx_proto.add_initializers`,
+    after checking that every tensor the graph reads is given)."""
+    needed = sorted(referenced_tensors(arch))
+    missing = [n for n in needed if n not in weights]
+    if missing:
+        raise ModelError(f"architecture needs tensor {missing[0]!r}, which is not among the weights")
+    return add_initializers(arch, {n: np.asarray(weights[n], dtype=np.float32) for n in needed})

@@ -55,6 +55,12 @@ from typing import Any, Mapping, Union
 
 from .errors import PlanError
 
+__all__ = [
+    "MAX_MODE", "ALLOC_POWER", "MAX_ORDER", "MIN_NUMEL", "Target", "LayerPlan", "balanced_factorization",
+    "candidate_orders", "hypercube_plan", "plan_layer", "load_overrides", "plannable_layers", "plan_model",
+    "count_stored", "plan_params", "model_params", "plan_table", "PRESETS", "PRESET_INFO", "preset",
+]
+
 MAX_MODE = 50
 ALLOC_POWER = 0.25
 MAX_ORDER = 8

@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning: train through the exact Eq. 13 quantizer the file will use.
 
-The quantizers are resolved once (:func:`adt.exporter.export.make_quant_plan`: Q, and b from the
+The quantizers are resolved once (:func:`adt.exporter.quantplan.make_quant_plan`: Q, and b from the
 values at the start), then every stored tensor is fake-quantized in the forward pass with a
 straight-through gradient: Tucker cores and factors through ``TuckerWeight.core_quant`` /
 ``factor_quant``, plain parameters (biases, BatchNorm affine) through a small parametrization. The
@@ -16,50 +16,33 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
 from .errors import PlanError
-from .export import QuantPlan, inventory, make_quant_plan
-from .tucker import fake_quant_ste, tucker_layers
+from .factorize import tucker_layers
+from .fakequant import PlainFakeQuant, remove_plain_fake_quant
+from .fit import DistillLoss, TrainResult, batch_loss, fit
+from .quantplan import QuantPlan, inventory, make_quant_plan, weight_name
 
+__all__ = ["QAT_SCHEDULES", "QatResult", "enable_fake_quant", "disable_fake_quant", "qat_finetune"]
 
-class PlainFakeQuant(nn.Module):
-    """Parametrization ``x -> fake_quant_ste(x, q, b)`` for a plain (non-Tucker) parameter."""
-
-    def __init__(self, q: int, b: float, rounding: str = "floor") -> None:
-        super().__init__()
-        self.q, self.b, self.rounding = int(q), float(b), rounding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fake_quant_ste(x, self.q, self.b, self.rounding)
+#: Learning-rate schedules of :func:`qat_finetune`.
+QAT_SCHEDULES = ("constant", "cosine")
 
 
 def enable_fake_quant(model: nn.Module, plan: QuantPlan) -> None:
     """Turn on Eq. 13 fake quantization of every stored parameter, per ``plan`` (in place)."""
     inv = inventory(model)
     for path, _, tw in tucker_layers(model):
-        name = f"{path}.weight" if path else "weight"
-        _, ci = inv.tucker[name]
-        tw.core_quant = (*plan.for_core(inv.core_names[ci]), plan.rounding)
-        tw.factor_quant = (*plan.for_param(name), plan.rounding)
+        name = weight_name(path)
+        tw.core_quant = plan.core_spec(inv.cores[inv.tucker[name].core].name)
+        tw.factor_quant = plan.param_spec(name)
     params = dict(model.named_parameters())
     for name in inv.plain:
         if name not in params or name not in plan.param_group:
             continue  # buffers (BN running stats) are quantized at export, not trained
         path, _, attr = name.rpartition(".")
         module = model.get_submodule(path) if path else model
-        parametrize.register_parametrization(module, attr, PlainFakeQuant(*plan.for_param(name), plan.rounding), unsafe=True)
-
-
-def remove_plain_fake_quant(model: nn.Module) -> None:
-    """Remove the plain-parameter fake quantizers, restoring the latent float values (in place)."""
-    for module in model.modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for attr in list(module.parametrizations.keys()):
-            plist = module.parametrizations[attr]
-            if len(plist) == 1 and isinstance(plist[0], PlainFakeQuant):
-                parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        parametrize.register_parametrization(module, attr, PlainFakeQuant(plan.param_spec(name)), unsafe=True)
 
 
 def disable_fake_quant(model: nn.Module) -> None:
@@ -67,10 +50,6 @@ def disable_fake_quant(model: nn.Module) -> None:
     for _, _, tw in tucker_layers(model):
         tw.core_quant = tw.factor_quant = None
     remove_plain_fake_quant(model)
-
-
-#: Learning-rate schedules of :func:`qat_finetune`.
-QAT_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -95,7 +74,7 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
     the objective the model was trained for).
 
     ``teacher``: fine-tune against its logits too (the training run's distillation loss,
-    :class:`adt.exporter.train.DistillLoss` with ``distill_alpha`` and ``distill_temperature``).
+    :class:`adt.exporter.fit.DistillLoss` with ``distill_alpha`` and ``distill_temperature``).
 
     ``plan``: a resolved quantization plan, else one is made from ``plan_kwargs`` (q, b, groups,
     b_rule, rounding of :func:`make_quant_plan`) on the current values. Export afterwards with
@@ -126,31 +105,19 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
                 total = min(total, max_steps)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        from .train import DistillLoss, batch_loss
         distill = None
         if teacher is not None:
             distill = DistillLoss(distill_alpha, distill_temperature, label_smoothing)
             teacher.eval()
-        done = False
-        for epoch in range(epochs):
-            bar = tqdm(train_loader, desc=f"qat {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for x, y in bar:
-                opt.zero_grad(set_to_none=True)
-                x, y = x.to(device), y.to(device)
-                loss = batch_loss(model, x, y, loss_fn, distill, teacher)
-                loss.backward()
-                opt.step()
-                result.last_lr = float(opt.param_groups[0]["lr"])
-                if sched is not None:
-                    sched.step()
-                result.losses.append(float(loss.detach()))
-                result.steps += 1
-                bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
-                if max_steps is not None and result.steps >= max_steps:
-                    done = True
-                    break
-            if done:
-                break
+
+        def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return batch_loss(model, x.to(device), y.to(device), loss_fn, distill, teacher)
+
+        state = TrainResult()
+        result.last_lr = fit(model, train_loader, opt, loss_of, state, epochs=epochs, max_steps=max_steps,
+                             after_step=sched.step if sched is not None else None, progress=progress,
+                             desc="qat", postfix_every=1)
+        result.losses, result.steps = state.losses, state.steps
     finally:
         disable_fake_quant(model)
         model.eval()

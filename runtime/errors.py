@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from .format.errors import AdtArchitectureError, AdtError
 
+__all__ = [
+    "AdtEngineError", "AdtExecutionError", "AdtInputError", "AdtNoArchitectureError", "AdtUnsupportedOpError",
+]
+
 
 class AdtInputError(AdtError):
     """The input given to ``Model.run`` has the wrong name, dtype or shape for the architecture."""

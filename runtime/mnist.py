@@ -14,6 +14,8 @@ import numpy as np
 
 from .format.errors import AdtError
 
+__all__ = ["ENV_VAR", "FILES", "MEAN", "STD", "MnistError", "load_mnist", "normalize", "resolve_data_dir"]
+
 ENV_VAR = "ADT_DATA"
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -8,8 +8,10 @@ import numpy as np
 
 from .errors import AdtEngineError, AdtInputError, AdtNoArchitectureError
 from .format import AdtArchitectureError, AdtFile, read_adt, write_atomic
-from .onnx_proto import DTYPE_NAMES, DTYPES, Model as OnnxModel, ValueInfo, add_initializers, parse_model
+from .onnx_proto import DTYPE_NAMES, DTYPES, OnnxModel, ValueInfo, add_initializers, parse_model
 from .rebuild import iter_weights
+
+__all__ = ["ENGINES", "Model", "load"]
 
 ENGINES = ("numpy", "onnxruntime")
 Source = AdtFile | bytes | bytearray | memoryview | str | os.PathLike

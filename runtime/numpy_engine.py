@@ -16,7 +16,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import AdtExecutionError, AdtUnsupportedOpError
 from .format import AdtArchitectureError
-from .onnx_proto import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, Model, Node
+from .onnx_proto import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, Node, OnnxModel
+
+__all__ = ["OPS", "NumpyEngine", "topological_order"]
 
 Fn = Callable[..., tuple]
 F32 = np.float32
@@ -555,9 +557,9 @@ def topological_order(nodes: Sequence[Node], available: set[str]) -> list[int]:
 
 
 class NumpyEngine:
-    """Compiled form of a parsed ONNX :class:`Model` with its weights; ``run(feeds) -> outputs``."""
+    """Compiled form of a parsed ONNX :class:`~adt.runtime.onnx_proto.OnnxModel` with its weights; ``run(feeds) -> outputs``."""
 
-    def __init__(self, model: Model, weights: Mapping[str, np.ndarray]):
+    def __init__(self, model: OnnxModel, weights: Mapping[str, np.ndarray]):
         g = model.graph
         opset = model.opset("")
         consts: dict[str, np.ndarray] = {t.name: t.array for t in g.initializers}

@@ -1,4 +1,4 @@
-"""A minimal, bounds-checked reader (and tiny writer) of the ONNX protobuf subset ADT stores.
+"""A minimal, bounds-checked reader and writer of the ONNX protobuf subset ADT stores.
 
 The NumPy engine must run without the ``onnx`` package, so the architecture section (a serialized
 ``onnx.ModelProto``) is parsed here directly from the protobuf wire format. Only the fields the
@@ -6,8 +6,12 @@ runtime needs are decoded; every other field is skipped after its wire type and 
 Any malformed byte raises :class:`AdtArchitectureError` naming the field path (e.g.
 ``graph.node[3].attribute[0].t.raw_data``); nothing is allocated beyond the bytes actually present.
 
-Field numbers follow onnx/onnx.proto (proto2). The writer side only appends weight initializers to an
-existing ModelProto (:func:`add_initializers`), which is all the onnxruntime engine needs.
+Field numbers follow onnx/onnx.proto (proto2). The writer side appends weight initializers to an
+existing ModelProto (:func:`add_initializers`, all the onnxruntime engine needs) and encodes the
+dataclasses below back to bytes (:func:`encode_model`, the mirror of :func:`parse_model`), so that
+graphs can be built without the ``onnx`` package (tests, :mod:`adt.runtime.samples`). The encoder writes
+fields in field-number order with proto2 presence rules, as the protobuf library does, so a graph
+built with :func:`make_node` gives the bytes ``onnx.helper`` would.
 """
 from __future__ import annotations
 
@@ -18,6 +22,14 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from .format import AdtArchitectureError
+from .format.binary import encode_leb128
+
+__all__ = [
+    "A_FLOAT", "A_FLOATS", "A_GRAPH", "A_INT", "A_INTS", "A_STRING", "A_STRINGS", "A_TENSOR", "DTYPES", "DTYPE_NAMES",
+    "EXTERNAL_LOCATION", "FLOAT", "INT64", "Attribute", "Graph", "Node", "OnnxModel", "Tensor", "ValueInfo",
+    "add_initializers", "encode_graph", "encode_model", "encode_pb_varint", "encode_tensor", "encode_tensor_proto",
+    "make_attribute", "make_node", "parse_model", "parse_tensor",
+]
 
 # TensorProto.DataType -> little-endian NumPy dtype
 DTYPES: dict[int, np.dtype] = {
@@ -30,6 +42,7 @@ DTYPE_NAMES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: 
                14: "complex64", 15: "complex128", 16: "bfloat16"}
 FLOAT = 1
 INT64 = 7
+_DTYPE_CODES: dict[np.dtype, int] = {dt: code for code, dt in DTYPES.items()}
 
 # AttributeProto.AttributeType
 A_FLOAT, A_INT, A_STRING, A_TENSOR, A_GRAPH, A_FLOATS, A_INTS, A_STRINGS = 1, 2, 3, 4, 5, 6, 7, 8
@@ -74,8 +87,8 @@ def _signed(v: int, bits: int = 64) -> int:
 
 # field names per message, only to name a malformed field in errors
 _NAMES = {
-    "model": {1: "ir_version", 7: "graph", 8: "opset_import"},
-    "graph": {1: "node", 5: "initializer", 11: "input", 12: "output"},
+    "model": {1: "ir_version", 2: "producer_name", 7: "graph", 8: "opset_import"},
+    "graph": {1: "node", 2: "name", 5: "initializer", 11: "input", 12: "output"},
     "node": {1: "input", 2: "output", 3: "name", 4: "op_type", 5: "attribute", 7: "domain"},
     "attribute": {1: "name", 2: "f", 3: "i", 4: "s", 5: "t", 7: "floats", 8: "ints", 20: "type"},
     "tensor": {1: "dims", 2: "data_type", 4: "float_data", 5: "int32_data", 7: "int64_data", 8: "name",
@@ -160,14 +173,27 @@ def _packed_fixed(val, wt: int, where: str, dtype: str) -> np.ndarray:
 # -- messages ---------------------------------------------------------------------------------------
 @dataclass
 class Tensor:
+    """A TensorProto: ``array`` is native-endian with shape ``dims``."""
+
     name: str
     dims: tuple[int, ...]
     data_type: int
-    array: np.ndarray        # native-endian array of shape dims
+    array: np.ndarray
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, name: str = "") -> "Tensor":
+        """A tensor of ``array`` (its dtype must be one of :data:`DTYPES`), like ``numpy_helper.from_array``."""
+        arr = np.asarray(array)
+        code = _DTYPE_CODES.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype)
+        if code is None:
+            raise AdtArchitectureError(f"cannot encode tensor {name!r} of dtype {arr.dtype}")
+        return cls(name, tuple(int(d) for d in arr.shape), code, arr)
 
 
 @dataclass
 class Attribute:
+    """An AttributeProto; ``type`` is one of the ``A_*`` constants."""
+
     name: str
     type: int
     value: object            # float | int | bytes | Tensor | list[float] | list[int] | list[bytes]
@@ -175,6 +201,8 @@ class Attribute:
 
 @dataclass
 class Node:
+    """A NodeProto; ``attrs`` keeps the file's order (the encoder writes them in that order)."""
+
     op_type: str
     name: str = ""
     domain: str = ""
@@ -188,6 +216,8 @@ class Node:
 
 @dataclass
 class ValueInfo:
+    """A graph input or output: a tensor type (elem_type, shape) or, when ``elem_type`` is None, none."""
+
     name: str
     elem_type: int | None = None
     shape: list[int | str | None] | None = None   # None: unknown rank; a dim: int, dim_param or None
@@ -195,20 +225,31 @@ class ValueInfo:
 
 @dataclass
 class Graph:
+    """A GraphProto: nodes in order, initializers, inputs and outputs."""
+
     nodes: list[Node] = field(default_factory=list)
     initializers: list[Tensor] = field(default_factory=list)
     inputs: list[ValueInfo] = field(default_factory=list)
     outputs: list[ValueInfo] = field(default_factory=list)
+    name: str = ""
 
 
 @dataclass
-class Model:
+class OnnxModel:
+    """A ModelProto (named so to tell it from :class:`adt.runtime.Model`, the loaded .adt model).
+    ``opsets`` maps a domain (the default one as "ai.onnx") to its version."""
+
     ir_version: int = 0
     opsets: dict[str, int] = field(default_factory=dict)
     graph: Graph | None = None
+    producer_name: str | None = None   # None: the field is absent
 
     def opset(self, domain: str = "") -> int:
         return self.opsets.get("ai.onnx" if domain in ("", "ai.onnx") else domain, 0)
+
+    def to_bytes(self) -> bytes:
+        """The serialized ModelProto (:func:`encode_model`)."""
+        return encode_model(self)
 
 
 def parse_tensor(buf: memoryview, path: str) -> Tensor:
@@ -396,32 +437,31 @@ def _parse_value_info(buf: memoryview, path: str) -> ValueInfo:
 
 def _parse_graph(buf: memoryview, path: str) -> Graph:
     g = Graph()
+    # repeated message fields: number -> (field name, the Graph list it fills, its parser)
+    lists = {1: ("node", g.nodes, _parse_node), 5: ("initializer", g.initializers, parse_tensor),
+             11: ("input", g.inputs, _parse_value_info), 12: ("output", g.outputs, _parse_value_info)}
     for num, wt, val, where in _fields(buf, path, "graph"):
-        if num == 1:
-            _expect(wt, LEN, f"{path}.node")
-            g.nodes.append(_parse_node(val, f"{path}.node[{len(g.nodes)}]"))
-        elif num == 5:
-            _expect(wt, LEN, f"{path}.initializer")
-            g.initializers.append(parse_tensor(val, f"{path}.initializer[{len(g.initializers)}]"))
-        elif num == 11:
-            _expect(wt, LEN, f"{path}.input")
-            g.inputs.append(_parse_value_info(val, f"{path}.input[{len(g.inputs)}]"))
-        elif num == 12:
-            _expect(wt, LEN, f"{path}.output")
-            g.outputs.append(_parse_value_info(val, f"{path}.output[{len(g.outputs)}]"))
+        if num in lists:
+            name, items, parse = lists[num]
+            _expect(wt, LEN, f"{path}.{name}")
+            items.append(parse(val, f"{path}.{name}[{len(items)}]"))
+        elif num == 2:
+            g.name = _text(val, wt, f"{path}.name")
         elif num == 15:
             raise _err(f"{path}.sparse_initializer", "sparse initializers are not supported")
     return g
 
 
-def parse_model(data: bytes | memoryview) -> Model:
-    """Parse serialized ``onnx.ModelProto`` bytes into :class:`Model`; raises AdtArchitectureError."""
+def parse_model(data: bytes | memoryview) -> OnnxModel:
+    """Parse serialized ``onnx.ModelProto`` bytes into :class:`OnnxModel`; raises AdtArchitectureError."""
     buf = memoryview(bytes(data))
-    m = Model()
+    m = OnnxModel()
     graphs = 0
     for num, wt, val, where in _fields(buf, "model", "model"):
         if num == 1:
             m.ir_version = _int(val, wt, "model.ir_version")
+        elif num == 2:
+            m.producer_name = _text(val, wt, "model.producer_name")
         elif num == 8:
             _expect(wt, LEN, "model.opset_import")
             domain, version = "", 0
@@ -442,25 +482,53 @@ def parse_model(data: bytes | memoryview) -> Model:
     return m
 
 
-# -- writer: append initializers ---------------------------------------------------------------------
-def _enc_varint(v: int) -> bytes:
-    v &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+# -- writer ------------------------------------------------------------------------------------------
+_MASK64 = (1 << 64) - 1
+
+
+def encode_pb_varint(v: int) -> bytes:
+    """A protobuf varint: a negative int64 as its 64-bit two's complement (10 bytes), like protobuf."""
+    return encode_leb128(v & _MASK64)
+
+
+def _key(num: int, wt: int) -> bytes:
+    return encode_pb_varint(num << 3 | wt)
 
 
 def _len_field(num: int, payload: bytes) -> bytes:
-    return _enc_varint(num << 3 | LEN) + _enc_varint(len(payload)) + payload
+    return _key(num, LEN) + encode_pb_varint(len(payload)) + payload
+
+
+def _int_field(num: int, v: int) -> bytes:
+    return _key(num, VARINT) + encode_pb_varint(int(v))
+
+
+def _str_field(num: int, text: str | bytes) -> bytes:
+    return _len_field(num, text.encode("utf-8") if isinstance(text, str) else bytes(text))
 
 
 EXTERNAL_LOCATION = b"adt-runtime-memory"
+
+
+def _tensor_fields(name: str, dims, data_type: int, raw: bytes | None) -> bytes:
+    """TensorProto fields in field order: dims (unpacked, as protobuf writes proto2), data_type,
+    name (when set), then raw_data, or, for ``raw=None``, an EXTERNAL placeholder (see :func:`encode_tensor`)."""
+    out = bytearray()
+    for d in dims:
+        out += _int_field(1, d)
+    out += _int_field(2, data_type)
+    if name:
+        out += _str_field(8, name)
+    if raw is None:
+        out += _len_field(13, _str_field(1, "location") + _str_field(2, EXTERNAL_LOCATION))  # external_data
+        out += _int_field(14, 1)                                                             # data_location
+    else:
+        out += _len_field(9, raw)
+    return bytes(out)
+
+
+def _raw(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def encode_tensor(name: str, array: np.ndarray, external: bool = False) -> bytes:
@@ -471,16 +539,125 @@ def encode_tensor(name: str, array: np.ndarray, external: bool = False) -> bytes
     codes = {np.dtype("float32"): FLOAT, np.dtype("int64"): INT64}
     if arr.dtype not in codes:
         raise AdtArchitectureError(f"cannot encode tensor {name!r} of dtype {arr.dtype}")
-    out = bytearray()
-    for d in arr.shape:
-        out += _enc_varint(1 << 3 | VARINT) + _enc_varint(int(d))
-    out += _enc_varint(2 << 3 | VARINT) + _enc_varint(codes[arr.dtype])
-    out += _len_field(8, name.encode("utf-8"))
-    if external:
-        out += _len_field(13, _len_field(1, b"location") + _len_field(2, EXTERNAL_LOCATION))  # external_data
-        out += _enc_varint(14 << 3 | VARINT) + _enc_varint(1)                                # data_location
+    return _tensor_fields(name, arr.shape, codes[arr.dtype], None if external else _raw(arr))
+
+
+def encode_tensor_proto(t: Tensor) -> bytes:
+    """A :class:`Tensor` as TensorProto bytes, its values as raw_data (like ``numpy_helper.from_array``)."""
+    if t.data_type not in DTYPES:
+        raise AdtArchitectureError(f"cannot encode tensor {t.name!r} of data type {t.data_type}")
+    arr = np.asarray(t.array, dtype=DTYPES[t.data_type])
+    if tuple(arr.shape) != tuple(t.dims):
+        raise AdtArchitectureError(f"tensor {t.name!r}: array shape {arr.shape} is not its dims {tuple(t.dims)}")
+    return _tensor_fields(t.name, t.dims, t.data_type, _raw(arr))
+
+
+def make_attribute(name: str, value: object) -> Attribute:
+    """An :class:`Attribute` with its type inferred from ``value`` as ``onnx.helper.make_attribute``
+    does: float, int, str/bytes, Tensor or ndarray, or a list of one of float, int, str/bytes."""
+    def text(v):
+        return v.encode("utf-8") if isinstance(v, str) else bytes(v)
+
+    if isinstance(value, (float, np.floating)):
+        return Attribute(name, A_FLOAT, float(value))
+    if isinstance(value, (int, np.integer)):
+        return Attribute(name, A_INT, int(value))
+    if isinstance(value, (str, bytes)):
+        return Attribute(name, A_STRING, text(value))
+    if isinstance(value, np.ndarray):
+        value = Tensor.from_array(value)
+    if isinstance(value, Tensor):
+        return Attribute(name, A_TENSOR, value)
+    items = list(value)  # type: ignore[call-overload]
+    if items and all(isinstance(v, (int, np.integer)) for v in items):
+        return Attribute(name, A_INTS, [int(v) for v in items])
+    if items and all(isinstance(v, (int, float, np.integer, np.floating)) for v in items):
+        return Attribute(name, A_FLOATS, [float(v) for v in items])
+    if items and all(isinstance(v, (str, bytes)) for v in items):
+        return Attribute(name, A_STRINGS, [text(v) for v in items])
+    raise AdtArchitectureError(f"attribute {name!r}: cannot infer an ONNX attribute type for {value!r}")
+
+
+def make_node(op_type: str, inputs: list[str], outputs: list[str], name: str = "", domain: str = "",
+              **attrs: object) -> Node:
+    """A :class:`Node` like ``onnx.helper.make_node``: keyword attributes, sorted by name."""
+    return Node(op_type, name, domain, list(inputs), list(outputs),
+                {k: make_attribute(k, v) for k, v in sorted(attrs.items())})
+
+
+def _encode_attribute(a: Attribute) -> bytes:
+    out = bytearray(_str_field(1, a.name))
+    if a.type == A_FLOAT:
+        out += _key(2, I32) + struct.pack("<f", a.value)
+    elif a.type == A_INT:
+        out += _int_field(3, a.value)
+    elif a.type == A_STRING:
+        out += _str_field(4, a.value)
+    elif a.type == A_TENSOR:
+        out += _len_field(5, encode_tensor_proto(a.value))
+    elif a.type == A_FLOATS:
+        out += b"".join(_key(7, I32) + struct.pack("<f", v) for v in a.value)
+    elif a.type == A_INTS:
+        out += b"".join(_int_field(8, v) for v in a.value)
+    elif a.type == A_STRINGS:
+        out += b"".join(_str_field(9, v) for v in a.value)
     else:
-        out += _len_field(9, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+        raise AdtArchitectureError(f"attribute {a.name!r}: type {a.type} cannot be encoded")
+    return bytes(out + _int_field(20, a.type))
+
+
+def _encode_node(n: Node) -> bytes:
+    out = bytearray()
+    out += b"".join(_str_field(1, i) for i in n.inputs)
+    out += b"".join(_str_field(2, o) for o in n.outputs)
+    if n.name:
+        out += _str_field(3, n.name)
+    out += _str_field(4, n.op_type)
+    out += b"".join(_len_field(5, _encode_attribute(a)) for a in n.attrs.values())
+    if n.domain:
+        out += _str_field(7, n.domain)
+    return bytes(out)
+
+
+def _encode_value_info(v: ValueInfo) -> bytes:
+    out = bytearray(_str_field(1, v.name))
+    if v.elem_type is not None:
+        tensor_type = _int_field(1, v.elem_type)
+        if v.shape is not None:
+            dims = b""
+            for d in v.shape:
+                dim = _int_field(1, d) if isinstance(d, int) else _str_field(2, d) if isinstance(d, str) else b""
+                dims += _len_field(1, dim)
+            tensor_type += _len_field(2, dims)
+        out += _len_field(2, _len_field(1, tensor_type))
+    return bytes(out)
+
+
+def encode_graph(g: Graph) -> bytes:
+    """A :class:`Graph` as GraphProto bytes (fields in field order: nodes, name, initializers, inputs, outputs)."""
+    out = bytearray()
+    out += b"".join(_len_field(1, _encode_node(n)) for n in g.nodes)
+    if g.name:
+        out += _str_field(2, g.name)
+    out += b"".join(_len_field(5, encode_tensor_proto(t)) for t in g.initializers)
+    out += b"".join(_len_field(11, _encode_value_info(v)) for v in g.inputs)
+    out += b"".join(_len_field(12, _encode_value_info(v)) for v in g.outputs)
+    return bytes(out)
+
+
+def encode_model(m: OnnxModel) -> bytes:
+    """An :class:`OnnxModel` as ModelProto bytes, the mirror of :func:`parse_model`:
+    ``parse_model(encode_model(m)) == m`` for every model the parser returns (subgraph attributes aside)."""
+    if m.graph is None:
+        raise _err("model.graph", "the model has no graph")
+    out = bytearray()
+    if m.ir_version:
+        out += _int_field(1, m.ir_version)
+    if m.producer_name is not None:
+        out += _str_field(2, m.producer_name)
+    out += _len_field(7, encode_graph(m.graph))
+    for domain, version in m.opsets.items():
+        out += _len_field(8, _str_field(1, "" if domain == "ai.onnx" else domain) + _int_field(2, version))
     return bytes(out)
 
 
@@ -504,9 +681,10 @@ def add_initializers(model_bytes: bytes, tensors: Mapping[str, np.ndarray], exte
 
 
 def _enc_field(num: int, wt: int, val: object) -> bytes:
-    key = _enc_varint(num << 3 | wt)
+    """One field as :func:`_fields` yielded it, re-encoded unchanged."""
+    key = _key(num, wt)
     if wt == VARINT:
-        return key + _enc_varint(val)
+        return key + encode_pb_varint(val)
     if wt == LEN:
-        return key + _enc_varint(len(val)) + bytes(val)
+        return key + encode_pb_varint(len(val)) + bytes(val)
     return key + bytes(val)

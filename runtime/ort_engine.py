@@ -16,6 +16,8 @@ import numpy as np
 from .errors import AdtEngineError, AdtExecutionError
 from .onnx_proto import add_initializers
 
+__all__ = ["OrtEngine", "session_options"]
+
 
 def _ort():
     try:

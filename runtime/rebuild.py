@@ -18,6 +18,8 @@ import numpy as np
 
 from .format import CORE_CP, ENC_PLAIN, AdtFile, AdtTableError, read_adt
 
+__all__ = ["contraction_order", "cp_to_tensor", "iter_weights", "rebuild_weights", "tucker_to_tensor"]
+
 
 @lru_cache(maxsize=256)
 def contraction_order(core_dims: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[int, ...]:

@@ -1,9 +1,12 @@
-"""The ``adt`` command line. Each subcommand lives in its own module ``adt.tools.cmd_<name>`` with
-``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when their command runs,
-so the device-side commands work in an install without torch.
+"""The ``adt`` command line: it only dispatches.
 
-Errors: an :class:`~adt.runtime.format.AdtError` (or a bad option / missing file) prints one line
-``adt <cmd>: error: ...`` to stderr and exits 1 (2 for usage errors). No tracebacks for user errors.
+Each command is a module ``adt.tools.commands.<name>`` with ``add_arguments(parser)`` and
+``run(args) -> int`` (see :mod:`adt.tools.commands`). A command's module is imported only when that
+command runs, so the device-side commands work in an install without torch.
+
+Errors: an :class:`~adt.runtime.format.AdtError` (which includes :class:`~adt.tools.errors.CommandError`)
+or a missing file prints one line ``adt <cmd>: error: ...`` to stderr and exits 1; a usage error
+exits 2. No tracebacks for user errors.
 """
 from __future__ import annotations
 
@@ -11,21 +14,37 @@ import argparse
 import importlib
 import os
 import sys
+from dataclasses import dataclass
 
-# name -> (module, one-line help). Order is the order of `adt --help`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("cmd_demo", "compress LeNet-5 for a short schedule, export, inspect and score it (needs [export])"),
-    "compress": ("cmd_compress", "train/convert a model with ADA-Tucker or SCADA-Tucker and export a .adt file (needs [export])"),
-    "run": ("cmd_run", "run a .adt model on a .npy input or score it on MNIST (torch-free)"),
-    "inspect": ("cmd_inspect", "show where every byte of a .adt file goes and its true compression ratio"),
-    "verify": ("cmd_verify", "check a .adt file end to end: checksum, decode, rebuild, forward pass"),
-    "bench": ("cmd_bench", "time decode, rebuild and inference of a .adt file against the dense ONNX baseline"),
-    "to-onnx": ("cmd_to_onnx", "write the dense ONNX model rebuilt from a .adt file"),
+from adt.runtime.format import AdtError
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: the module under ``adt.tools.commands`` that implements it, and its one-line help
+    (kept here, not in the module, so that ``adt --help`` imports no command)."""
+
+    module: str
+    summary: str
+
+
+# Order is the order of `adt --help`.
+COMMANDS: dict[str, Command] = {
+    "demo": Command("demo", "compress LeNet-5 for a short schedule, export, inspect and score it (needs [export])"),
+    "compress": Command("compress", "train/convert a model with ADA-Tucker or SCADA-Tucker and export a .adt file "
+                                    "(needs [export])"),
+    "run": Command("run", "run a .adt model on a .npy input or score it on MNIST (torch-free)"),
+    "inspect": Command("inspect", "show where every byte of a .adt file goes and its true compression ratio"),
+    "verify": Command("verify", "check a .adt file end to end: checksum, decode, rebuild, forward pass"),
+    "bench": Command("bench", "time decode, rebuild and inference of a .adt file against the dense ONNX baseline"),
+    "to-onnx": Command("to_onnx", "write the dense ONNX model rebuilt from a .adt file"),
 }
 
-
-class CommandError(Exception):
-    """A user-facing failure of a subcommand: printed as one line, exit status 1."""
+# The optional packages a command may need, and the extra that installs each.
+_EXTRAS = {"torch": "export", "onnxscript": "export", "tensorly": "export", "matplotlib": "plot",
+           "onnx": "onnx", "onnxruntime": "onnx"}
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -43,15 +62,16 @@ def _fail(cmd: str, message: str, status: int = 1) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: ``adt --help`` / ``--version`` and the list of commands."""
     parser = _OneLineParser(
         prog="adt",
         description="ADT: compress networks with ADA-Tucker into .adt files and run them without torch.",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, add_help=False)
-        p.set_defaults(_module=module)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.summary, description=command.summary, add_help=False)
+        p.set_defaults(_module=command.module)
     return parser
 
 
@@ -64,6 +84,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``adt ARGV`` and return the exit status (usage errors and --help raise SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Parse once to find the command, then let its module add its own options.
@@ -71,41 +92,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)  # prints help/version, or a usage error naming the bad command
         parser.print_help()
         return 2
-    known = argparse.Namespace(command=argv[0])
-    module_name = COMMANDS[known.command][0]
-    sub_parser = _OneLineParser(prog=f"adt {known.command}", description=COMMANDS[known.command][1])
+    name = argv[0]
+    command = COMMANDS[name]
     try:
-        module = importlib.import_module(f"adt.tools.{module_name}")
+        module = importlib.import_module(f"adt.tools.commands.{command.module}")
     except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing.split(".")[0] in ("torch", "onnx", "onnxruntime", "onnxscript", "tensorly", "matplotlib"):
-            extra = {"torch": "export", "onnxscript": "export", "tensorly": "export", "matplotlib": "plot"}.get(
-                missing.split(".")[0], "onnx")
-            return _fail(known.command, f"this command needs {missing!r}: pip install 'adt[{extra}]'")
+        top = (exc.name or "").split(".")[0]
+        if top in _EXTRAS:
+            return _fail(name, f"this command needs {exc.name!r}: pip install 'adt[{_EXTRAS[top]}]'")
         raise
+    sub_parser = _OneLineParser(prog=f"adt {name}", description=command.summary)
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
-    from adt.runtime.format import AdtError
     try:
         return int(module.run(args) or 0)
-    except (AdtError, CommandError) as exc:
-        return _fail(known.command, str(exc))
+    except AdtError as exc:  # CommandError is one
+        return _fail(name, str(exc))
     except ModuleNotFoundError as exc:
-        return _fail(known.command, f"missing optional dependency {exc.name!r}; see README for the extras")
-    except OSError as exc:
-        return _fail(known.command, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
-    except KeyboardInterrupt:
-        return _fail(known.command, "interrupted", 130)
-    except BrokenPipeError:
+        return _fail(name, f"missing optional dependency {exc.name!r}; see README for the extras")
+    except BrokenPipeError:  # before OSError, its base class
         # The reader went away (e.g. `adt inspect f.adt | head`): not an error worth a message.
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        return _fail(name, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except KeyboardInterrupt:
+        return _fail(name, "interrupted", 130)
 
 
 if __name__ == "__main__":
-    # Import through the package so CommandError is the same class the commands raise.
-    from adt.tools.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

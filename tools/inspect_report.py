@@ -3,11 +3,9 @@
 :func:`build_report` turns a file into a JSON-serializable dict; :func:`render_text` prints it as a
 table; :func:`plot_report` draws the size breakdown (matplotlib, the optional ``[plot]`` extra).
 
-Accounting rules (the report asserts that they add up to the file size exactly):
-
-* file = header (magic + version) + section table + every section + CRC-32 checksum;
-* payload section * 8 bits = core bits + factor bits + plain-parameter bits + padding bits,
-  using the per-array ``bits`` the reader fills while decoding.
+The bytes by section and the payload split come from :func:`adt.runtime.format.byte_breakdown`, the
+one byte-accounting routine of ADT (it checks that they add up to the file size exactly); this module
+adds the per-core and per-parameter view and checks that it adds up to the payload.
 
 The paper's ratios (Eq. 11/12 raw, Eq. 14 "+QH") count values, not bytes; they are reported next to
 the true on-disk ratio, labelled as the paper's, so a reader can compare with its Table 1.
@@ -20,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from adt.runtime.format import CORE_CP, ENC_PLAIN, AdtFile, read_adt
-from adt.runtime.format.container import SECTION_ARCH, SECTION_META, SECTION_PAYLOAD
+from adt.runtime.format import CORE_CP, ENC_PLAIN, SECTION_ARCH, SECTION_META, AdtFile, byte_breakdown, read_adt
 
-MAGIC_VERSION_BYTES = 6  # b"ADT\x1a" + major + minor
-DISPLAY_LIMIT = 120      # characters of a name / metadata value shown by render_text
+__all__ = ["build_report", "render_text", "plot_report", "entropy_bits", "safe_text"]
+
+DISPLAY_LIMIT = 120  # characters of a name / metadata value shown by render_text
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -40,10 +38,6 @@ def entropy_bits(symbols: np.ndarray) -> float:
 
 def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
-
-
-def _is_bias(name: str) -> bool:
-    return name == "bias" or name.endswith(".bias")
 
 
 def safe_text(value: Any, limit: int | None = DISPLAY_LIMIT) -> str:
@@ -76,7 +70,7 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     """A JSON-serializable description of a .adt file (a path, its bytes, or a decoded AdtFile).
 
     Raises an AdtError (from the reader) for an invalid file; raises AssertionError if the byte
-    accounting does not add up to the file size (a reader/report bug, never a user error).
+    accounting does not add up to the file size or the payload (a reader/report bug, never a user error).
     """
     f = source if isinstance(source, AdtFile) else read_adt(source)
 
@@ -86,30 +80,11 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
         if p.encoding != ENC_PLAIN:
             users[p.core].append(p.name)
 
-    # -- bytes per section ----------------------------------------------------------------------
-    section_table = f.header_bytes - MAGIC_VERSION_BYTES
-    rows = [{"name": "header (magic, version)", "kind": None, "bytes": MAGIC_VERSION_BYTES},
-            {"name": "section table", "kind": None, "bytes": section_table}]
-    for s in f.sections:
-        rows.append({"name": s.name, "kind": s.kind, "bytes": s.length})
-    rows.append({"name": "checksum (CRC-32)", "kind": None, "bytes": f.checksum_bytes})
-    total = sum(r["bytes"] for r in rows)
-    _check(total == f.file_size, f"section accounting gives {total} bytes, the file has {f.file_size}")
-    for r in rows:
-        r["share"] = r["bytes"] / f.file_size
-
-    # -- payload split (bits) -------------------------------------------------------------------
-    payload = next(s for s in f.sections if s.kind == SECTION_PAYLOAD)
-    core_bits = sum(c.bits for c in f.cores)
-    factor_bits = sum(p.bits for p in f.params if p.encoding != ENC_PLAIN)
-    bias_bits = sum(p.bits for p in f.params if p.encoding == ENC_PLAIN and _is_bias(p.name))
-    other_bits = sum(p.bits for p in f.params if p.encoding == ENC_PLAIN and not _is_bias(p.name))
-    padding_bits = 8 * payload.length - f.payload_bits
-    parts = [("cores", core_bits), ("factors", factor_bits), ("plain biases", bias_bits),
-             ("other plain parameters", other_bits), ("padding", padding_bits)]
-    _check(core_bits + factor_bits + bias_bits + other_bits == f.payload_bits, "payload bits do not add up")
-    _check(sum(b for _, b in parts) == 8 * payload.length, "payload split does not add up to the section")
-    payload_split = [{"name": n, "bits": b, "bytes": b / 8, "share_of_file": b / 8 / f.file_size} for n, b in parts]
+    # -- bytes per section, and the payload split (bits) ------------------------------------------
+    bd = byte_breakdown(f)  # checks that both add up
+    rows = [{"name": r.name, "kind": r.kind, "bytes": r.bytes, "share": r.bytes / f.file_size} for r in bd.sections]
+    payload_split = [{"name": n, "bits": b, "bytes": b / 8, "share_of_file": b / 8 / f.file_size}
+                     for n, b in bd.payload_bits.items()]
 
     # -- per core ---------------------------------------------------------------------------------
     cores = []
@@ -381,6 +356,3 @@ def plot_report(report: dict, path: str | os.PathLike, top: int = 20) -> None:
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
     write_atomic(path, buf.getvalue())
-
-
-__all__ = ["build_report", "render_text", "plot_report", "entropy_bits", "safe_text"]

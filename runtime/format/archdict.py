@@ -7,6 +7,8 @@ preset dictionary, the protobuf framing, op and attribute names of a real archit
 back-references (results/arch_dict.json).
 """
 
+__all__ = ["ONNX_DICT_V1", "ONNX_DICT_V1_SHA256"]
+
 ONNX_DICT_V1 = bytes.fromhex(
     "08083ac0090a81010a01780a156c61796572312e302e636f6e76312e7765696768741201782204436f6e762a120a0964"
     "696c6174696f6e7340014001a001072a0c0a0567726f75701801a001022a150a0c6b65726e656c5f7368617065400340"

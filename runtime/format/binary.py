@@ -6,6 +6,8 @@ import struct
 from .errors import AdtError, AdtLimitError, AdtSectionError, AdtTableError, AdtTruncatedError, AdtVarintError
 from .limits import MAX_VARINT_BYTES
 
+__all__ = ["Cursor", "encode_leb128", "encode_string", "encode_varint", "read_exact"]
+
 
 def read_exact(buf: bytes | memoryview, offset: int, n: int, what: str) -> bytes:
     """Return ``buf[offset:offset+n]``, or raise if fewer than ``n`` bytes remain.
@@ -20,10 +22,10 @@ def read_exact(buf: bytes | memoryview, offset: int, n: int, what: str) -> bytes
     return bytes(buf[offset:offset + n])
 
 
-def encode_varint(value: int) -> bytes:
-    """Unsigned LEB128: 7 bits per byte, least significant group first, high bit = more follows."""
-    if value < 0 or value >= 1 << (7 * MAX_VARINT_BYTES):
-        raise AdtVarintError(f"varint value {value} out of range [0, 2**63)")
+def encode_leb128(value: int) -> bytes:
+    """Unsigned LEB128 of any ``value >= 0``: 7 bits per byte, least significant group first, high bit
+    = more follows. No range check: :func:`encode_varint` applies the .adt limit, the ONNX writer
+    (``adt.runtime.onnx_proto``) the protobuf one; this is the one encoder both use."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -33,6 +35,13 @@ def encode_varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+def encode_varint(value: int) -> bytes:
+    """A .adt varint: unsigned LEB128 of a value in ``[0, 2**63)`` (at most MAX_VARINT_BYTES bytes)."""
+    if value < 0 or value >= 1 << (7 * MAX_VARINT_BYTES):
+        raise AdtVarintError(f"varint value {value} out of range [0, 2**63)")
+    return encode_leb128(value)
 
 
 class Cursor:

@@ -6,19 +6,72 @@ Field meanings follow FORMAT.md ("Tensor table"). Symbols are uint16 arrays of E
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from math import prod
 
 import numpy as np
 
 from .huffman import HuffmanCode
-from .quantize import dequantize
+from .quantizer import dequantize
 
-# Section kinds (FORMAT.md "Section table"); ids < 64 are required-to-understand, 64..127 optional.
-SECTION_META = 1
-SECTION_ARCH = 2
-SECTION_CODES = 3
-SECTION_TENSORS = 4
-SECTION_PAYLOAD = 5
+__all__ = [
+    "AdtFile", "ArchFormat", "Core", "CoreKind", "Encoding", "Param", "QuantGroup", "QuantMode",
+    "SectionInfo", "SectionKind", "ARCH_ONNX_DEFLATE", "ARCH_ONNX_DEFLATE_DICT1", "CORE_CP", "CORE_TUCKER",
+    "ENC_PLAIN", "ENC_TUCKER", "QUANT_EQ13", "REQUIRED_SECTIONS", "SECTION_ARCH", "SECTION_CODES",
+    "SECTION_META", "SECTION_NAMES", "SECTION_PAYLOAD", "SECTION_TENSORS",
+]
+
+class _Kind(IntEnum):
+    """An IntEnum that prints as its number (``str``/``format`` as ``int``) on every Python >= 3.10,
+    so error messages read the same as when these were bare ints."""
+
+    __str__ = int.__repr__
+    __format__ = int.__format__
+
+
+class SectionKind(_Kind):
+    """Section kinds (FORMAT.md "Section table"); ids < 64 are required-to-understand, 64..127 optional."""
+
+    META = 1
+    ARCH = 2
+    CODES = 3
+    TENSORS = 4
+    PAYLOAD = 5
+
+
+class CoreKind(_Kind):
+    """How a core is stored: dense Tucker, or CP (superdiagonal: only the diagonal is stored)."""
+
+    TUCKER = 0
+    CP = 1
+
+
+class Encoding(_Kind):
+    """How a parameter is stored: plain (quantized dense values) or as Tucker factors of a core."""
+
+    PLAIN = 0
+    TUCKER = 1
+
+
+class QuantMode(_Kind):
+    """Quantizer modes of a group; the format has one, the paper's Eq. 13."""
+
+    EQ13 = 0
+
+
+class ArchFormat(_Kind):
+    """Encodings of the architecture section."""
+
+    ONNX_DEFLATE = 0          # ONNX ModelProto, raw DEFLATE
+    ONNX_DEFLATE_DICT1 = 1    # ONNX ModelProto, raw DEFLATE with the ADT-ONNX-1 preset dictionary
+
+
+# The flat names every caller has used; they are the enum members themselves.
+SECTION_META = SectionKind.META
+SECTION_ARCH = SectionKind.ARCH
+SECTION_CODES = SectionKind.CODES
+SECTION_TENSORS = SectionKind.TENSORS
+SECTION_PAYLOAD = SectionKind.PAYLOAD
 SECTION_NAMES = {
     SECTION_META: "metadata",
     SECTION_ARCH: "architecture",
@@ -28,13 +81,13 @@ SECTION_NAMES = {
 }
 REQUIRED_SECTIONS = (SECTION_CODES, SECTION_TENSORS, SECTION_PAYLOAD)
 
-CORE_TUCKER = 0
-CORE_CP = 1
-ENC_PLAIN = 0
-ENC_TUCKER = 1
-QUANT_EQ13 = 0
-ARCH_ONNX_DEFLATE = 0          # ONNX ModelProto, raw DEFLATE
-ARCH_ONNX_DEFLATE_DICT1 = 1    # ONNX ModelProto, raw DEFLATE with the ADT-ONNX-1 preset dictionary
+CORE_TUCKER = CoreKind.TUCKER
+CORE_CP = CoreKind.CP
+ENC_PLAIN = Encoding.PLAIN
+ENC_TUCKER = Encoding.TUCKER
+QUANT_EQ13 = QuantMode.EQ13
+ARCH_ONNX_DEFLATE = ArchFormat.ONNX_DEFLATE
+ARCH_ONNX_DEFLATE_DICT1 = ArchFormat.ONNX_DEFLATE_DICT1
 
 
 @dataclass(frozen=True)
@@ -44,7 +97,7 @@ class QuantGroup:
     q: int
     b: float
     table: int
-    mode: int = QUANT_EQ13
+    mode: QuantMode = QUANT_EQ13
 
 
 @dataclass
@@ -52,7 +105,7 @@ class Core:
     """A Tucker core. ``kind`` is CORE_TUCKER (dense, ``symbols.shape == dims``) or CORE_CP
     (superdiagonal: ``dims == (r,)*order`` and only the diagonal, ``symbols.shape == (r,)``, is stored)."""
 
-    kind: int
+    kind: CoreKind
     dims: tuple[int, ...]
     group: int
     symbols: np.ndarray
@@ -73,7 +126,7 @@ class Param:
 
     name: str
     shape: tuple[int, ...]
-    encoding: int
+    encoding: Encoding
     group: int
     symbols: np.ndarray | None = None                    # plain: the values, shape == self.shape
     core: int | None = None                              # tucker: index into AdtFile.cores
@@ -97,7 +150,10 @@ class Param:
 
 @dataclass
 class SectionInfo:
-    kind: int
+    """Where one section's body lies in the file. ``kind`` is a :class:`SectionKind` member, or a
+    plain int for an optional extension section (64..127) this reader does not know."""
+
+    kind: SectionKind | int
     offset: int
     length: int
 

@@ -5,6 +5,12 @@ names what is wrong, where (section / table / byte offset) and the expected vs. 
 """
 from __future__ import annotations
 
+__all__ = [
+    "AdtError", "AdtArchitectureError", "AdtChecksumError", "AdtCodeTableError", "AdtLimitError",
+    "AdtMagicError", "AdtMetadataError", "AdtPayloadError", "AdtQuantizationError", "AdtSectionError",
+    "AdtTableError", "AdtTruncatedError", "AdtVarintError", "AdtVersionError", "AdtWriterError",
+]
+
 
 class AdtError(Exception):
     """Base class of every error ADT raises about a file, a model or its inputs."""

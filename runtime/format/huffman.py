@@ -26,6 +26,8 @@ from .binary import Cursor, encode_varint
 from .errors import AdtCodeTableError, AdtPayloadError
 from .limits import MAX_CODE_LENGTH, MAX_EG_LEADING_ZEROS, MAX_Q
 
+__all__ = ["EG_MAX_BITS", "HuffmanCode", "check_lengths", "code_lengths", "decode_table", "encode_table"]
+
 
 # ---------------------------------------------------------------------------------------------
 # Building code lengths from symbol counts

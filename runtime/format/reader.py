@@ -19,13 +19,15 @@ from .binary import Cursor, read_exact
 from .container import (
     ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13, REQUIRED_SECTIONS,
     SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD, SECTION_TENSORS,
-    AdtFile, Core, Param, QuantGroup, SectionInfo,
+    AdtFile, Core, CoreKind, Encoding, Param, QuantGroup, QuantMode, SectionInfo, SectionKind,
 )
 from .errors import (
     AdtArchitectureError, AdtChecksumError, AdtError, AdtLimitError, AdtMagicError, AdtMetadataError,
     AdtPayloadError, AdtSectionError, AdtTableError, AdtTruncatedError, AdtVersionError,
 )
 from .huffman import HuffmanCode, decode_table
+
+__all__ = ["MAX_FILE_BYTES", "MIN_FILE_BYTES", "read_adt"]
 
 MIN_FILE_BYTES = len(L.MAGIC) + 2 + 1 + 4   # magic, version, section count, CRC-32
 MAX_FILE_BYTES = L.MAX_PAYLOAD_BYTES + L.MAX_SECTIONS * L.MAX_SECTION_BYTES
@@ -83,7 +85,7 @@ def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
         if kind >= 128:
             raise AdtSectionError(f"section {i}: kind {kind} is reserved (must be < 128)")
         if kind < 64 and kind not in SECTION_NAMES:
-            raise AdtSectionError(f"section {i}: unknown required section kind {kind} (known: {sorted(SECTION_NAMES)})")
+            raise AdtSectionError(f"section {i}: unknown required section kind {kind} (known: {sorted(map(int, SECTION_NAMES))})")
         if kind <= prev_kind:
             raise AdtSectionError(f"section {i}: kind {kind} after kind {prev_kind}; kinds must be strictly increasing")
         limit = L.MAX_PAYLOAD_BYTES if kind == SECTION_PAYLOAD else L.MAX_SECTION_BYTES
@@ -95,7 +97,8 @@ def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
                 f"the end of the body at {body_end}: the file is {len(buf)} bytes, its section table "
                 f"declares at least {offset + length + 4}"
             )
-        sections.append(SectionInfo(kind, offset, length))
+        # a known kind as its SectionKind member; an optional extension kind (64..127) stays an int
+        sections.append(SectionInfo(SectionKind(kind) if kind in SECTION_NAMES else kind, offset, length))
         offset += length
         prev_kind = kind
     if offset != body_end:
@@ -195,7 +198,7 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
         if not (np.isfinite(b) and b > 0):
             raise AdtTableError(f"tensor table: group {i} has bound b = {b}, expected a finite value > 0")
         table = _ref(cur, f"group {i} table", len(codes), "code tables")
-        groups.append(QuantGroup(q, b, table, mode))
+        groups.append(QuantGroup(q, b, table, QuantMode(mode)))
 
     cores = []
     for i in range(cur.varint("core count", limit=L.MAX_CORES)):
@@ -208,7 +211,7 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
         else:
             dims = (cur.varint(f"core {i} rank", limit=L.MAX_DIM, minimum=1),) * order
         group = _ref(cur, f"core {i} group", len(groups), "groups")
-        core = Core(kind, dims, group, np.zeros(0, np.uint16))
+        core = Core(CoreKind(kind), dims, group, np.zeros(0, np.uint16))
         if core.stored_count > L.MAX_TENSOR_ELEMENTS:
             raise AdtLimitError(f"tensor table: core {i} has {core.stored_count} values, limit {L.MAX_TENSOR_ELEMENTS}")
         cores.append(core)
@@ -235,7 +238,7 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
             raise AdtTableError(f"tensor table: parameter {name!r} has encoding {enc}, expected {ENC_PLAIN} (plain) or {ENC_TUCKER} (Tucker)")
         group = _ref(cur, f"parameter {name!r} group", len(groups), "groups")
         if enc == ENC_PLAIN:
-            params.append(Param(name, shape, enc, group))
+            params.append(Param(name, shape, Encoding(enc), group))
         else:
             ci = _ref(cur, f"parameter {name!r} core", len(cores), "cores")
             reshape = _dims(cur, cores[ci].order, f"parameter {name!r} reshape")
@@ -244,7 +247,7 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
                     f"tensor table: parameter {name!r} reshape {reshape} has {prod(reshape)} elements, shape {shape} has {numel}"
                 )
             factors = [np.zeros((n, 0), np.uint16) for n in reshape]  # placeholders until the payload
-            p = Param(name, shape, enc, group, core=ci, factors=factors)
+            p = Param(name, shape, Encoding(enc), group, core=ci, factors=factors)
             params.append(p)
     cur.expect_end()
     return groups, cores, params

@@ -8,6 +8,8 @@ import stat
 import struct
 import tempfile
 import zlib
+from dataclasses import dataclass
+from enum import IntEnum
 from math import prod
 from pathlib import Path
 from typing import Sequence
@@ -20,16 +22,67 @@ from .archdict import ONNX_DICT_V1
 from .binary import encode_string, encode_varint
 from .container import (
     ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13,
-    SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_PAYLOAD, SECTION_TENSORS,
+    SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_PAYLOAD, SECTION_TENSORS, ArchFormat, CoreKind, Encoding,
+    SectionKind,
 )
 from .errors import AdtError, AdtWriterError
 from .huffman import HuffmanCode, encode_table
-from .quantize import check_quantizer
+from .quantizer import check_quantizer
+
+__all__ = ["TABLE_POLICIES", "AdtWriter", "WriterPhase", "write_atomic"]
 
 TABLE_POLICIES = ("shared", "per_group", "auto")
 
-_PHASE_GROUPS, _PHASE_CORES, _PHASE_PARAMS, _PHASE_DONE = range(4)
-_PHASE_NAMES = ["groups", "cores", "parameters", "finished"]
+
+class WriterPhase(IntEnum):
+    """The writer's states, in the order the file's tensor table needs them; a call may stay in the
+    current phase or move forward, never back."""
+
+    GROUPS = 0
+    CORES = 1
+    PARAMS = 2
+    DONE = 3
+
+    @property
+    def label(self) -> str:
+        """The phase as error messages name it."""
+        return _PHASE_LABELS[self]
+
+
+_PHASE_LABELS = {WriterPhase.GROUPS: "groups", WriterPhase.CORES: "cores", WriterPhase.PARAMS: "parameters",
+                 WriterPhase.DONE: "finished"}
+
+
+@dataclass(frozen=True)
+class _Group:
+    q: int
+    b: float           # already rounded to float32, as stored
+
+
+@dataclass(frozen=True)
+class _Core:
+    kind: CoreKind
+    dims: tuple[int, ...]
+    group: int
+    symbols: np.ndarray   # flattened (a CP core: its diagonal)
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    shape: tuple[int, ...]
+    encoding: Encoding
+    group: int
+    core: int | None
+    arrays: list[np.ndarray]   # flattened: plain, one array; Tucker, the factors in mode order
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """Symbols of one group, in payload order."""
+
+    group: int
+    symbols: np.ndarray
 
 
 def _symbols(arr: np.ndarray, what: str) -> np.ndarray:
@@ -55,24 +108,24 @@ class AdtWriter:
         if tables not in TABLE_POLICIES:
             raise AdtWriterError(f"tables must be one of {TABLE_POLICIES}, got {tables!r}")
         self.table_policy = tables
-        self._phase = _PHASE_GROUPS
+        self._phase = WriterPhase.GROUPS
         self._meta: dict[str, str] = {}
         self._arch: bytes | None = None
-        self._groups: list[tuple[int, float]] = []
-        self._cores: list[tuple[int, tuple[int, ...], int, np.ndarray]] = []
-        self._params: list[tuple[str, tuple[int, ...], int, int, int | None, list[np.ndarray]]] = []
+        self._groups: list[_Group] = []
+        self._cores: list[_Core] = []
+        self._params: list[_Param] = []
         self._names: set[str] = set()
         self._total_elements = 0
         self.chosen_policy: str | None = None  # which table policy to_bytes() used
         self._result: bytes | None = None
 
     # -- state machine ---------------------------------------------------------------------------
-    def _enter(self, phase: int, call: str) -> None:
-        if self._phase == _PHASE_DONE:
+    def _enter(self, phase: WriterPhase, call: str) -> None:
+        if self._phase == WriterPhase.DONE:
             raise AdtWriterError(f"{call}: the file is already finished")
         if phase < self._phase:
             raise AdtWriterError(
-                f"{call}: out of order, {_PHASE_NAMES[phase]} must be added before {_PHASE_NAMES[self._phase]}"
+                f"{call}: out of order, {phase.label} must be added before {self._phase.label}"
             )
         self._phase = phase
 
@@ -80,7 +133,7 @@ class AdtWriter:
         """The group must exist and every symbol must be one of its Q levels (a reader rejects more)."""
         if not isinstance(group, (int, np.integer)) or not 0 <= group < len(self._groups):
             raise AdtWriterError(f"{what}: group {group!r} does not exist (have {len(self._groups)})")
-        q = self._groups[group][0]
+        q = self._groups[group].q
         for s in symbols:
             if s.size and int(s.max()) >= q:
                 raise AdtWriterError(f"{what}: symbol {int(s.max())} is out of range for group {group} (Q = {q}, symbols 0..{q - 1})")
@@ -88,7 +141,7 @@ class AdtWriter:
     # -- content ---------------------------------------------------------------------------------
     def add_metadata(self, key: str, value: str) -> None:
         """A key/value string pair for tools to print (producer, model name, accuracy, ...)."""
-        if self._phase == _PHASE_DONE:
+        if self._phase == WriterPhase.DONE:
             raise AdtWriterError("add_metadata: the file is already finished")
         if not key or len(key.encode()) > L.MAX_META_KEY_BYTES:
             raise AdtWriterError(f"metadata key must be 1..{L.MAX_META_KEY_BYTES} UTF-8 bytes: {key!r}")
@@ -101,7 +154,7 @@ class AdtWriter:
     def set_architecture(self, onnx_model: bytes) -> None:
         """The model's ONNX graph without weight initializers (stored DEFLATE-compressed, with the
         ADT-ONNX-1 preset dictionary when that is smaller)."""
-        if self._phase == _PHASE_DONE:
+        if self._phase == WriterPhase.DONE:
             raise AdtWriterError("set_architecture: the file is already finished")
         if len(onnx_model) > L.MAX_ARCH_BYTES:
             raise AdtWriterError(f"architecture is {len(onnx_model)} bytes, limit {L.MAX_ARCH_BYTES}")
@@ -109,20 +162,20 @@ class AdtWriter:
 
     def add_group(self, q: int, b: float) -> int:
         """A quantizer (Eq. 13 with Q levels and bound b); returns its index."""
-        self._enter(_PHASE_GROUPS, "add_group")
+        self._enter(WriterPhase.GROUPS, "add_group")
         try:
             check_quantizer(q, b)
         except AdtError as exc:
             raise AdtWriterError(f"add_group: {exc}") from None
         if len(self._groups) >= L.MAX_GROUPS:
             raise AdtWriterError(f"more than {L.MAX_GROUPS} groups")
-        self._groups.append((int(q), float(np.float32(b))))
+        self._groups.append(_Group(int(q), float(np.float32(b))))
         return len(self._groups) - 1
 
     def add_core(self, symbols: np.ndarray, group: int, cp_order: int | None = None) -> int:
         """A Tucker core (``symbols`` has the core's shape), or with ``cp_order=d`` a CP core: a
         superdiagonal core of order d whose diagonal ``symbols`` (1-D, length r) is all that is stored."""
-        self._enter(_PHASE_CORES, "add_core")
+        self._enter(WriterPhase.CORES, "add_core")
         sym = _symbols(symbols, "add_core")
         self._check_group(group, "add_core", [sym])
         if cp_order is not None:
@@ -135,12 +188,12 @@ class AdtWriter:
             kind, dims = CORE_TUCKER, tuple(int(d) for d in sym.shape)
         if len(self._cores) >= L.MAX_CORES:
             raise AdtWriterError(f"more than {L.MAX_CORES} cores")
-        self._cores.append((kind, dims, group, sym.reshape(-1)))
+        self._cores.append(_Core(kind, dims, group, sym.reshape(-1)))
         return len(self._cores) - 1
 
-    def _add_param(self, name: str, shape: Sequence[int], encoding: int, group: int,
+    def _add_param(self, name: str, shape: Sequence[int], encoding: Encoding, group: int,
                    core: int | None, arrays: list[np.ndarray]) -> None:
-        self._enter(_PHASE_PARAMS, "add parameter")
+        self._enter(WriterPhase.PARAMS, "add parameter")
         self._check_group(group, f"parameter {name!r}", arrays)
         if not name or len(name.encode()) > L.MAX_NAME_BYTES:
             raise AdtWriterError(f"parameter name must be 1..{L.MAX_NAME_BYTES} UTF-8 bytes: {name!r}")
@@ -156,7 +209,7 @@ class AdtWriter:
             raise AdtWriterError(f"more than {L.MAX_PARAMS} parameters")
         self._names.add(name)
         self._total_elements += numel
-        self._params.append((name, shape, encoding, group, core, arrays))
+        self._params.append(_Param(name, shape, encoding, group, core, arrays))
 
     def add_plain(self, name: str, symbols: np.ndarray, group: int) -> None:
         """A parameter stored as quantized dense values; its shape is ``symbols.shape``."""
@@ -169,7 +222,7 @@ class AdtWriter:
         ``(n_i, k_i)`` symbol matrix, so the reshape dims are the factors' row counts."""
         if not 0 <= core < len(self._cores):
             raise AdtWriterError(f"parameter {name!r}: core {core} does not exist (have {len(self._cores)})")
-        dims = self._cores[core][1]
+        dims = self._cores[core].dims
         mats = [_symbols(f, f"parameter {name!r} factor {i}") for i, f in enumerate(factors)]
         if len(mats) != len(dims):
             raise AdtWriterError(f"parameter {name!r}: core {core} has order {len(dims)}, got {len(mats)} factors")
@@ -184,16 +237,16 @@ class AdtWriter:
         self._add_param(name, shape, ENC_TUCKER, group, core, [m.reshape(-1) for m in mats])
 
     # -- output ----------------------------------------------------------------------------------
-    def _streams(self) -> list[tuple[int, np.ndarray]]:
-        """(group, symbols) in payload order: cores, then parameters (factors in mode order)."""
-        out = [(g, sym) for _, _, g, sym in self._cores]
-        for _, _, _, g, _, arrays in self._params:
-            out.extend((g, a) for a in arrays)
+    def _streams(self) -> list[_Stream]:
+        """The symbol arrays in payload order: cores, then parameters (factors in mode order)."""
+        out = [_Stream(c.group, c.symbols) for c in self._cores]
+        for p in self._params:
+            out.extend(_Stream(p.group, a) for a in p.arrays)
         return out
 
-    def _codes(self, policy: str, streams: list[tuple[int, np.ndarray]]) -> tuple[list[HuffmanCode], list[int]]:
+    def _codes(self, policy: str, streams: list[_Stream]) -> tuple[list[HuffmanCode], list[int]]:
         """Code tables and each group's table index under ``policy``."""
-        used = sorted({g for g, s in streams if s.size})
+        used = sorted({st.group for st in streams if st.symbols.size})
         unused = [g for g in range(len(self._groups)) if g not in used]
         if unused:
             raise AdtWriterError(f"group {unused[0]} holds no values (every group needs at least one symbol)")
@@ -201,15 +254,15 @@ class AdtWriter:
             return [], []
         if policy == "shared":
             counts = np.zeros(L.MAX_Q, dtype=np.int64)
-            for _, s in streams:
-                counts += np.bincount(s, minlength=L.MAX_Q)
+            for st in streams:
+                counts += np.bincount(st.symbols, minlength=L.MAX_Q)
             return [HuffmanCode.from_counts(counts)], [0] * len(self._groups)
         codes = []
         for g in range(len(self._groups)):
             counts = np.zeros(L.MAX_Q, dtype=np.int64)
-            for gg, s in streams:
-                if gg == g:
-                    counts += np.bincount(s, minlength=L.MAX_Q)
+            for st in streams:
+                if st.group == g:
+                    counts += np.bincount(st.symbols, minlength=L.MAX_Q)
             codes.append(HuffmanCode.from_counts(counts))
         return codes, list(range(len(self._groups)))
 
@@ -220,31 +273,31 @@ class AdtWriter:
         codes_body = encode_varint(len(codes)) + b"".join(encode_table(c.lengths) for c in codes)
 
         t = bytearray(encode_varint(len(self._groups)))
-        for gi, (q, b) in enumerate(self._groups):
-            t += bytes([QUANT_EQ13]) + encode_varint(q) + struct.pack("<f", b) + encode_varint(group_table[gi])
+        for gi, grp in enumerate(self._groups):
+            t += bytes([QUANT_EQ13]) + encode_varint(grp.q) + struct.pack("<f", grp.b) + encode_varint(group_table[gi])
         t += encode_varint(len(self._cores))
-        for kind, dims, g, _ in self._cores:
-            t += bytes([kind]) + encode_varint(len(dims))
-            t += encode_varint(dims[0]) if kind == CORE_CP else b"".join(encode_varint(k) for k in dims)
-            t += encode_varint(g)
+        for c in self._cores:
+            t += bytes([c.kind]) + encode_varint(len(c.dims))
+            t += encode_varint(c.dims[0]) if c.kind == CORE_CP else b"".join(encode_varint(k) for k in c.dims)
+            t += encode_varint(c.group)
         t += encode_varint(len(self._params))
-        for name, shape, enc, g, core, arrays in self._params:
-            t += encode_string(name) + encode_varint(len(shape)) + b"".join(encode_varint(d) for d in shape)
-            t += bytes([enc]) + encode_varint(g)
-            if enc == ENC_TUCKER:
-                t += encode_varint(core)
-                reshape = [a.size // k for a, k in zip(arrays, self._cores[core][1])]
+        for p in self._params:
+            t += encode_string(p.name) + encode_varint(len(p.shape)) + b"".join(encode_varint(d) for d in p.shape)
+            t += bytes([p.encoding]) + encode_varint(p.group)
+            if p.encoding == ENC_TUCKER:
+                t += encode_varint(p.core)
+                reshape = [a.size // k for a, k in zip(p.arrays, self._cores[p.core].dims)]
                 t += b"".join(encode_varint(n) for n in reshape)
 
         bits = bitarray(endian="big")
-        for g, s in streams:
-            codes[group_table[g]].encode_into(bits, s)
+        for st in streams:
+            codes[group_table[st.group]].encode_into(bits, st.symbols)
         bits.fill()
         payload = bits.tobytes()
         if len(payload) > L.MAX_PAYLOAD_BYTES:
             raise AdtWriterError(f"payload of {len(payload)} bytes exceeds {L.MAX_PAYLOAD_BYTES}")
 
-        sections: list[tuple[int, bytes]] = []
+        sections: list[tuple[SectionKind, bytes]] = []  # (kind, body) in file order
         if self._meta:
             m = bytearray(encode_varint(len(self._meta)))
             for k, v in self._meta.items():
@@ -276,7 +329,7 @@ class AdtWriter:
             if best is None or len(data) < len(best[1]):
                 best = (policy, data)
         self.chosen_policy, self._result = best
-        self._phase = _PHASE_DONE
+        self._phase = WriterPhase.DONE
         return self._result
 
     def write(self, path: str | os.PathLike) -> int:
@@ -286,10 +339,10 @@ class AdtWriter:
         return len(data)
 
 
-def _compress_architecture(onnx_model: bytes) -> tuple[int, bytes]:
+def _compress_architecture(onnx_model: bytes) -> tuple[ArchFormat, bytes]:
     """Raw DEFLATE (zlib level 9) without and with the ADT-ONNX-1 preset dictionary; the smaller wins
     (ties: no dictionary), so the choice is deterministic."""
-    best: tuple[int, bytes] | None = None
+    best: tuple[ArchFormat, bytes] | None = None
     for fmt, zdict in ((ARCH_ONNX_DEFLATE, None), (ARCH_ONNX_DEFLATE_DICT1, ONNX_DICT_V1)):
         comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=zdict) if zdict else zlib.compressobj(9, zlib.DEFLATED, -15, 9)
         data = comp.compress(onnx_model) + comp.flush()

@@ -9,13 +9,12 @@ import torch
 from torch import nn
 
 from adt.exporter.errors import PlanError
-from adt.exporter.export import (
-    choose_b, compact_name_map, dequantized_weights, export_adt, inventory, make_quant_plan, quantized_model,
-)
+from adt.exporter.export import compact_name_map, dequantized_weights, export_adt, quantized_model
+from adt.exporter.quantplan import choose_b, inventory, make_quant_plan
 from adt.exporter.models import build_model
 from adt.exporter.onnx_graph import with_weights
 from adt.exporter.planner import LayerPlan
-from adt.exporter.tucker import apply_ada_tucker, apply_scada_tucker
+from adt.exporter.factorize import apply_ada_tucker, apply_scada_tucker
 from adt.runtime.format import ENC_PLAIN, ENC_TUCKER, quantize, read_adt
 
 PAPER_LENET5 = {
@@ -113,8 +112,8 @@ def test_dequantized_rebuild_matches_file_and_torch(tmp_path, method):
     for name, mod in [("conv1", model.conv1), ("fc1", model.fc1)]:
         tw = mod.parametrizations.weight[0]
         inv = inventory(model)
-        tw.core_quant = plan.for_core(inv.core_names[inv.tucker[f"{name}.weight"][1]])
-        tw.factor_quant = plan.for_param(f"{name}.weight")
+        tw.core_quant = plan.core_spec(inv.cores[inv.tucker[f"{name}.weight"].core].name)
+        tw.factor_quant = plan.param_spec(f"{name}.weight")
         np.testing.assert_allclose(tw.dense().detach().numpy(), mine[f"{name}.weight"], rtol=1e-4, atol=1e-6)
         tw.core_quant = tw.factor_quant = None
 

@@ -7,8 +7,8 @@ from torch import nn
 from adt.exporter import (
     LayerPlan, PlanError, apply_ada_tucker, apply_scada_tucker, build_model, reconstruction_errors, tucker_layers,
 )
-from adt.exporter.init import scada_hooi_init_, target_variance
-from adt.exporter.tucker import TuckerWeight
+from adt.exporter.factorize import scada_hooi_init_, target_variance
+from adt.exporter.factorize import TuckerWeight
 
 torch.set_num_threads(1)
 

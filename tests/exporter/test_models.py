@@ -4,7 +4,6 @@ import torch
 from torch import nn
 
 from adt.exporter import MODELS, ModelError, apply_ada_tucker, build_model, count_params, freeze, plan_model
-from adt.exporter.models import INPUT_SHAPES
 
 torch.set_num_threads(1)
 
@@ -14,7 +13,7 @@ torch.set_num_threads(1)
 def test_models_shapes_and_counts(name, params):
     model = build_model(name)
     assert count_params(model) == params
-    y = model(torch.randn(3, *INPUT_SHAPES[name]))
+    y = model(torch.randn(3, *MODELS[name].input_shape))
     assert y.shape == (3, 10)
 
 
@@ -58,7 +57,7 @@ def test_lenet5_relu_differs_only_by_conv_relus(tmp_path):
         assert not torch.allclose(relu(x), plain(x))
     apply_ada_tucker(relu, preset("lenet5-ada"), seed=0)
     relu.eval()
-    export_adt(relu, tmp_path / "r.adt", input_shape=INPUT_SHAPES["lenet5-relu"], q=4096)
+    export_adt(relu, tmp_path / "r.adt", input_shape=MODELS["lenet5-relu"].input_shape, q=4096)
     out = load(tmp_path / "r.adt", engine="numpy").run(x.numpy())
     with torch.no_grad():
         ref = relu(x).numpy()

@@ -5,11 +5,12 @@ import torch
 from torch import nn
 
 from adt.exporter.errors import PlanError
-from adt.exporter.export import dequantized_weights, export_adt, make_quant_plan, quantized_model
+from adt.exporter.export import dequantized_weights, export_adt, quantized_model
+from adt.exporter.quantplan import make_quant_plan
 from adt.exporter.models import build_model
 from adt.exporter.planner import LayerPlan
 from adt.exporter.qat import disable_fake_quant, enable_fake_quant, qat_finetune
-from adt.exporter.tucker import apply_scada_tucker
+from adt.exporter.factorize import apply_scada_tucker
 from adt.runtime.format import read_adt
 
 PLAN = {
@@ -105,7 +106,7 @@ def test_qat_label_smoothing_is_the_loss_it_trains():
 
 def test_qat_with_a_teacher_uses_the_distillation_loss():
     """The first QAT loss with a teacher is the DistillLoss of the fake-quantized student, not plain CE."""
-    from adt.exporter.train import DistillLoss
+    from adt.exporter.fit import DistillLoss
 
     x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     y = torch.arange(16) % 10

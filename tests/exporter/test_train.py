@@ -152,7 +152,7 @@ def test_label_smoothing_changes_the_loss():
 
 
 def test_distill_loss_is_ce_at_alpha_0_and_zero_when_the_student_is_the_teacher():
-    from adt.exporter.train import DistillLoss
+    from adt.exporter.fit import DistillLoss
 
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(32, 10, generator=g), torch.randn(32, 10, generator=g)

@@ -13,9 +13,10 @@ from torch.nn.utils import parametrize
 
 from adt.exporter import (
     LayerPlan, ModelError, PlanError, apply_ada_tucker, apply_scada_tucker, build_model, count_params,
-    fake_quant_ste, freeze, shared_cores, tucker_layers, tucker_to_tensor,
+    fake_quant_ste, freeze, shared_cores, tucker_layers,
 )
-from adt.exporter.tucker import contraction_order, cp_to_tensor
+from adt.exporter.factorize import cp_to_tensor, tucker_to_tensor
+from adt.exporter.fakequant import QuantSpec
 from adt.runtime.format import fake_quantize
 
 torch.set_num_threads(1)
@@ -43,23 +44,6 @@ def test_tucker_to_tensor_matches_einsum_and_tensorly(dims, ranks):
     torch.testing.assert_close(got, einsum_reference(core, factors))
     ref = tl.tucker_to_tensor((core.numpy(), [f.numpy() for f in factors]))
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
-
-
-def _cost(order, ranks, dims):
-    size, total = math.prod(ranks), 0
-    for i in order:
-        total += size * dims[i]
-        size = size // ranks[i] * dims[i]
-    return total
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 9), st.integers(1, 30)), min_size=2, max_size=5))
-def test_contraction_order_is_optimal(modes):
-    ranks = [min(k, n) for k, n in modes]
-    dims = [n for _, n in modes]
-    best = min(_cost(p, ranks, dims) for p in itertools.permutations(range(len(dims))))
-    assert _cost(contraction_order(ranks, dims), ranks, dims) == best
 
 
 def test_cp_is_tucker_with_diagonal_core():
@@ -252,7 +236,7 @@ def test_quant_flags_apply_in_forward():
     apply_ada_tucker(model, {"0": LayerPlan((10, 4, 5), (3, 3, 3))}, seed=0)
     tw = tucker_layers(model)[0][2]
     plain = model[0].weight.detach().clone()
-    tw.core_quant, tw.factor_quant = (8, 0.5), (8, 0.5)
+    tw.core_quant, tw.factor_quant = QuantSpec(8, 0.5), QuantSpec(8, 0.5)
     qc = torch.from_numpy(fake_quantize(tw.core.detach().numpy(), 8, 0.5))
     qf = [torch.from_numpy(fake_quantize(m.detach().numpy(), 8, 0.5)) for m in tw.factors]
     torch.testing.assert_close(model[0].weight, tucker_to_tensor(qc, qf).reshape(10, 20))

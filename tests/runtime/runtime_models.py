@@ -1,6 +1,8 @@
-"""Hand-built architectures (onnx.helper) and .adt files for the runtime tests: no exporter, no torch.
+"""Hand-built architectures and .adt files for the runtime tests: no exporter, no torch, no onnx.
 
-Each builder returns ``(architecture ModelProto, {name: spec})``; :func:`make_adt` turns the specs
+The graphs are built with the runtime's own ONNX encoder (:mod:`adt.runtime.onnx_proto`: make_node,
+Graph, OnnxModel); the LeNet-5 graph and plan are the shared ones from :mod:`adt.runtime.samples`.
+Each builder returns ``(architecture OnnxModel, {name: spec})``; :func:`make_adt` turns the specs
 into Tucker-coded or plain parameters, stores the architecture without weight initializers (the
 contract) and returns the file bytes.
 """
@@ -11,63 +13,41 @@ from math import prod
 import numpy as np
 
 from adt.runtime.format import AdtWriter, quantize, read_adt
-
-OPSET = 17
-
-
-def _model(nodes, inputs, outputs, initializers=(), opset=OPSET):
-    from onnx import helper
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="")
-    m.ir_version = 8
-    return m
+from adt.runtime.onnx_proto import FLOAT, Graph, OnnxModel, ValueInfo, make_node
+from adt.runtime.samples import OPSET, lenet5_model, lenet5_plan
 
 
-def _io(name, shape):
-    from onnx import TensorProto, helper
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+def _model(nodes, inputs, outputs, initializers=(), opset=OPSET) -> OnnxModel:
+    graph = Graph(nodes=list(nodes), name="g", initializers=list(initializers), inputs=list(inputs),
+                  outputs=list(outputs))
+    return OnnxModel(ir_version=8, opsets={"ai.onnx": opset}, graph=graph, producer_name="")
+
+
+def _io(name, shape) -> ValueInfo:
+    return ValueInfo(name, FLOAT, list(shape) if shape is not None else None)
 
 
 # Parameter specs: ("tucker", shape, reshape, ranks) or ("plain", shape, scale) or ("positive", shape)
 def lenet5():
-    from onnx import helper
-    nodes = [
-        helper.make_node("Conv", ["input", "conv1.weight", "conv1.bias"], ["1"], kernel_shape=[5, 5]),
-        helper.make_node("MaxPool", ["1"], ["2"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Relu", ["2"], ["3"]),
-        helper.make_node("Conv", ["3", "conv2.weight", "conv2.bias"], ["4"], kernel_shape=[5, 5]),
-        helper.make_node("MaxPool", ["4"], ["5"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Relu", ["5"], ["6"]),
-        helper.make_node("Flatten", ["6"], ["7"], axis=1),
-        helper.make_node("Gemm", ["7", "fc1.weight", "fc1.bias"], ["8"], transB=1),
-        helper.make_node("Relu", ["8"], ["9"]),
-        helper.make_node("Gemm", ["9", "fc2.weight", "fc2.bias"], ["output"], transB=1),
-    ]
-    specs = {
-        "conv1.weight": ("tucker", (20, 1, 5, 5), (20, 5, 5), (6, 4, 4)),
-        "conv1.bias": ("plain", (20,), 0.1),
-        "conv2.weight": ("tucker", (50, 20, 5, 5), (50, 20, 25), (10, 8, 8)),
-        "conv2.bias": ("plain", (50,), 0.1),
-        "fc1.weight": ("tucker", (500, 800), (20, 25, 25, 32), (6, 6, 6, 6)),
-        "fc1.bias": ("plain", (500,), 0.1),
-        "fc2.weight": ("tucker", (10, 500), (10, 20, 25), (5, 6, 6)),
-        "fc2.bias": ("plain", (10,), 0.1),
-    }
-    return _model(nodes, [_io("input", ["N", 1, 28, 28])], [_io("output", ["N", 10])]), specs
+    """The shared LeNet-5 (adt.runtime.samples): its graph, and its plan's reshapes and core ranks."""
+    specs = {}
+    for layer in lenet5_plan():
+        specs[layer.weight_name] = ("tucker", layer.shape, layer.reshape, layer.core)
+        specs[layer.bias_name] = ("plain", (layer.bias,), 0.1)
+    return lenet5_model(), specs
 
 
 def mlp():
     """LeNet-300-100 with a Softmax head and MatMul + Add for the last layer (both ops covered)."""
-    from onnx import helper
     nodes = [
-        helper.make_node("Flatten", ["input"], ["1"]),
-        helper.make_node("Gemm", ["1", "fc1.weight", "fc1.bias"], ["2"], transB=1),
-        helper.make_node("Relu", ["2"], ["3"]),
-        helper.make_node("Gemm", ["3", "fc2.weight", "fc2.bias"], ["4"], transB=1, alpha=0.5, beta=2.0),
-        helper.make_node("Relu", ["4"], ["5"]),
-        helper.make_node("MatMul", ["5", "fc3.weight_t"], ["6"]),
-        helper.make_node("Add", ["6", "fc3.bias"], ["7"]),
-        helper.make_node("Softmax", ["7"], ["output"], axis=1),
+        make_node("Flatten", ["input"], ["1"]),
+        make_node("Gemm", ["1", "fc1.weight", "fc1.bias"], ["2"], transB=1),
+        make_node("Relu", ["2"], ["3"]),
+        make_node("Gemm", ["3", "fc2.weight", "fc2.bias"], ["4"], transB=1, alpha=0.5, beta=2.0),
+        make_node("Relu", ["4"], ["5"]),
+        make_node("MatMul", ["5", "fc3.weight_t"], ["6"]),
+        make_node("Add", ["6", "fc3.bias"], ["7"]),
+        make_node("Softmax", ["7"], ["output"], axis=1),
     ]
     specs = {
         "fc1.weight": ("tucker", (300, 784), (15, 20, 28, 28), (5, 5, 5, 5)),
@@ -83,24 +63,23 @@ def mlp():
 def resblock():
     """A CIFAR ResNet basic block (Conv-BN-Relu-Conv-BN + shortcut, Add, Relu) then
     GlobalAveragePool -> Flatten -> Gemm; BN stays a node; conv2 shares conv1's SCADA core."""
-    from onnx import helper
     bn = dict(epsilon=1e-5)
     nodes = [
-        helper.make_node("Conv", ["input", "conv0.weight"], ["1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["1", "bn0.weight", "bn0.bias", "bn0.running_mean", "bn0.running_var"], ["2"], **bn),
-        helper.make_node("Relu", ["2"], ["3"]),
-        helper.make_node("Conv", ["3", "conv1.weight"], ["4"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["4", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"], ["5"], **bn),
-        helper.make_node("Relu", ["5"], ["6"]),
-        helper.make_node("Conv", ["6", "conv2.weight"], ["7"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["7", "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var"], ["8"], **bn),
-        helper.make_node("Add", ["8", "3"], ["9"]),
-        helper.make_node("Relu", ["9"], ["10"]),
-        helper.make_node("AveragePool", ["10"], ["11"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
-                         count_include_pad=0),
-        helper.make_node("GlobalAveragePool", ["11"], ["12"]),
-        helper.make_node("Flatten", ["12"], ["13"]),
-        helper.make_node("Gemm", ["13", "fc.weight", "fc.bias"], ["output"], transB=1),
+        make_node("Conv", ["input", "conv0.weight"], ["1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        make_node("BatchNormalization", ["1", "bn0.weight", "bn0.bias", "bn0.running_mean", "bn0.running_var"], ["2"], **bn),
+        make_node("Relu", ["2"], ["3"]),
+        make_node("Conv", ["3", "conv1.weight"], ["4"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        make_node("BatchNormalization", ["4", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"], ["5"], **bn),
+        make_node("Relu", ["5"], ["6"]),
+        make_node("Conv", ["6", "conv2.weight"], ["7"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        make_node("BatchNormalization", ["7", "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var"], ["8"], **bn),
+        make_node("Add", ["8", "3"], ["9"]),
+        make_node("Relu", ["9"], ["10"]),
+        make_node("AveragePool", ["10"], ["11"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                  count_include_pad=0),
+        make_node("GlobalAveragePool", ["11"], ["12"]),
+        make_node("Flatten", ["12"], ["13"]),
+        make_node("Gemm", ["13", "fc.weight", "fc.bias"], ["output"], transB=1),
     ]
     specs = {"conv0.weight": ("tucker", (16, 3, 3, 3), (16, 3, 9), (4, 3, 4))}
     for i in range(3):
@@ -115,9 +94,9 @@ def resblock():
     return _model(nodes, [_io("input", ["N", 3, 8, 8])], [_io("output", ["N", 10])]), specs
 
 
-def strip(model) -> bytes:
+def strip(model: OnnxModel) -> bytes:
     """The contract's architecture bytes: no initializer for any stored parameter."""
-    return model.SerializeToString()
+    return model.to_bytes()
 
 
 def make_adt(model, specs: dict, seed: int = 0, tables: str = "auto", metadata: dict | None = None) -> bytes:
@@ -167,13 +146,12 @@ def make_adt(model, specs: dict, seed: int = 0, tables: str = "auto", metadata: 
     return w.to_bytes()
 
 
-def dense_model(model, weights: dict):
+def dense_model(model: OnnxModel, weights: dict):
     """The architecture with ``weights`` as initializers, built with the onnx package (independent of
-    the runtime's own wire-level assembly)."""
-    import copy
-
+    the runtime's own wire-level assembly). Needs onnx: only the conformance tests call it."""
+    import onnx
     from onnx import numpy_helper
-    m = copy.deepcopy(model)
+    m = onnx.load_from_string(model.to_bytes())
     used = {n for node in m.graph.node for n in node.input}
     for name, arr in weights.items():
         if name in used:

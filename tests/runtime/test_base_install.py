@@ -9,7 +9,7 @@ import textwrap
 
 import numpy as np
 
-from runtime_models import lenet5, make_adt
+from adt.runtime.samples import lenet5_file
 
 BLOCKER = textwrap.dedent("""
     import sys
@@ -32,9 +32,8 @@ def _child(code: str) -> subprocess.CompletedProcess:
 
 def test_numpy_engine_runs_with_torch_onnx_onnxruntime_blocked(tmp_path):
     import adt.runtime as rt
-    model, specs = lenet5()
     path = tmp_path / "lenet.adt"
-    path.write_bytes(make_adt(model, specs))
+    path.write_bytes(lenet5_file(seed=0))
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     expected = rt.load(path).run(x)
@@ -68,9 +67,8 @@ def test_numpy_engine_runs_with_torch_onnx_onnxruntime_blocked(tmp_path):
 
 
 def test_adt_run_cli_with_optional_packages_blocked(tmp_path):
-    model, specs = lenet5()
     path = tmp_path / "lenet.adt"
-    path.write_bytes(make_adt(model, specs))
+    path.write_bytes(lenet5_file(seed=0))
     np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), np.float32))
     out = _child(f"""
         from adt.tools.cli import main

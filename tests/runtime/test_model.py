@@ -1,5 +1,8 @@
 """load / Model.run on hand-built LeNet-5, MLP and ResNet-block files: both engines against
-onnx.reference on the dense model, dynamic batch, input checks, dense ONNX export, clear errors."""
+onnx.reference on the dense model, dynamic batch, input checks, dense ONNX export, clear errors.
+
+The files are built without onnx; the tests that compare against the onnx package (its reference
+evaluator, its checker) or run onnxruntime skip where those are not installed."""
 from __future__ import annotations
 
 import os
@@ -13,11 +16,9 @@ from adt.runtime.errors import (
     AdtEngineError, AdtInputError, AdtNoArchitectureError, AdtUnsupportedOpError,
 )
 from adt.runtime.format import AdtArchitectureError, AdtError, AdtWriter, read_adt
+from adt.runtime.onnx_proto import FLOAT, Tensor, ValueInfo, parse_model
 
 from runtime_models import dense_model, lenet5, make_adt, mlp, resblock
-
-onnx = pytest.importorskip("onnx")
-from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 BUILDERS = {"lenet5": lenet5, "mlp": mlp, "resblock": resblock}
 
@@ -43,6 +44,8 @@ def _close(a, ref, rtol=1e-4):
 @pytest.mark.parametrize("engine", ["numpy", "onnxruntime"])
 @pytest.mark.parametrize("batch", [1, 64])
 def test_engines_agree_with_onnx_reference(case, engine, batch):
+    pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
     if engine == "onnxruntime":
         pytest.importorskip("onnxruntime")
     name, model, data = case
@@ -78,6 +81,7 @@ def test_model_attributes(case):
 
 
 def test_onnx_bytes_is_a_valid_dense_model_and_deterministic(case, tmp_path):
+    onnx = pytest.importorskip("onnx")
     name, model, data = case
     m = rt.load(data)
     raw = m.onnx_bytes()
@@ -142,7 +146,7 @@ def test_non_contiguous_input(lenet):
 
 def test_fixed_batch_architecture_refuses_other_batches():
     model, specs = mlp()
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model.graph.inputs[0].shape[0] = 1
     m = rt.load(make_adt(model, specs))
     assert m.input_shape[0] == 1
     m.run(np.zeros((1, 1, 28, 28), np.float32))
@@ -180,7 +184,7 @@ def test_onnxruntime_missing_is_a_clear_error(monkeypatch):
 
 def test_unsupported_op_at_load_names_op_and_node():
     model, specs = mlp()
-    relu = [n for n in model.graph.node if n.op_type == "Relu"][0]
+    relu = [n for n in model.graph.nodes if n.op_type == "Relu"][0]
     relu.op_type = "Selu"
     relu.name = "act_1"
     with pytest.raises(AdtUnsupportedOpError, match=r"op 'Selu' \(Selu node 'act_1'\)"):
@@ -196,7 +200,7 @@ def test_missing_weight_is_an_architecture_error():
 
 def test_malformed_architecture_bytes_are_an_architecture_error():
     model, specs = mlp()
-    raw = model.SerializeToString()
+    raw = model.to_bytes()
     w = AdtWriter()
     w.set_architecture(raw[: len(raw) // 2])  # truncated protobuf
     g = w.add_group(16, 1.0)
@@ -213,9 +217,8 @@ def test_engine_frees_intermediates_but_keeps_results_stable(lenet):
 
 
 def test_weight_also_stored_as_initializer_is_refused():
-    from onnx import numpy_helper
     model, specs = mlp()
-    model.graph.initializer.append(numpy_helper.from_array(np.zeros(10, np.float32), "fc3.bias"))
+    model.graph.initializers.append(Tensor.from_array(np.zeros(10, np.float32), "fc3.bias"))
     with pytest.raises(AdtArchitectureError, match="'fc3.bias' is both a graph initializer and a stored weight"):
         rt.load(make_adt(model, specs))
 
@@ -225,11 +228,10 @@ def test_several_outputs_come_back_by_name(engine):
     """A graph with another input name and two outputs: run() returns {name: array}."""
     if engine == "onnxruntime":
         pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper
     model, specs = mlp()
-    model.graph.node[0].input[0] = "pixels"
-    model.graph.input[0].name = "pixels"
-    model.graph.output.append(helper.make_tensor_value_info("3", TensorProto.FLOAT, ["N", 300]))
+    model.graph.nodes[0].inputs[0] = "pixels"
+    model.graph.inputs[0].name = "pixels"
+    model.graph.outputs.append(ValueInfo("3", FLOAT, ["N", 300]))
     m = rt.load(make_adt(model, specs), engine=engine)
     assert m.input_name == "pixels" and m.output_names == ["output", "3"]
     x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
@@ -270,10 +272,10 @@ def test_engine_none_gives_weights_and_dense_onnx_for_any_op():
     """engine=None builds no engine: the dense ONNX model can be written even for an op the NumPy
     engine lacks (onnxruntime runs it), but run() says how to get an engine."""
     model, specs = mlp()
-    relu = [n for n in model.graph.node if n.op_type == "Relu"][0]
+    relu = [n for n in model.graph.nodes if n.op_type == "Relu"][0]
     relu.op_type = "Selu"
     m = rt.load(make_adt(model, specs), engine=None)
-    assert m.engine is None and "Selu" in {n.op_type for n in onnx.load_from_string(m.onnx_bytes()).graph.node}
+    assert m.engine is None and "Selu" in {n.op_type for n in parse_model(m.onnx_bytes()).graph.nodes}
     with pytest.raises(AdtEngineError, match="engine=None"):
         m.run(np.zeros((1, 1, 28, 28), np.float32))
 
@@ -293,7 +295,7 @@ _FUZZ_BASE: dict = {}
 def _fuzz_parts(name: str):
     if name not in _FUZZ_BASE:
         model, specs = BUILDERS[name]()
-        _FUZZ_BASE[name] = (model.SerializeToString(), read_adt(make_adt(model, specs)))
+        _FUZZ_BASE[name] = (model.to_bytes(), read_adt(make_adt(model, specs)))
     return _FUZZ_BASE[name]
 
 

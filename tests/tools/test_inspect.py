@@ -14,10 +14,8 @@ from hypothesis import given, settings, strategies as st
 from adt.runtime.format import AdtWriter, read_adt
 from adt.tools.inspect_report import build_report, entropy_bits, render_text, safe_text
 
+from cli_helpers import CLI
 from tools_adt_files import mixed_file, sym
-
-# Not "-m adt.tools.cli": run as __main__, cli.CommandError would be a second class.
-CLI = [sys.executable, "-c", "import sys; from adt.tools.cli import main; sys.exit(main())"]
 
 
 def check_accounting(data: bytes) -> dict:

@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-CLI = [sys.executable, "-c", "import sys; from adt.tools.cli import main; sys.exit(main())"]
+from cli_helpers import CLI
 
 
 @pytest.fixture(scope="module", params=["ada", "scada"])
 def exported(request, tmp_path_factory):
-    pytest.importorskip("torch")
-    export = pytest.importorskip("adt.exporter.export")
-    from adt.exporter.models import build_model
-    from adt.exporter.planner import plan_model
-    from adt.exporter.tucker import apply_ada_tucker, apply_scada_tucker
+    torch = pytest.importorskip("torch")
+    exporter = pytest.importorskip("adt.exporter")
 
-    import torch
     torch.manual_seed(0)
     scada = request.param == "scada"
-    model = build_model("lenet5")
-    plan = plan_model(model, 2600, scada=scada)
-    (apply_scada_tucker if scada else apply_ada_tucker)(model, plan)
+    model = exporter.build_model("lenet5")
+    plan = exporter.plan_model(model, 2600, scada=scada)
+    (exporter.apply_scada_tucker if scada else exporter.apply_ada_tucker)(model, plan)
     path = tmp_path_factory.mktemp("exp") / f"lenet5_{request.param}.adt"
-    export.export_adt(model, path, input_shape=(1, 28, 28))
+    exporter.export_adt(model, path, input_shape=(1, 28, 28))
     return request.param, path
 
 

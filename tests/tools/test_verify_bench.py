@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -13,22 +11,8 @@ import pytest
 
 from adt.runtime.format import read_adt
 
+from cli_helpers import adt, assert_one_line_error
 from tools_adt_files import mixed_file, tiny_model_file
-
-# Not "-m adt.tools.cli": run as __main__, cli.CommandError would be a second class.
-CLI = [sys.executable, "-c", "import sys; from adt.tools.cli import main; sys.exit(main())"]
-
-
-def adt(*args, **kw):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
-
-
-def assert_one_line_error(out, cmd: str) -> str:
-    assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    assert lines[0].startswith(f"adt {cmd}: error:")
-    return lines[0]
 
 
 def recrc(data: bytearray) -> bytes:
@@ -147,7 +131,7 @@ def test_every_option_has_help(cmd):
     import importlib
 
     parser = argparse.ArgumentParser()
-    importlib.import_module(f"adt.tools.cmd_{cmd}").add_arguments(parser)
+    importlib.import_module(f"adt.tools.commands.{cmd}").add_arguments(parser)
     for action in parser._actions:
         assert action.help, (cmd, action.dest)
 

@@ -34,21 +34,39 @@ def mixed_file(seed: int = 0, metadata: dict | None = None, arch: bytes | None =
     return w.to_bytes()
 
 
-def tiny_onnx() -> bytes:
-    """The architecture of a tiny MLP per the ADT contract: input [N,1,4,4] -> Flatten -> Gemm -> Relu
-    -> Gemm -> output [N,3]; weights referenced by name, not stored in the graph."""
-    from onnx import TensorProto, helper
+def _architecture(nodes: list, name: str, input_shape: list, output_shape: list) -> bytes:
+    """An architecture per the ADT contract (ONNX opset 17, IR 8, weights referenced by name, not
+    stored), built with the runtime's own protobuf writer: no onnx package needed."""
+    from adt.runtime.onnx_proto import FLOAT, Graph, OnnxModel, ValueInfo
 
-    nodes = [helper.make_node("Flatten", ["input"], ["a"], axis=1),
-             helper.make_node("Gemm", ["a", "fc1.weight", "fc1.bias"], ["b"], transB=1),
-             helper.make_node("Relu", ["b"], ["c"]),
-             helper.make_node("Gemm", ["c", "fc2.weight", "fc2.bias"], ["output"], transB=1)]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="")
-    model.ir_version = 8
-    return model.SerializeToString()
+    graph = Graph(nodes=nodes, name=name, inputs=[ValueInfo("input", FLOAT, input_shape)],
+                  outputs=[ValueInfo("output", FLOAT, output_shape)])
+    return OnnxModel(ir_version=8, opsets={"ai.onnx": 17}, graph=graph).to_bytes()
+
+
+def tiny_onnx() -> bytes:
+    """The architecture of a tiny MLP: input [N,1,4,4] -> Flatten -> Gemm -> Relu -> Gemm -> output [N,3]."""
+    from adt.runtime.onnx_proto import make_node
+
+    nodes = [make_node("Flatten", ["input"], ["a"], axis=1),
+             make_node("Gemm", ["a", "fc1.weight", "fc1.bias"], ["b"], transB=1),
+             make_node("Relu", ["b"], ["c"]),
+             make_node("Gemm", ["c", "fc2.weight", "fc2.bias"], ["output"], transB=1)]
+    return _architecture(nodes, "g", ["N", 1, 4, 4], ["N", 3])
+
+
+def flat_mlp_file(seed: int = 0) -> bytes:
+    """A runnable .adt file whose graph takes flat [N, 784] vectors (no Flatten node): one Gemm 784 -> 10."""
+    from adt.runtime.onnx_proto import make_node
+
+    rng = np.random.default_rng(seed)
+    w = AdtWriter()
+    w.set_architecture(_architecture([make_node("Gemm", ["input", "fc.weight", "fc.bias"], ["output"], transB=1)],
+                                     "flat-mlp", ["N", 784], ["N", 10]))
+    g = w.add_group(512, 3.0)
+    w.add_plain("fc.weight", sym(rng, (10, 784), scale=0.05), g)
+    w.add_plain("fc.bias", sym(rng, 10, scale=0.1), g)
+    return w.to_bytes()
 
 
 def tiny_model_file(seed: int = 0) -> bytes:

@@ -1,0 +1,302 @@
+"""``adt compress``: plan -> apply ADA/SCADA-Tucker -> train -> (QAT) -> quantize -> one .adt file.
+
+torch is imported at module level on purpose: in an install without the [export] extra the CLI
+catches the ModuleNotFoundError and names the extra to install.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch  # at module level on purpose: see the module docstring
+
+from adt.exporter import (
+    GROUPINGS, INITS, KINDS, METHODS, MODELS, PRESET_INFO, PRESETS, QAT_SCHEDULES, SCHEDULES, LayerPlan, TrainConfig,
+    apply_ada_tucker, apply_scada_tucker, choose_b, count_params, export_adt, load_overrides, mnist_loaders, plan_model,
+    qat_finetune, train,
+)
+from adt.runtime.format import ROUNDINGS, TABLE_POLICIES, AdtError, check_quantizer
+from adt.runtime.mnist import resolve_data_dir
+from adt.tools.errors import CommandError
+
+__all__ = ["add_arguments", "build_plan", "parse_per_kind", "parse_target", "run"]
+
+
+def parse_per_kind(text: str, cast, what: str) -> Any:
+    """``"512"`` -> 512; ``"cores=512,factors=256,other=64"`` -> dict (missing kinds use defaults)."""
+    try:
+        if "=" not in text:
+            return cast(text)
+        out = {}
+        for part in text.split(","):
+            k, _, v = part.partition("=")
+            k = k.strip()
+            if k not in KINDS:
+                raise ValueError(f"unknown kind {k!r} (use {', '.join(KINDS)})")
+            out[k] = cast(v)
+        return out
+    except ValueError as exc:
+        raise CommandError(f"--{what} {text!r}: expected a number or kind=value pairs like "
+                           f"'cores=512,factors=512,other=64' ({exc})") from None
+
+
+def parse_target(text: str | None) -> int | float | None:
+    """An int (total stored parameters) or a float with a dot (compression ratio)."""
+    if text is None:
+        return None
+    try:
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise CommandError(f"--target {text!r}: expected an int parameter budget (e.g. 2600) or a float "
+                           "ratio (e.g. 166.0)") from None
+    if value <= 0:
+        raise CommandError(f"--target must be positive, got {text}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group("model and plan")
+    m.add_argument("--model", choices=MODELS, default="lenet5",
+                   help="built-in model (default lenet5); MNIST models train on --data, the others export their "
+                        "architecture (--epochs 0)")
+    m.add_argument("--method", choices=METHODS,
+                   help="ada (one core per layer) or scada (one shared core) (default: the preset's method, else ada)")
+    m.add_argument("--preset", help=f"a named plan of adt.exporter.PRESETS (the paper's settings): {', '.join(PRESETS)}")
+    m.add_argument("--target", help="model target: an int total of stored parameters, or a float compression "
+                                    "ratio (e.g. 166.0); the planner chooses reshapes and cores")
+    m.add_argument("--plan", metavar="FILE", help="per-layer plan overrides, a .json or .toml file "
+                                                  "(layer -> {reshape, core, cp} | budget | ratio | \"dense\")")
+    m.add_argument("--init", choices=INITS, default="scratch",
+                   help="scratch (Kaiming, the paper's setting) or hooi (HOSVD+HOOI of the current dense weights) "
+                        "(default scratch)")
+    m.add_argument("--from-checkpoint", metavar="DENSE.pt",
+                   help="load a trained dense model's state_dict first (use with --init hooi)")
+    d = p.add_argument_group("data and training")
+    d.add_argument("--data", metavar="DIR", help="MNIST IDX folder (default: $ADT_DATA)")
+    d.add_argument("--subset", type=int, help="train on a seeded random subset of this many training images")
+    d.add_argument("--epochs", type=int, default=1, help="training epochs (default 1)")
+    d.add_argument("--max-steps", type=int, help="stop training after this many optimizer steps")
+    d.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01, the paper's MNIST value)")
+    d.add_argument("--lr-decay", type=float, default=3.0, help="divide the learning rate by this ... (default 3)")
+    d.add_argument("--decay-every", type=int, default=15, help="... every this many epochs (default 15)")
+    d.add_argument("--schedule", choices=SCHEDULES, default="step",
+                   help="learning-rate schedule: step (the paper's: --lr-decay every --decay-every epochs) or "
+                        "cosine (from --lr to 0 over --epochs; ADT's LeNet-5 reproduction uses it)")
+    d.add_argument("--weight-decay", type=float, default=0.0,
+                   help="AdamW decoupled weight decay (default 0: plain Adam, the paper's; ADT's LeNet-300 uses 0.05)")
+    d.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="cross-entropy label smoothing in [0, 1) (default 0; ADT's LeNet-300 uses 0.1); QAT uses it too")
+    d.add_argument("--distill", type=float, default=0.0, metavar="ALPHA",
+                   help="knowledge distillation weight in (0, 1]: the dense model of --from-checkpoint is the teacher, "
+                        "loss = (1-ALPHA) CE + ALPHA T^2 KL(teacher || student) (default 0: off; ADT's LeNet-5 "
+                        "reproduction uses 0.9)")
+    d.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (default 4)")
+    d.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    d.add_argument("--seed", type=int, default=0, help="seed for init, data order and subset (default 0)")
+    d.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: LeNet-sized layers run faster on one thread than on two contended ones; raise it for big models)")
+    d.add_argument("--checkpoint", metavar="FILE", help="save training state here after every epoch")
+    d.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    e = p.add_argument_group("quantization and export")
+    e.add_argument("--q", default="512", help="Eq. 13 levels Q: a number, or per kind 'cores=512,factors=512,other=64' "
+                                              "(default 512, the paper's LeNet-5 value)")
+    e.add_argument("--b", help="Eq. 13 bound b: a number or per kind like --q (default: chosen by --b-rule)")
+    e.add_argument("--b-rule", default="max", help="how b is chosen when not given: max (max |w|, nothing "
+                                                   "clipped) or pXX, a percentile of |w| such as p99.9 (default max)")
+    e.add_argument("--groups", choices=GROUPINGS, default="kind",
+                   help="quantizer groups: single, kind (cores/factors/other) or tensor (one per tensor) (default kind)")
+    e.add_argument("--rounding", choices=ROUNDINGS, default="floor",
+                   help="how a value picks its Eq. 13 level: floor (the paper's Eq. 13 exactly) or nearest "
+                        "(the closest level of the same grid: half the error, same file format and decoder; "
+                        "usually the more accurate file at the same size) (default floor)")
+    e.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs after training (default 0)")
+    e.add_argument("--qat-lr", type=float, default=1e-3, help="learning rate of quantization-aware fine-tuning (default 0.001)")
+    e.add_argument("--qat-schedule", choices=QAT_SCHEDULES, default="constant",
+                   help="QAT learning rate: constant, or cosine (annealed to 0 over the QAT steps) (default constant)")
+    e.add_argument("--tables", choices=TABLE_POLICIES, default="auto",
+                   help="Huffman tables: shared, per_group or auto (the smaller file) (default auto)")
+    e.add_argument("--compact-names", action="store_true",
+                   help="one-letter tensor names, no metadata, no default ONNX attributes: the smallest file")
+    e.add_argument("-o", "--output", required=True, metavar="OUT.adt", help="the .adt file to write")
+    e.add_argument("--json", action="store_true", help="print the export report as JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Fail before any work on option values that argparse's ``choices`` cannot check."""
+    if args.method is None:
+        info = PRESET_INFO.get(args.preset or "", {}).get("method", "ada")
+        args.method = info if info in METHODS else "ada"
+    if sum(x is not None for x in (args.preset, args.target)) > 1:
+        raise CommandError("give either --preset or --target, not both")
+    if args.preset is None and args.target is None and args.plan is None:
+        raise CommandError("say how to compress: --preset NAME, --target PARAMS|RATIO or --plan FILE")
+    for name in ("epochs", "qat_epochs"):
+        if getattr(args, name) < 0:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 0")
+    for name in ("batch_size", "decay_every", "subset", "threads", "max_steps"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.lr <= 0 or args.qat_lr <= 0 or args.lr_decay <= 0:
+        raise CommandError("--lr, --qat-lr and --lr-decay must be positive")
+    if args.weight_decay < 0:
+        raise CommandError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if not 0 <= args.label_smoothing < 1:
+        raise CommandError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if not 0 <= args.distill <= 1 or args.temperature <= 0:
+        raise CommandError(f"--distill must be in [0, 1] and --temperature > 0, got {args.distill} and {args.temperature}")
+    if args.distill and not args.from_checkpoint:
+        raise CommandError("--distill needs a teacher: --from-checkpoint DENSE.pt (the trained dense model)")
+    for name in ("plan", "from_checkpoint"):
+        v = getattr(args, name)
+        if v is not None and not Path(v).is_file():
+            raise CommandError(f"--{name.replace('_', '-')} {v!r}: no such file")
+    if args.resume and not args.checkpoint:
+        raise CommandError("--resume needs --checkpoint FILE")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise CommandError(f"-o {args.output!r}: folder {str(out.parent)!r} does not exist")
+
+
+def _check_quant(q, b, rule: str) -> None:
+    """Fail before any work on a bad Q, b or b rule."""
+    qs = q.values() if isinstance(q, dict) else [q]
+    bs = [v for v in (b.values() if isinstance(b, dict) else [b]) if v is not None]
+    try:
+        for qq in qs:
+            check_quantizer(qq, 1.0)
+    except AdtError as exc:
+        raise CommandError(f"--q: {exc}") from None
+    try:
+        for bb in bs:
+            check_quantizer(2, bb)
+    except AdtError as exc:
+        raise CommandError(f"--b: {exc}") from None
+    try:
+        choose_b(np.ones(1), rule)
+    except AdtError as exc:
+        raise CommandError(f"--b-rule: {exc}") from None
+
+
+def build_plan(args: argparse.Namespace, model) -> dict:
+    """The per-layer plan from --preset, or --target (+ --plan overrides), or --plan alone."""
+    overrides = load_overrides(args.plan) if args.plan else None
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            names = ", ".join(sorted(PRESETS)) or "none defined"
+            raise CommandError(f"--preset {args.preset!r} is unknown; presets: {names}")
+        made_for = PRESET_INFO.get(args.preset, {}).get("model")
+        if made_for and made_for != args.model:
+            raise CommandError(f"--preset {args.preset!r} is a {made_for} plan, but --model is {args.model}")
+        plan = dict(PRESETS[args.preset])
+        for name, value in (overrides or {}).items():  # explicit per-layer plans or "dense" on top
+            if isinstance(value, str) and value.lower() == "dense" or value is False:
+                plan.pop(name, None)
+            else:
+                plan[name] = LayerPlan.coerce(value, where=f"--plan {name}")
+        return plan
+    return plan_model(model, parse_target(args.target), overrides, scada=args.method == "scada")
+
+
+def _load_dense(model, path: str) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a one-line user error
+        raise CommandError(f"--from-checkpoint {path!r}: cannot read ({str(exc).splitlines()[0]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CommandError(f"--from-checkpoint {path!r} does not fit --model: {str(exc).splitlines()[0]}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    q = parse_per_kind(args.q, int, "q")
+    b = parse_per_kind(args.b, float, "b") if args.b is not None else None
+    _check_quant(q, b, args.b_rule)
+    progress = not args.quiet and not args.json
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    builtin = MODELS[args.model]
+    mnist = builtin.dataset == "mnist"
+    data_dir = None
+    if mnist:
+        data_dir = resolve_data_dir(args.data)  # --data, else $ADT_DATA, else a one-line error naming both
+    elif args.epochs or args.qat_epochs:
+        raise CommandError(f"--model {args.model} has no built-in dataset; use --epochs 0 --qat-epochs 0 "
+                           "(architecture export) or train it with the Python API")
+
+    torch.manual_seed(args.seed)
+    model = builtin.build()
+    teacher = None
+    if args.from_checkpoint:
+        _load_dense(model, args.from_checkpoint)
+        if args.distill:  # the dense model, before its layers become Tucker forms, teaches the student
+            import copy
+            teacher = copy.deepcopy(model).requires_grad_(False)
+    plan = build_plan(args, model)
+    apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
+    apply(model, plan, init=args.init, seed=args.seed)
+    log = print if not args.json else (lambda s: None)
+    log(f"{args.model} {args.method}-tucker: {len(plan)} layers, {count_params(model)} stored parameters")
+
+    train_res = qat_res = None
+    t0 = time.perf_counter()
+    test_data = None
+    if mnist:
+        train_loader, test_loader = mnist_loaders(data_dir, batch_size=args.batch_size, subset=args.subset,
+                                                  seed=args.seed)
+        test_data = test_loader
+        if args.epochs:
+            cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
+                              decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
+                              checkpoint=args.checkpoint, resume=args.resume, threads=args.threads,
+                              schedule=args.schedule, weight_decay=args.weight_decay,
+                              label_smoothing=args.label_smoothing,
+                              distill_alpha=args.distill if teacher is not None else 0.0,
+                              distill_temperature=args.temperature)
+            train_res = train(model, train_loader, cfg, test_loader=None, progress=progress, teacher=teacher)
+        if args.qat_epochs:
+            qat_res = qat_finetune(model, train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
+                                   schedule=args.qat_schedule,
+                                   label_smoothing=args.label_smoothing, q=q, b=b, groups=args.groups,
+                                   b_rule=args.b_rule, rounding=args.rounding)
+    train_time = time.perf_counter() - t0
+
+    report = export_adt(
+        model, args.output, input_shape=builtin.input_shape, q=q, b=b, groups=args.groups,
+        b_rule=args.b_rule, rounding=args.rounding, plan=qat_res.plan if qat_res else None, tables=args.tables,
+        compact_names=args.compact_names, auto_metadata=not args.compact_names, model_name=args.model,
+        test_data=test_data,
+        metadata=None if args.compact_names else {"train": f"epochs={args.epochs} lr={args.lr} seed={args.seed}"
+                                                           + (f" qat={args.qat_epochs}" if args.qat_epochs else "")},
+    )
+    out = report.to_dict()
+    out.update(model=args.model, method=args.method, plan={k: v.to_dict() for k, v in plan.items()},
+               train_seconds=round(train_time, 2), train_steps=train_res.steps if train_res else 0,
+               final_loss=(train_res.epoch_losses[-1] if train_res and train_res.epoch_losses else None),
+               qat_steps=qat_res.steps if qat_res else 0)
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    print(f"wrote {args.output}: {report.file_bytes} bytes, true ratio {report.true_ratio:.1f}x "
+          f"({report.dense_float32_bytes} float32 bytes / file bytes)")
+    print(f"  stored values {report.stored_values} (raw ratio {report.raw_ratio:.1f}), mean code "
+          f"{report.mean_code_bits:.2f} bits, paper Eq. 14 formula ratio {report.paper_eq14_ratio:.1f}x")
+    shown = "; ".join(f"{g['label']} Q={g['q']} b={g['b']:.4g}" for g in report.groups[:4])
+    more = f"; ... {len(report.groups) - 4} more (see --json)" if len(report.groups) > 4 else ""
+    print(f"  quantizers ({report.grouping}, b rule {report.b_rule}, {report.rounding} rounding): {shown}{more}")
+    if report.acc_float is not None:
+        print(f"  test accuracy: float {report.acc_float:.4f}, quantized {report.acc_quantized:.4f} "
+              f"(error {100 * (1 - report.acc_quantized):.2f}%)")
+    print(f"  training {train_time:.1f} s" + (f", {train_res.steps} steps" if train_res else ""))
+    return 0

@@ -1,0 +1,129 @@
+"""``adt verify FILE.adt``: check a file end to end — checksum, full decode, rebuild of every weight,
+and a forward pass on a zero input (batch 1, shape from the architecture's input). Exit 0 with one
+``OK ...`` line, or exit 1 with one line naming the first problem."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import adt.runtime as rt
+from adt.runtime import ENGINES
+from adt.runtime.format import AdtChecksumError, AdtError, read_adt
+from adt.tools.errors import CommandError
+from adt.tools.inspect_report import safe_text
+from adt.tools.scoring import concrete_input_shape
+
+__all__ = ["VerifyFailure", "add_arguments", "run", "verify"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the .adt file to verify")
+    parser.add_argument("--engine", choices=ENGINES, default="numpy",
+                        help="engine for the forward pass (default: numpy, needs no extra)")
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")
+
+
+class VerifyFailure(CommandError):
+    """The first check of :func:`verify` that failed: ``stage`` is checksum, decode, rebuild or forward."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def verify(path: str | Path, engine: str = "numpy") -> dict:
+    """Run every check; returns the JSON-able result. Raises :class:`VerifyFailure` at the first problem.
+    NumPy's overflow warnings are silenced: non-finite weights and outputs are checked explicitly."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _verify(path, engine)
+
+
+def _verify(path: str | Path, engine: str) -> dict:
+    checks: list[dict] = []
+    data = Path(path).read_bytes()
+    # checksum + full decode (the reader checks the CRC-32 before parsing anything)
+    try:
+        f = read_adt(data)
+    except AdtChecksumError as exc:
+        raise VerifyFailure("checksum", str(exc)) from None
+    except AdtError as exc:
+        raise VerifyFailure("decode", str(exc)) from None
+    checks.append({"name": "checksum", "ok": True})
+    values = sum(c.stored_count for c in f.cores) + sum(p.stored_count for p in f.params)
+    checks.append({"name": "decode", "ok": True, "values": values,
+                   "arrays": len(f.cores) + sum(len(p.factors) or 1 for p in f.params)})
+
+    try:
+        weights = rt.rebuild_weights(f)
+    except Exception as exc:  # any failure here is a finding about the file (or the runtime)
+        raise VerifyFailure("rebuild", _one_line(exc)) from None
+    for p in f.params:
+        w = weights.get(p.name)
+        if w is None:
+            raise VerifyFailure("rebuild", f"parameter {p.name!r} was not rebuilt")
+        if tuple(w.shape) != tuple(p.shape) or w.dtype != np.float32:
+            raise VerifyFailure("rebuild", f"parameter {p.name!r} rebuilt as {w.dtype}{list(w.shape)}, expected float32{list(p.shape)}")
+        if not np.all(np.isfinite(w)):
+            raise VerifyFailure("rebuild", f"parameter {p.name!r} has non-finite values")
+    checks.append({"name": "rebuild", "ok": True, "weights": len(weights),
+                   "parameters": sum(int(w.size) for w in weights.values())})
+
+    if f.architecture is None:
+        checks.append({"name": "forward", "ok": True, "skipped": "the file has no architecture section"})
+        return {"ok": True, "file": str(path), "checks": checks}
+    try:
+        model = rt.load(data, engine=engine)
+        shape = concrete_input_shape(model)
+        y = model.run(np.zeros(shape, dtype=np.float32))
+    except AdtError as exc:
+        raise VerifyFailure("forward", str(exc)) from None
+    except Exception as exc:
+        raise VerifyFailure("forward", _one_line(exc)) from None
+    outputs = {k: np.asarray(v) for k, v in y.items()} if isinstance(y, dict) else {"output": np.asarray(y)}
+    for name, out in outputs.items():
+        if out.ndim < 1 or out.shape[0] != 1:
+            raise VerifyFailure("forward", f"output {name!r} has shape {list(out.shape)}: it does not keep the batch of 1")
+        if not np.all(np.isfinite(out)):
+            raise VerifyFailure("forward", f"output {name!r} on a zero input has non-finite values (shape {list(out.shape)})")
+    first = next(iter(outputs.values()))
+    checks.append({"name": "forward", "ok": True, "engine": engine, "input_shape": list(shape),
+                   "output_shape": list(first.shape), "outputs": {k: list(v.shape) for k, v in outputs.items()}})
+    return {"ok": True, "file": str(path), "checks": checks}
+
+
+def _summary(result: dict) -> str:
+    c = {x["name"]: x for x in result["checks"]}
+    fwd = c["forward"]
+    fwd_text = (f"forward skipped ({fwd['skipped']})" if "skipped" in fwd else
+                f"forward {'x'.join(map(str, fwd['input_shape']))} -> {'x'.join(map(str, fwd['output_shape']))} "
+                f"finite ({fwd['engine']} engine)")
+    return (f"OK {safe_text(result['file'], None)}: checksum, decoded {c['decode']['values']:,} values, "
+            f"rebuilt {c['rebuild']['weights']} weights ({c['rebuild']['parameters']:,} parameters), {fwd_text}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not Path(args.file).is_file():
+        raise CommandError(f"{args.file!r} is not a file")
+    try:
+        result = verify(args.file, args.engine)
+    except VerifyFailure as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "file": str(args.file), "stage": exc.stage, "error": str(exc)},
+                             ensure_ascii=True))
+        raise CommandError(f"{safe_text(args.file, None)}: {safe_text(str(exc), 400)}") from None
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=1, ensure_ascii=True) + "\n")
+    else:
+        print(_summary(result))
+    return 0
