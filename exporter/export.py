@@ -191,7 +191,7 @@ def _accuracies(model: nn.Module, f: AdtFile, rename: Mapping[str, str], opts: E
         mnist_test_set(opts.data_dir) if opts.data_dir is not None else None)
     if data is None:
         return None
-    by_table_name = rebuild_weights(f)
+    by_table_name = rebuild_weights(f, max_memory=None)  # the exporter's own file: no device budget
     weights = {name: by_table_name[table] for name, table in rename.items()}
     return (evaluate(frozen_copy(_without_fake_quant(model)), data),
             evaluate(quantized_model(model, weights), data))
@@ -281,7 +281,7 @@ def dequantized_weights(model: nn.Module | Inventory, plan: QuantPlan,
     qz = quantized or quantize_model(inv, plan)
     w = AdtWriter(tables="shared")
     _write_tables(w, inv, plan, qz, {n: n for n in inv.order})
-    return rebuild_weights(w.to_bytes())
+    return rebuild_weights(w.to_bytes(), max_memory=None)
 
 
 def quantized_model(model: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Module:

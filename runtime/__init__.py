@@ -6,14 +6,16 @@
     y = m(x)                            # x: float32 [N, ...]
 """
 from .errors import (
-    AdtEngineError, AdtExecutionError, AdtInputError, AdtNoArchitectureError, AdtUnsupportedOpError,
+    AdtBudgetError, AdtEngineError, AdtExecutionError, AdtGraphError, AdtInputError, AdtNoArchitectureError,
+    AdtUnsupportedOpError,
 )
-from .format import AdtArchitectureError, AdtError, AdtFile, read_adt
+from .format import AdtArchitectureError, AdtError, AdtFile, AdtReadError, read_adt
 from .model import ENGINES, Model, load
-from .rebuild import iter_weights, rebuild_weights, tucker_to_tensor
+from .rebuild import DEFAULT_MAX_MEMORY, iter_weights, rebuild_weights, tucker_to_tensor
 
 __all__ = [
-    "AdtArchitectureError", "AdtEngineError", "AdtError", "AdtExecutionError", "AdtFile", "AdtInputError",
-    "AdtNoArchitectureError", "AdtUnsupportedOpError", "ENGINES", "Model", "iter_weights", "load",
+    "AdtArchitectureError", "AdtBudgetError", "AdtEngineError", "AdtError", "AdtExecutionError", "AdtFile",
+    "AdtGraphError", "AdtInputError", "AdtNoArchitectureError", "AdtReadError", "AdtUnsupportedOpError",
+    "DEFAULT_MAX_MEMORY", "ENGINES", "Model", "iter_weights", "load",
     "read_adt", "rebuild_weights", "tucker_to_tensor",
 ]

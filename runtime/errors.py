@@ -4,7 +4,8 @@ from __future__ import annotations
 from .format.errors import AdtArchitectureError, AdtError
 
 __all__ = [
-    "AdtEngineError", "AdtExecutionError", "AdtInputError", "AdtNoArchitectureError", "AdtUnsupportedOpError",
+    "AdtBudgetError", "AdtEngineError", "AdtExecutionError", "AdtGraphError", "AdtInputError", "AdtNoArchitectureError",
+    "AdtUnsupportedOpError",
 ]
 
 
@@ -14,6 +15,17 @@ class AdtInputError(AdtError):
 
 class AdtUnsupportedOpError(AdtArchitectureError):
     """The architecture uses an op (or an op attribute) that the NumPy engine does not implement."""
+
+
+class AdtGraphError(AdtArchitectureError):
+    """The architecture's graph is not well formed: a value assigned twice, an input read before (or
+    without) being defined, an empty name in a required input slot, a graph output no node produces,
+    an output its op never produces that something reads, or a cycle. Raised once, at load."""
+
+
+class AdtBudgetError(AdtError):
+    """Doing what the file asks would cost more than the limit the caller set (``max_memory``): raised
+    before the work is done, from the validated tables alone, and naming the figure and the limit."""
 
 
 class AdtExecutionError(AdtError):

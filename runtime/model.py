@@ -9,7 +9,7 @@ import numpy as np
 from .errors import AdtEngineError, AdtInputError, AdtNoArchitectureError
 from .format import AdtArchitectureError, AdtFile, read_adt, write_atomic
 from .onnx_proto import DTYPE_NAMES, DTYPES, OnnxModel, ValueInfo, add_initializers, parse_model
-from .rebuild import iter_weights
+from .rebuild import DEFAULT_MAX_MEMORY, iter_weights
 
 __all__ = ["ENGINES", "Model", "load"]
 
@@ -22,9 +22,10 @@ class Model:
 
     ``model.run(x)`` (or ``model(x)``) takes a float32 batch ``[N, ...]`` for the graph input (or a
     dict ``{name: array}``) and returns the output array (a dict when the graph has several outputs).
+    ``max_memory``: see :func:`load`.
     """
 
-    def __init__(self, file: AdtFile, engine: str | None = "numpy"):
+    def __init__(self, file: AdtFile, engine: str | None = "numpy", max_memory: int | None = DEFAULT_MAX_MEMORY):
         if engine is not None and engine not in ENGINES:
             raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.file = file
@@ -33,19 +34,21 @@ class Model:
         self.inputs: list[ValueInfo] = []
         self.output_names: list[str] = []
         self._runner = None
+        self._order: list[int] | None = None
         if file.architecture is not None:  # checked before the (costlier) rebuild: fail fast
             self._read_architecture(file.architecture, [p.name for p in file.params])
         self.weights: dict[str, np.ndarray] = {}
-        for name, w in iter_weights(file):
+        for name, w in iter_weights(file, max_memory):  # AdtBudgetError before anything is rebuilt
             # read-only: both engines use these very arrays (onnxruntime without a copy), so an
             # in-place edit would silently change the model; copy a weight to experiment with it
+            w = np.asarray(w)  # a 0-d weight stays a 0-d array (a NumPy scalar has no settable flags)
             w.flags.writeable = False
             self.weights[name] = w
         if file.architecture is None or engine is None:  # engine=None: weights (+ dense ONNX) only
             return
         if engine == "numpy":
             from .numpy_engine import NumpyEngine
-            self._runner = NumpyEngine(self.architecture, self.weights)
+            self._runner = NumpyEngine(self.architecture, self.weights, order=self._order)
         else:
             from .ort_engine import OrtEngine
             self._runner = OrtEngine(file.architecture, self._used_weights(), self.output_names)
@@ -65,6 +68,9 @@ class Model:
             raise AdtArchitectureError("architecture: the graph has no input that the weights do not supply")
         if not self.output_names:
             raise AdtArchitectureError("architecture: the graph has no outputs")
+        # the graph's structure, once, for every engine (AdtGraphError names the node and the tensor)
+        from .numpy_engine import validate_graph
+        self._order = validate_graph(g, weight_names)
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -161,11 +167,21 @@ def _fmt_shape(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def load(source: Source, engine: str | None = "numpy") -> Model:
+def load(source: Source, engine: str | None = "numpy", max_memory: int | None = DEFAULT_MAX_MEMORY) -> Model:
     """Read, verify and decode a .adt file (path, bytes or an :class:`AdtFile`), rebuild its weights
     and prepare ``engine`` ("numpy": NumPy only; "onnxruntime": needs onnxruntime; None: no engine,
-    for the weights and the dense ONNX model only)."""
+    for the weights and the dense ONNX model only).
+
+    The graph is validated once, here (:class:`~adt.runtime.errors.AdtGraphError` names the node
+    and the tensor). ``max_memory`` (bytes; default ``DEFAULT_MAX_MEMORY`` = 256 MiB, sized for a
+    512 MiB board; ``None``: no limit) bounds the weight rebuild: the peak of every rebuilt float32
+    weight kept plus the largest temporary of the parameter being rebuilt (its float64 mode-product
+    intermediates in the chosen contraction order), computed from the validated tensor table before
+    anything is rebuilt. A file over the limit raises :class:`~adt.runtime.errors.AdtBudgetError`
+    naming the parameter, the figure and the limit. A ResNet-18-sized file (11.7M weights, 47 MB of
+    float32) needs 61-79 MiB; Wide-ResNet-28-10 (36.5M weights) 173 MiB. The limit does not yet
+    cover the engines' own work (constant folding, activations)."""
     if engine is not None and engine not in ENGINES:
         raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     f = source if isinstance(source, AdtFile) else read_adt(source)
-    return Model(f, engine)
+    return Model(f, engine, max_memory)

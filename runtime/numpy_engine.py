@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import heapq
 from math import prod
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import AdtExecutionError, AdtUnsupportedOpError
-from .format import AdtArchitectureError
-from .onnx_proto import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, Node, OnnxModel
+from .errors import AdtExecutionError, AdtGraphError, AdtUnsupportedOpError
+from .format import AdtArchitectureError, AdtError
+from .onnx_proto import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, Graph, Node, OnnxModel
 
-__all__ = ["OPS", "NumpyEngine", "topological_order"]
+__all__ = ["ARITY", "OPS", "NumpyEngine", "topological_order", "validate_graph"]
 
 Fn = Callable[..., tuple]
 F32 = np.float32
@@ -512,18 +512,79 @@ OPS: dict[str, Callable[[Node, int, Mapping], Fn]] = {
 }
 
 
-# -- the engine -----------------------------------------------------------------------------------
-def topological_order(nodes: Sequence[Node], available: set[str]) -> list[int]:
-    """Node indices in an order where every input is produced before it is read (stable: the file's
-    order wherever it is already valid). Raises AdtArchitectureError for undefined inputs or cycles."""
+# -- graph validation -----------------------------------------------------------------------------
+# op -> (required inputs, most inputs (None: variadic, every slot required), outputs the op can produce).
+# Input slots past the required ones are optional and may be empty names; an output slot past the
+# last one the op produces is a "ghost": nothing will ever be stored under that name.
+ARITY: dict[str, tuple[int, int | None, int]] = {
+    "Conv": (2, 3, 1), "MaxPool": (1, 1, 2), "AveragePool": (1, 1, 1), "GlobalAveragePool": (1, 1, 1),
+    "GlobalMaxPool": (1, 1, 1), "Gemm": (2, 3, 1), "MatMul": (2, 2, 1), "Add": (2, 2, 1), "Sub": (2, 2, 1),
+    "Mul": (2, 2, 1), "Div": (2, 2, 1), "Relu": (1, 1, 1), "Sigmoid": (1, 1, 1), "Tanh": (1, 1, 1),
+    "LeakyRelu": (1, 1, 1), "Clip": (1, 3, 1), "Softmax": (1, 1, 1), "LogSoftmax": (1, 1, 1),
+    "BatchNormalization": (5, 5, 3), "Flatten": (1, 1, 1), "Reshape": (2, 2, 1), "Transpose": (1, 1, 1),
+    "Concat": (1, None, 1), "Shape": (1, 1, 1), "Gather": (2, 2, 1), "Unsqueeze": (1, 2, 1),
+    "Squeeze": (1, 2, 1), "Constant": (0, 0, 1), "Identity": (1, 1, 1), "Dropout": (1, 3, 2),
+}
+
+
+def _node_where(i: int, node: Node) -> str:
+    return f"{node.label()} (node #{i})"
+
+
+def _graph_error(message: str) -> AdtGraphError:
+    return AdtGraphError(f"architecture: {message}")
+
+
+def validate_graph(graph: Graph, weight_names: Iterable[str] = ()) -> list[int]:
+    """Check the graph's structure once, at load, and return a topological order of its nodes.
+
+    Values are: the graph inputs, the stored weights (``weight_names``), the graph initializers and
+    the node outputs. Each is assigned once (no duplicate input or initializer, no node output that
+    is produced twice or shadows an input, initializer or weight); every non-empty node input names a
+    value; empty input names only fill optional slots (for the ops the NumPy engine knows); no node or
+    graph output reads an output slot its op never produces; every graph output is a value; there is
+    no cycle. Any violation raises :class:`AdtGraphError` naming the node (op, name or first output,
+    index) and the tensor. Ops the NumPy engine does not know get the structural checks only."""
+    nodes = graph.nodes
+    seen_inputs: set[str] = set()
+    for vi in graph.inputs:
+        if vi.name in seen_inputs:
+            raise _graph_error(f"graph input {vi.name!r} is declared twice")
+        seen_inputs.add(vi.name)
+    seen_inits: set[str] = set()
+    for t in graph.initializers:
+        if not t.name:
+            raise _graph_error("a graph initializer has no name")
+        if t.name in seen_inits:
+            raise _graph_error(f"graph initializer {t.name!r} is defined twice")
+        seen_inits.add(t.name)
+    available = seen_inputs | seen_inits | set(weight_names)
     producer: dict[str, int] = {}
+    ghosts: dict[str, int] = {}   # an output slot past what its op produces -> node index
     for i, n in enumerate(nodes):
-        for o in n.outputs:
+        arity = ARITY.get(n.op_type) if n.domain in ("", "ai.onnx") else None
+        for j, o in enumerate(n.outputs):
             if not o:
                 continue
-            if o in producer or o in available:
-                raise AdtArchitectureError(f"{n.label()}: output {o!r} is defined twice")
+            if o in producer:
+                raise _graph_error(f"{_node_where(i, n)}: output {o!r} is defined twice (it is also an output "
+                                   f"of {_node_where(producer[o], nodes[producer[o]])})")
+            if o in available:
+                what = ("a graph input" if o in seen_inputs else "a graph initializer" if o in seen_inits
+                        else "a stored weight")
+                raise _graph_error(f"{_node_where(i, n)}: output {o!r} is defined twice (it is also {what})")
             producer[o] = i
+            if arity is not None and j >= arity[2]:
+                ghosts[o] = i
+        if arity is not None:
+            required, most, _ = arity
+            if len(n.inputs) < required:
+                raise _graph_error(f"{_node_where(i, n)}: has {len(n.inputs)} inputs, {n.op_type} needs {required}")
+            if most is not None and len(n.inputs) > most:
+                raise _graph_error(f"{_node_where(i, n)}: has {len(n.inputs)} inputs, {n.op_type} takes at most {most}")
+            for j, name in enumerate(n.inputs):
+                if not name and (most is None or j < required):
+                    raise _graph_error(f"{_node_where(i, n)}: input {j} has an empty name, but it is not optional")
     deps: list[set[int]] = []
     users: list[list[int]] = [[] for _ in nodes]
     for i, n in enumerate(nodes):
@@ -532,13 +593,24 @@ def topological_order(nodes: Sequence[Node], available: set[str]) -> list[int]:
             if not name or name in available:
                 continue
             if name not in producer:
-                raise AdtArchitectureError(
-                    f"{n.label()}: input {name!r} is neither a graph input, a stored weight, an initializer "
+                raise _graph_error(
+                    f"{_node_where(i, n)}: input {name!r} is neither a graph input, a stored weight, an initializer "
                     f"nor the output of a node")
+            if name in ghosts:
+                k = ghosts[name]
+                raise _graph_error(f"{_node_where(i, n)}: input {name!r} is output {nodes[k].outputs.index(name)} of "
+                                   f"{_node_where(k, nodes[k])}, which {nodes[k].op_type} never produces")
             d.add(producer[name])
         deps.append(d)
         for j in d:
             users[j].append(i)
+    for vi in graph.outputs:
+        if vi.name in ghosts:
+            k = ghosts[vi.name]
+            raise _graph_error(f"graph output {vi.name!r} is output {nodes[k].outputs.index(vi.name)} of "
+                               f"{_node_where(k, nodes[k])}, which {nodes[k].op_type} never produces")
+        if vi.name not in producer and vi.name not in available:
+            raise _graph_error(f"graph output {vi.name!r} is not produced by any node")
     remaining = [len(d) for d in deps]
     ready = [i for i, r in enumerate(remaining) if r == 0]
     heapq.heapify(ready)
@@ -551,22 +623,34 @@ def topological_order(nodes: Sequence[Node], available: set[str]) -> list[int]:
             if remaining[u] == 0:
                 heapq.heappush(ready, u)
     if len(order) != len(nodes):
-        stuck = [nodes[i].label() for i in range(len(nodes)) if remaining[i] > 0][:3]
-        raise AdtArchitectureError(f"the graph has a cycle (involving {', '.join(stuck)})")
+        stuck = [_node_where(i, nodes[i]) for i in range(len(nodes)) if remaining[i] > 0][:3]
+        raise _graph_error(f"the graph has a cycle (involving {', '.join(stuck)})")
     return order
 
 
-class NumpyEngine:
-    """Compiled form of a parsed ONNX :class:`~adt.runtime.onnx_proto.OnnxModel` with its weights; ``run(feeds) -> outputs``."""
+def topological_order(nodes: Sequence[Node], available: set[str]) -> list[int]:
+    """Node indices in an order where every input is produced before it is read (stable: the file's
+    order wherever it is already valid). Raises AdtGraphError (an AdtArchitectureError) for undefined
+    inputs, values defined twice or cycles (:func:`validate_graph` without graph inputs/outputs)."""
+    return validate_graph(Graph(nodes=list(nodes)), available)
 
-    def __init__(self, model: OnnxModel, weights: Mapping[str, np.ndarray]):
+
+# -- the engine -----------------------------------------------------------------------------------
+class NumpyEngine:
+    """Compiled form of a parsed ONNX :class:`~adt.runtime.onnx_proto.OnnxModel` with its weights; ``run(feeds) -> outputs``.
+
+    ``order``: the node order :func:`validate_graph` returned for this graph and these weights (the
+    loader validates once); without it the graph is validated here."""
+
+    def __init__(self, model: OnnxModel, weights: Mapping[str, np.ndarray], order: Sequence[int] | None = None):
         g = model.graph
         opset = model.opset("")
+        if order is None:
+            order = validate_graph(g, weights)
         consts: dict[str, np.ndarray] = {t.name: t.array for t in g.initializers}
         consts.update(weights)
         self.input_names = [vi.name for vi in g.inputs if vi.name not in consts]
         self.output_names = [vi.name for vi in g.outputs]
-        order = topological_order(g.nodes, set(consts) | set(self.input_names))
         steps: list[tuple[Fn, Node]] = []
         for i in order:
             node = g.nodes[i]
@@ -578,7 +662,12 @@ class NumpyEngine:
                 raise AdtUnsupportedOpError(
                     f"op {node.op_type!r} ({node.label()}) is not supported by the NumPy engine; "
                     f"supported ops: {', '.join(sorted(OPS))}")
-            fn = factory(node, opset, consts)
+            try:
+                fn = factory(node, opset, consts)
+            except AdtError:
+                raise
+            except (ValueError, IndexError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                raise AdtArchitectureError(f"{_node_where(i, node)}: invalid attributes: {exc}") from None
             if all(not n or n in consts for n in node.inputs):
                 # constant subgraph (Constant nodes, shape arithmetic on constants): evaluate once now
                 for name, val in zip(node.outputs, self._call(fn, node, [consts.get(n) for n in node.inputs])):
@@ -586,18 +675,17 @@ class NumpyEngine:
                         consts[name] = val
                 continue
             steps.append((fn, node))
-        for name in self.output_names:
-            if name not in consts and not any(name in n.outputs for _, n in steps) and name not in self.input_names:
-                raise AdtArchitectureError(f"graph output {name!r} is not produced by any node")
-        # free every intermediate after its last reader
+        # free every intermediate after its last reader (a name read twice by one node, or by
+        # several nodes, is freed once, after the last of them)
         last: dict[str, int] = {}
         for k, (_, node) in enumerate(steps):
             for n in node.inputs:
                 if n and n not in consts:
                     last[n] = k
         keep = set(self.output_names)
-        self._steps = [(fn, node, [n for n in node.inputs],
-                        [n for n in node.inputs if n and last.get(n) == k and n not in keep and n not in consts])
+        self._steps = [(fn, node, list(node.inputs),
+                        [n for n in dict.fromkeys(node.inputs)
+                         if n and last.get(n) == k and n not in keep and n not in consts])
                        for k, (fn, node) in enumerate(steps)]
         self._consts = consts
 
@@ -606,24 +694,33 @@ class NumpyEngine:
         while args and args[-1] is None:  # trailing optional inputs left out
             args.pop()
         try:
-            return fn(*args)
-        except (AdtExecutionError, AdtArchitectureError):
+            outs = fn(*args)
+        except AdtError:
             raise
         except MemoryError:
             shapes = [list(a.shape) if a is not None else None for a in args]
             raise AdtExecutionError(f"{node.label()}: out of memory on inputs of shapes {shapes}") from None
-        except (ValueError, IndexError, TypeError, FloatingPointError) as exc:
-            shapes = [list(a.shape) if a is not None else None for a in args]
+        except (ValueError, IndexError, TypeError, KeyError, AttributeError, OverflowError, ZeroDivisionError,
+                FloatingPointError) as exc:
+            shapes = [list(getattr(a, "shape", ())) if a is not None else None for a in args]
             raise AdtExecutionError(f"{node.label()} failed on inputs of shapes {shapes}: {exc}") from None
+        return outs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         values = dict(self._consts)
         values.update(feeds)
         for fn, node, ins, free in self._steps:
-            outs = self._call(fn, node, [values[n] if n else None for n in ins])
+            try:
+                args = [values[n] if n else None for n in ins]
+            except KeyError as exc:  # unreachable for a validated graph and complete feeds
+                raise AdtExecutionError(f"{node.label()}: input {exc.args[0]!r} has no value") from None
+            outs = self._call(fn, node, args)
             for name, val in zip(node.outputs, outs):
                 if name:
                     values[name] = val
             for n in free:
                 del values[n]
-        return [values[n] for n in self.output_names]
+        try:
+            return [values[n] for n in self.output_names]
+        except KeyError as exc:  # unreachable for a validated graph
+            raise AdtExecutionError(f"graph output {exc.args[0]!r} has no value") from None

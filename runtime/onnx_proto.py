@@ -23,6 +23,7 @@ import numpy as np
 
 from .format import AdtArchitectureError
 from .format.binary import encode_leb128
+from .format.limits import MAX_DIM, MAX_ORDER, MAX_TENSOR_ELEMENTS
 
 __all__ = [
     "A_FLOAT", "A_FLOATS", "A_GRAPH", "A_INT", "A_INTS", "A_STRING", "A_STRINGS", "A_TENSOR", "DTYPES", "DTYPE_NAMES",
@@ -42,6 +43,7 @@ DTYPE_NAMES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: 
                14: "complex64", 15: "complex128", 16: "bfloat16"}
 FLOAT = 1
 INT64 = 7
+MAX_TENSOR_RANK = MAX_ORDER   # dims of a graph initializer or tensor attribute: the .adt order limit (8)
 _DTYPE_CODES: dict[np.dtype, int] = {dt: code for code, dt in DTYPES.items()}
 
 # AttributeProto.AttributeType
@@ -286,6 +288,9 @@ def parse_tensor(buf: memoryview, path: str) -> Tensor:
         raise _err(label, "external data is not supported (the tensor must be stored inline)")
     if dt not in DTYPES:
         raise _err(f"{label}.data_type", f"data type {dt} ({DTYPE_NAMES.get(dt, 'unknown')}) is not supported")
+    # the rank first: numpy makes no array of more than 64 dims
+    if len(dims) > MAX_TENSOR_RANK:
+        raise _err(f"{label}.dims", f"has {len(dims)} dims, the limit is {MAX_TENSOR_RANK}")
     if any(d < 0 for d in dims):
         raise _err(f"{label}.dims", f"negative dimension in {dims}")
     dtype = DTYPES[dt]
@@ -313,6 +318,13 @@ def parse_tensor(buf: memoryview, path: str) -> Tensor:
             arr = data.astype(np.uint16).view(np.float16)
         else:
             arr = data.astype(dtype)
+    # numel matches the data; an empty tensor may still name dims numpy cannot make ([2**62, 4, 0])
+    nominal = 1  # the element count with empty dims left out: what numpy checks a shape against
+    for d in dims:
+        nominal *= max(d, 1)
+    if max(dims, default=0) > MAX_DIM or nominal > MAX_TENSOR_ELEMENTS:
+        raise _err(f"{label}.dims", f"dims {dims} are out of range (each at most {MAX_DIM}, "
+                                    f"{MAX_TENSOR_ELEMENTS} elements in all, empty dims aside)")
     return Tensor(name, tuple(dims), dt, arr.astype(dtype.newbyteorder("=")).reshape(dims))
 
 

@@ -11,7 +11,7 @@ from .container import (
 )
 from .errors import (
     AdtArchitectureError, AdtChecksumError, AdtCodeTableError, AdtError, AdtLimitError, AdtMagicError,
-    AdtMetadataError, AdtPayloadError, AdtQuantizationError, AdtSectionError, AdtTableError,
+    AdtMetadataError, AdtPayloadError, AdtQuantizationError, AdtReadError, AdtSectionError, AdtTableError,
     AdtTruncatedError, AdtVarintError, AdtVersionError, AdtWriterError,
 )
 from .huffman import HuffmanCode, code_lengths
@@ -33,6 +33,6 @@ __all__ = [
     "HuffmanCode", "code_lengths",
     # errors (AdtError is the one root)
     "AdtError", "AdtArchitectureError", "AdtChecksumError", "AdtCodeTableError", "AdtLimitError",
-    "AdtMagicError", "AdtMetadataError", "AdtPayloadError", "AdtQuantizationError", "AdtSectionError",
+    "AdtMagicError", "AdtMetadataError", "AdtPayloadError", "AdtQuantizationError", "AdtReadError", "AdtSectionError",
     "AdtTableError", "AdtTruncatedError", "AdtVarintError", "AdtVersionError", "AdtWriterError",
 ]

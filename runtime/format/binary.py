@@ -69,6 +69,15 @@ class Cursor:
         self.pos += n
         return data
 
+    def view(self, n: int, what: str) -> memoryview:
+        """Like :meth:`bytes`, but a zero-copy view (for the payload, the one large read)."""
+        self._bounded(n, what)
+        if self.pos + n > len(self.buf):
+            read_exact(self.buf, self.pos, n, f"{self.where}: {what}")   # raises AdtTruncatedError
+        data = memoryview(self.buf)[self.pos:self.pos + n]
+        self.pos += n
+        return data
+
     def u8(self, what: str) -> int:
         return self.bytes(1, what)[0]
 

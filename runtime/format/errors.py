@@ -7,13 +7,18 @@ from __future__ import annotations
 
 __all__ = [
     "AdtError", "AdtArchitectureError", "AdtChecksumError", "AdtCodeTableError", "AdtLimitError",
-    "AdtMagicError", "AdtMetadataError", "AdtPayloadError", "AdtQuantizationError", "AdtSectionError",
+    "AdtMagicError", "AdtMetadataError", "AdtPayloadError", "AdtQuantizationError", "AdtReadError", "AdtSectionError",
     "AdtTableError", "AdtTruncatedError", "AdtVarintError", "AdtVersionError", "AdtWriterError",
 ]
 
 
 class AdtError(Exception):
     """Base class of every error ADT raises about a file, a model or its inputs."""
+
+
+class AdtReadError(AdtError):
+    """A path could not be read whole: it is missing or not a regular file, the OS refused the read,
+    its bytes do not fit in memory, or it changed size while it was being read."""
 
 
 class AdtTruncatedError(AdtError):

@@ -28,6 +28,8 @@ from .limits import MAX_CODE_LENGTH, MAX_EG_LEADING_ZEROS, MAX_Q
 
 __all__ = ["EG_MAX_BITS", "HuffmanCode", "check_lengths", "code_lengths", "decode_table", "encode_table"]
 
+_CHUNK = 1 << 18   # symbols per step of HuffmanCode.bit_count
+
 
 # ---------------------------------------------------------------------------------------------
 # Building code lengths from symbol counts
@@ -147,7 +149,10 @@ class HuffmanCode:
         """Bits that ``symbols`` take when coded (no padding)."""
         if len(symbols) == 0:
             return 0
-        return int(self.lengths.astype(np.int64)[np.asarray(symbols, dtype=np.int64)].sum())
+        # in chunks: indexing makes an intp copy of the symbols, 8 bytes each (ResNet-18's largest
+        # tensor would need 36 MiB of temporaries at once, a 512 MiB board's budget is tight)
+        lengths, symbols = self.lengths.astype(np.int64), np.asarray(symbols)
+        return sum(int(lengths[symbols[i:i + _CHUNK]].sum()) for i in range(0, len(symbols), _CHUNK))
 
     def encode_into(self, out: bitarray, symbols: np.ndarray) -> None:
         """Append the codes of ``symbols`` to ``out`` (bitarray's C encoder)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import sys
 import zlib
 from math import prod
 from pathlib import Path
@@ -22,8 +23,8 @@ from .container import (
     AdtFile, Core, CoreKind, Encoding, Param, QuantGroup, QuantMode, SectionInfo, SectionKind,
 )
 from .errors import (
-    AdtArchitectureError, AdtChecksumError, AdtError, AdtLimitError, AdtMagicError, AdtMetadataError,
-    AdtPayloadError, AdtSectionError, AdtTableError, AdtTruncatedError, AdtVersionError,
+    AdtArchitectureError, AdtChecksumError, AdtLimitError, AdtMagicError, AdtMetadataError,
+    AdtPayloadError, AdtReadError, AdtSectionError, AdtTableError, AdtTruncatedError, AdtVersionError,
 )
 from .huffman import HuffmanCode, decode_table
 
@@ -31,29 +32,51 @@ __all__ = ["MAX_FILE_BYTES", "MIN_FILE_BYTES", "read_adt"]
 
 MIN_FILE_BYTES = len(L.MAGIC) + 2 + 1 + 4   # magic, version, section count, CRC-32
 MAX_FILE_BYTES = L.MAX_PAYLOAD_BYTES + L.MAX_SECTIONS * L.MAX_SECTION_BYTES
+_MAX_BUFFER = sys.maxsize   # the largest bytes object this Python can make (2**31 - 1 on 32-bit)
 
 
 def _load_bytes(source: bytes | bytearray | memoryview | str | os.PathLike) -> bytes:
+    """The file's bytes. A path is read with exactly as much memory as the file holds: its size is
+    checked (``fstat``) before anything is allocated, then that many bytes are read; a file that grows
+    or shrinks meanwhile is refused, never read unbounded (FORMAT.md, "Reading a file")."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     path = Path(source)
     try:
         st = path.stat()
     except OSError as exc:
-        raise AdtError(f"cannot open {str(path)!r}: {exc.strerror}") from None
+        raise AdtReadError(f"cannot open {str(path)!r}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        # a device or pipe has no size to check first (/dev/zero would never end)
-        raise AdtError(f"cannot read {str(path)!r}: not a regular file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise AdtLimitError(f"{str(path)!r} is {st.st_size} bytes, larger than any valid .adt file ({MAX_FILE_BYTES})")
+        # a device or pipe has no size to check first (/dev/zero would never end; opening a FIFO blocks)
+        raise AdtReadError(f"cannot read {str(path)!r}: not a regular file")
+    _check_size(path, st.st_size)
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)    # never more, even if the file grows meanwhile
+            st = os.fstat(fh.fileno())      # the file actually opened (it may have been replaced)
+            if not stat.S_ISREG(st.st_mode):
+                raise AdtReadError(f"cannot read {str(path)!r}: not a regular file")
+            size = st.st_size
+            _check_size(path, size)
+            try:
+                data = fh.read(size)        # allocates exactly ``size`` bytes; loops until EOF or size
+            except MemoryError:
+                raise AdtReadError(f"cannot read {str(path)!r}: its {size} bytes do not fit in memory") from None
+            if len(data) != size or fh.read(1):
+                raise AdtReadError(
+                    f"cannot read {str(path)!r}: it changed size while being read ({size} bytes when opened, "
+                    f"{'fewer' if len(data) != size else 'more'} when read)"
+                )
     except OSError as exc:
-        raise AdtError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise AdtLimitError(f"{str(path)!r} is larger than any valid .adt file ({MAX_FILE_BYTES} bytes)")
+        raise AdtReadError(f"cannot read {str(path)!r}: {exc.strerror}") from None
     return data
+
+
+def _check_size(path: Path, size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise AdtLimitError(f"{str(path)!r} is {size} bytes, larger than any valid .adt file ({MAX_FILE_BYTES})")
+    if size > _MAX_BUFFER:
+        # a 32-bit build cannot make a buffer this large; the read would raise OverflowError
+        raise AdtLimitError(f"{str(path)!r} is {size} bytes, more than this platform can hold in one buffer ({_MAX_BUFFER})")
 
 
 # -- Header ------------------------------------------------------------------------------------
@@ -112,7 +135,7 @@ def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
     # The checksum comes after the structural checks so that a truncated file is reported as
     # truncated (its section table declares more bytes than it has), not as merely corrupted.
     stored = struct.unpack("<I", read_exact(buf, body_end, 4, "checksum"))[0]
-    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF
+    actual = zlib.crc32(memoryview(buf)[:body_end]) & 0xFFFFFFFF   # a view: no copy of the file
     if stored != actual:
         raise AdtChecksumError(f"CRC-32 is {stored:#010x}, the contents give {actual:#010x}: the file is corrupted")
     return (major, minor), sections, cur.pos
@@ -273,7 +296,12 @@ def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
             f"payload: {total} coded values need at least {total} bits, the payload has only {8 * nbytes}"
         )
     bits = bitarray(endian="big")
-    bits.frombytes(cur.bytes(nbytes, "bitstream"))
+    view = cur.view(nbytes, "bitstream")
+    try:
+        bits.frombytes(view)                # one copy of the payload, not two
+    except TypeError:                       # a bitarray whose frombytes takes bytes only
+        bits.frombytes(bytes(view))
+    del view
     pos = 0
     for what, g, n, slot, j in plan:
         code = codes[groups[g].table]

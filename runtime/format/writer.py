@@ -4,6 +4,7 @@ of that order raise :class:`AdtWriterError`. The same calls always produce the s
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 import tempfile
@@ -13,6 +14,11 @@ from enum import IntEnum
 from math import prod
 from pathlib import Path
 from typing import Sequence
+
+try:
+    import fcntl
+except ImportError:    # Windows
+    fcntl = None
 
 import numpy as np
 from bitarray import bitarray
@@ -365,20 +371,90 @@ def _target_mode(path: Path) -> int:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The bytes go to a temporary file ``.NAME.<pid>.<random>.tmp`` in the target's folder, which is
+    fsynced and renamed over the target (``os.replace``): two writers to one target each rename a
+    complete file and the last rename wins. A write killed before its rename leaves its temporary
+    file behind; each later write to the same target removes those of writers that are gone (POSIX;
+    elsewhere they stay, as before). FORMAT.md, "Writing a file"."""
     path = Path(path)
+    folder = path.parent
     mode = _target_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    _remove_stale_temporaries(folder, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            _hold(f.fileno())
             os.chmod(tmp, mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if fcntl is None:
+                f.close()   # Windows cannot rename a file that is open
+            os.replace(tmp, path)   # POSIX: still open, so still locked, until renamed
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+def _hold(fd: int) -> None:
+    """Mark a temporary file as held while it is written: an advisory lock the OS drops when the
+    writer exits or dies (so it also protects a writer in another PID namespace)."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass    # a cleaner is looking at it this instant, or the file system has no locks
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Delete ``.NAME.<pid>.<random>.tmp`` files of this target left by writers that are gone: the
+    pid is not a live process here and no process holds the file's lock. Best effort: it never fails
+    the write, and it leaves every other name alone (other targets' temporaries, foreign files)."""
+    if os.name != "posix":
+        return      # os.kill(pid, 0) would terminate the process on Windows
+    pattern = re.compile(re.escape(f".{name}.") + r"([0-9]+)\.[A-Za-z0-9_]+\.tmp")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue    # held by a live writer (e.g. in another PID namespace)
+                except OSError:
+                    pass        # no locks on this file system: the pid alone decides
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+        finally:
+            os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True     # 0 and negative pids address process groups: never treat them as gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True     # exists but belongs to another user; or undecidable: keep the file
+    return True
