@@ -178,9 +178,10 @@ def load(source: Source, engine: str | None = "numpy", max_memory: int | None = 
     weight kept plus the largest temporary of the parameter being rebuilt (its float64 mode-product
     intermediates in the chosen contraction order), computed from the validated tensor table before
     anything is rebuilt. A file over the limit raises :class:`~adt.runtime.errors.AdtBudgetError`
-    naming the parameter, the figure and the limit. A ResNet-18-sized file (11.7M weights, 47 MB of
-    float32) needs 61-79 MiB; Wide-ResNet-28-10 (36.5M weights) 173 MiB. The limit does not yet
-    cover the engines' own work (constant folding, activations)."""
+    naming the parameter, the figure and the limit. A ResNet-18-sized file stays under half the
+    default (tests/runtime/test_rebuild_budget.py); Wide-ResNet-28-10 (36.5M weights) needs 173 MiB
+    (results/wrn_scale.md). The limit does not yet cover the engines' own work (constant folding,
+    activations)."""
     if engine is not None and engine not in ENGINES:
         raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     f = source if isinstance(source, AdtFile) else read_adt(source)

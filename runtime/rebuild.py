@@ -36,9 +36,9 @@ __all__ = [
 
 DEFAULT_MAX_MEMORY = 256 << 20
 """Default ``max_memory`` of a load (bytes): the rebuild's peak, weights kept included, may not exceed
-256 MiB, half the RAM of a 512 MiB board. A ResNet-18-sized file (11.7M float32 weights, 47 MB) peaks
-at 61 MiB with Tucker-coded convolutions (79 MiB were every layer stored plain), Wide-ResNet-28-10
-(36.5M weights) at 173 MiB; a caller with more memory raises the limit (``None``: no limit)."""
+256 MiB, half the RAM of a 512 MiB board. A ResNet-18-sized file stays under half of it
+(tests/runtime/test_rebuild_budget.py), Wide-ResNet-28-10 (36.5M weights) needs 173 MiB
+(results/wrn_scale.md); a caller with more memory raises the limit (``None``: no limit)."""
 
 
 @lru_cache(maxsize=256)
@@ -120,7 +120,8 @@ class ParamCost:
     at once, its own float32 result included; ``output``: the float32 weight kept afterwards;
     ``cached``: a dequantized core first used here and kept for the rest of the rebuild;
     ``intermediate``: the largest float64 intermediate (0 for a plain parameter); ``order``: the
-    Tucker contraction order the figures are for (the rebuild uses it: computed once)."""
+    Tucker contraction order the figures are for (the rebuild uses it: computed once); ``held``: the
+    weights and cores earlier parameters left behind when this one's rebuild starts."""
 
     name: str
     output: int
@@ -128,6 +129,12 @@ class ParamCost:
     cached: int = 0
     intermediate: int = 0
     order: tuple[int, ...] | None = None
+    held: int = 0
+
+    @property
+    def total(self) -> int:
+        """Everything alive at this parameter's peak: what earlier ones left plus its own peak."""
+        return self.held + self.peak
 
 
 @dataclass(frozen=True)
@@ -183,11 +190,10 @@ def rebuild_plan(f: AdtFile) -> RebuildPlan:
     costs: list[ParamCost] = []
     cached: set[int] = set()
     kept = cores = 0
-    peak, peak_param = 0, None
     for p in f.params:
         out = p.numel * _F32
         if p.encoding == ENC_PLAIN:
-            cost = ParamCost(p.name, out, out + p.numel * _DEQUANT_TEMP)
+            cost = ParamCost(p.name, out, out + p.numel * _DEQUANT_TEMP, held=kept + cores)
         else:
             c = f.cores[p.core]
             new_core = 0 if p.core in cached else c.stored_count * _F32
@@ -201,14 +207,13 @@ def rebuild_plan(f: AdtFile) -> RebuildPlan:
                 work, largest, order = _tucker_peak(tuple(c.dims), sizes)
             dequant = max(c.stored_count if new_core else 0, max((int(m.size) for m in p.factors), default=0))
             cost = ParamCost(p.name, out, new_core + factors * _F32 + max(work, dequant * _DEQUANT_TEMP),
-                             new_core, largest, order)
-        here = kept + cores + cost.peak
-        if here > peak:
-            peak, peak_param = here, p.name
+                             new_core, largest, order, held=kept + cores)
         kept += cost.output
         cores += cost.cached
         costs.append(cost)
-    return RebuildPlan(tuple(costs), max(peak, kept + cores), peak_param, kept)
+    top = max(costs, key=lambda c: c.total, default=None)
+    peak = max(top.total if top else 0, kept + cores)
+    return RebuildPlan(tuple(costs), peak, top.name if top else None, kept)
 
 
 def check_rebuild_budget(f: AdtFile, max_memory: int | None = DEFAULT_MAX_MEMORY) -> RebuildPlan:
@@ -218,23 +223,16 @@ def check_rebuild_budget(f: AdtFile, max_memory: int | None = DEFAULT_MAX_MEMORY
     plan = rebuild_plan(f)
     if limit is None or plan.peak <= limit:
         return plan
-    kept = cores = 0
-    for cost in plan.params:
-        here = kept + cores + cost.peak
-        if here > limit:
-            detail = f"{format_bytes(cost.peak)} for this parameter"
-            if cost.intermediate:
-                detail += f" (largest float64 intermediate {format_bytes(cost.intermediate)})"
-            if kept + cores:
-                detail += f" + {format_bytes(kept + cores)} of weights and cores already rebuilt"
-            raise AdtBudgetError(
-                f"parameter {cost.name!r}: rebuilding the weights would need {format_bytes(here)} at this "
-                f"parameter, over the limit max_memory={format_bytes(limit)}: {detail}; "
-                f"pass a larger max_memory to load it")
-        kept += cost.output
-        cores += cost.cached
-    raise AdtBudgetError(  # pragma: no cover - the loop above finds the parameter
-        f"rebuilding the weights would need {format_bytes(plan.peak)}, over the memory limit of {format_bytes(limit)}")
+    # the first parameter at which the limit is crossed (the peak is always some parameter's total)
+    cost = next(c for c in plan.params if c.total > limit)
+    detail = f"{format_bytes(cost.peak)} for this parameter"
+    if cost.intermediate:
+        detail += f" (largest float64 intermediate {format_bytes(cost.intermediate)})"
+    if cost.held:
+        detail += f" + {format_bytes(cost.held)} of weights and cores already rebuilt"
+    raise AdtBudgetError(
+        f"parameter {cost.name!r}: rebuilding the weights would need {format_bytes(cost.total)} at this "
+        f"parameter, over the limit max_memory={format_bytes(limit)}: {detail}; pass a larger max_memory to load it")
 
 
 def _check_limit(max_memory) -> int | None:

@@ -1,6 +1,7 @@
 """Shared LeNet-5 fixtures, torch-free and onnx-free: the layer plan, the hand-built ONNX graph and a
 .adt file with random quantized weights. The runtime's tests, the format benchmarks and the board
-checks all take them from here (there used to be three copies of each).
+checks all take them from here (there used to be three copies of each). Also ResNet-18's parameter
+shapes, the "ResNet-sized file" of the memory tests.
 
 The plan follows the paper's appendix (arXiv 1906.07671, Tables 4-7 and Sec. 2.2): Conv1 reshaped to
 25x20 with a 5x5 core, Conv2 to 50x25x20 with a 5x5x5 core, FC1 to 40x25x20x20 with a 5^4 core, FC2 to
@@ -25,6 +26,7 @@ from .onnx_proto import FLOAT, Graph, OnnxModel, ValueInfo, make_node
 __all__ = [
     "B", "BIAS_SCALE", "CORE_SCALE", "FACTOR_SCALE", "OPSET", "Q", "LayerSpec", "LayerSymbols",
     "lenet5_architecture", "lenet5_file", "lenet5_model", "lenet5_plan", "lenet5_symbols", "lenet5_writer",
+    "RESNET18_PARAMS", "resnet18_shapes",
 ]
 
 Q, B = 512, 3.0
@@ -143,3 +145,28 @@ def lenet5_file(seed: int = 0, tables: str = "auto", groups: str = "one", archit
     if architecture:
         w.set_architecture(lenet5_architecture())
     return w.to_bytes()
+
+
+#: torchvision's ResNet-18 (ImageNet head), weights and BatchNorm affine only.
+RESNET18_PARAMS = 11_689_512
+
+
+def resnet18_shapes(running_stats: bool = False) -> list[tuple[str, tuple[int, ...]]]:
+    """torchvision's ResNet-18 parameters by name, in model order (``RESNET18_PARAMS`` values); with
+    ``running_stats`` every BatchNorm also has its running mean and variance (what a file stores)."""
+    bn_fields = ("weight", "bias", "running_mean", "running_var") if running_stats else ("weight", "bias")
+
+    def bn(prefix: str, ch: int) -> list[tuple[str, tuple[int, ...]]]:
+        return [(f"{prefix}.{p}", (ch,)) for p in bn_fields]
+
+    shapes = [("conv1.weight", (64, 3, 7, 7)), *bn("bn1", 64)]
+    cin = 64
+    for li, cout in enumerate((64, 128, 256, 512), 1):
+        for b in range(2):
+            p = f"layer{li}.{b}"
+            shapes += [(f"{p}.conv1.weight", (cout, cin if b == 0 else cout, 3, 3)), *bn(f"{p}.bn1", cout),
+                       (f"{p}.conv2.weight", (cout, cout, 3, 3)), *bn(f"{p}.bn2", cout)]
+            if b == 0 and cin != cout:
+                shapes += [(f"{p}.downsample.0.weight", (cout, cin, 1, 1)), *bn(f"{p}.downsample.1", cout)]
+        cin = cout
+    return shapes + [("fc.weight", (1000, 512)), ("fc.bias", (1000,))]

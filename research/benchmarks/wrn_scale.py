@@ -18,6 +18,8 @@ Peak memory of read + rebuild is measured in a fresh subprocess per model, two w
            resetting it through /proc/self/clear_refs, minus the resident set just before the load
            (falls back to ru_maxrss deltas where that is not possible; the JSON says which);
   traced   tracemalloc's peak of Python + NumPy allocations during the load (a separate run).
+The rebuild budget is adt.runtime.rebuild.check_rebuild_budget's figure, computed from the tables
+before anything is rebuilt: what ``adt.runtime.load(..., max_memory=)`` compares with its limit.
 Both include the rebuilt weights themselves (dense float32 bytes), which the load must hold.
 
 BLAS threads: ``--threads 1`` (default) for stable numbers on a shared 2-core machine (the rebuild's
@@ -167,7 +169,7 @@ def profile_load(path: Path, top: int = 12) -> list[dict]:
 
 
 def bench_model(name: str, repeats: int, workdir: Path) -> dict:
-    from adt.runtime.rebuild import rebuild_weights
+    from adt.runtime.rebuild import check_rebuild_budget, rebuild_weights
     from adt.tools.inspect_report import build_report
 
     spec = MODELS[name]()
@@ -185,6 +187,7 @@ def bench_model(name: str, repeats: int, workdir: Path) -> dict:
     symbols = t["stored_values"]
     rss = measure_memory(path, "rss")
     traced = measure_memory(path, "traced")
+    budget = check_rebuild_budget(f, None).peak  # what load's max_memory is checked against
     return {
         "model": name,
         "parameters": t["parameters"],
@@ -209,6 +212,7 @@ def bench_model(name: str, repeats: int, workdir: Path) -> dict:
         "peak_traced_method": traced["method"],
         "peak_rss_over_dense": rss["peak_bytes"] / dense,
         "peak_traced_over_dense": traced["peak_bytes"] / dense,
+        "rebuild_budget_bytes": budget,
         "profile_read_rebuild": profile_load(path),
     }
 
@@ -245,6 +249,8 @@ def render_md(result: dict) -> str:
     row("load + rebuild", lambda r: f"{r['load_rebuild_s']:.3f} s")
     row("peak RSS of load + rebuild", lambda r: f"{r['peak_rss_bytes'] / mib:.1f} MiB ({r['peak_rss_over_dense']:.2f}x dense)")
     row("peak traced allocations", lambda r: f"{r['peak_traced_bytes'] / mib:.1f} MiB ({r['peak_traced_over_dense']:.2f}x dense)")
+    row("rebuild budget (checked against load's max_memory, default 256 MiB)",
+        lambda r: f"{r['rebuild_budget_bytes'] / mib:.1f} MiB")
     wrn = next((r for r in rows if r["model"] == "wrn_28_10"), None)
     if wrn:
         t = result["targets"]

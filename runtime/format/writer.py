@@ -3,6 +3,7 @@ then parameters; metadata and the architecture any time before :meth:`AdtWriter.
 of that order raise :class:`AdtWriterError`. The same calls always produce the same bytes."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -385,7 +386,8 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            _hold(f.fileno())
+            # held while written; a cleaner holding it this instant only looks (our pid is alive)
+            _try_lock(f.fileno())
             os.chmod(tmp, mode)
             f.write(data)
             f.flush()
@@ -394,21 +396,24 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
                 f.close()   # Windows cannot rename a file that is open
             os.replace(tmp, path)   # POSIX: still open, so still locked, until renamed
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
-def _hold(fd: int) -> None:
-    """Mark a temporary file as held while it is written: an advisory lock the OS drops when the
-    writer exits or dies (so it also protects a writer in another PID namespace)."""
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pass    # a cleaner is looking at it this instant, or the file system has no locks
+def _try_lock(fd: int) -> bool:
+    """Take the temporary file's advisory lock without waiting (the OS drops it when its holder exits
+    or dies, so it also marks a writer in another PID namespace). False only when another process
+    holds it; a file system without locks counts as free (the pid alone then decides)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _remove_stale_temporaries(folder: Path, name: str) -> None:
@@ -433,17 +438,9 @@ def _remove_stale_temporaries(folder: Path, name: str) -> None:
         except OSError:
             continue
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue    # held by a live writer (e.g. in another PID namespace)
-                except OSError:
-                    pass        # no locks on this file system: the pid alone decides
-            try:
-                os.unlink(entry.path)
-            except OSError:
-                pass
+            if _try_lock(fd):   # not held by a live writer (e.g. one in another PID namespace)
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
         finally:
             os.close(fd)
 

@@ -8,6 +8,9 @@ contract) and returns the file bytes.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from math import prod
 
 import numpy as np
@@ -176,3 +179,10 @@ def float64_rebuild(data: bytes) -> dict[str, np.ndarray]:
         out[p.name] = np.einsum(spec, core, *facs, optimize=True).reshape(p.shape).astype(np.float32)
         assert c.dims == core.shape
     return out
+
+
+def python_child(prelude: str, code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``prelude`` then ``code`` (both dedented) in a fresh interpreter: the prelude sets up what
+    must hold before anything is imported (an import blocker, an address-space limit)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout, env=env)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
 from adt.runtime.samples import lenet5_file
+from runtime_models import python_child
 
 BLOCKER = textwrap.dedent("""
     import sys
@@ -26,8 +26,7 @@ BLOCKER = textwrap.dedent("""
 
 
 def _child(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=120)
+    return python_child(BLOCKER, code, timeout=120)
 
 
 def test_numpy_engine_runs_with_torch_onnx_onnxruntime_blocked(tmp_path):

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from math import prod
 from pathlib import Path
 
@@ -22,7 +19,8 @@ import numpy as np
 import pytest
 
 from adt.runtime.format import AdtWriter
-from adt.runtime.samples import lenet5_file
+from adt.runtime.samples import RESNET18_PARAMS, lenet5_file, resnet18_shapes
+from runtime_models import python_child
 
 resource = pytest.importorskip("resource", reason="RLIMIT_AS needs the resource module (POSIX)")
 
@@ -32,37 +30,15 @@ LIMIT_MIB = 256
 def _child(code: str, limit_mib: int = LIMIT_MIB) -> dict:
     """Run ``code`` under RLIMIT_AS = ``limit_mib`` MiB (set before numpy is imported); it prints one
     JSON line, which is returned. Any failure in the child fails the test with its stderr."""
-    prelude = textwrap.dedent(f"""
+    prelude = f"""
         import resource
         _lim = {limit_mib} << 20
         resource.setrlimit(resource.RLIMIT_AS, (_lim, _lim))
-    """)
+    """
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                         timeout=300, env=env)
+    out = python_child(prelude, code, env=env)
     assert out.returncode == 0, f"child failed under RLIMIT_AS={limit_mib} MiB:\n{out.stderr[-3000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def resnet18_shapes() -> list[tuple[str, tuple[int, ...]]]:
-    """torchvision's ResNet-18 parameters (ImageNet head; batch-norm weight and bias, no running
-    statistics): 11,689,512 values."""
-    shapes: list[tuple[str, tuple[int, ...]]] = [("conv1.weight", (64, 3, 7, 7)), ("bn1.weight", (64,)), ("bn1.bias", (64,))]
-    cin = 64
-    for li, cout in enumerate((64, 128, 256, 512), 1):
-        for b in range(2):
-            p = f"layer{li}.{b}"
-            shapes += [(f"{p}.conv1.weight", (cout, cin if b == 0 else cout, 3, 3)),
-                       (f"{p}.bn1.weight", (cout,)), (f"{p}.bn1.bias", (cout,)),
-                       (f"{p}.conv2.weight", (cout, cout, 3, 3)), (f"{p}.bn2.weight", (cout,)), (f"{p}.bn2.bias", (cout,))]
-            if b == 0 and cin != cout:
-                shapes += [(f"{p}.downsample.0.weight", (cout, cin, 1, 1)),
-                           (f"{p}.downsample.1.weight", (cout,)), (f"{p}.downsample.1.bias", (cout,))]
-        cin = cout
-    return shapes + [("fc.weight", (1000, 512)), ("fc.bias", (1000,))]
-
-
-RESNET18_PARAMS = 11_689_512
 
 
 def _resnet18_file(path: Path) -> int:

@@ -16,6 +16,7 @@ from adt.runtime import rebuild as rebuild_mod
 from adt.runtime.errors import AdtBudgetError
 from adt.runtime.format import AdtTableError, AdtWriter, read_adt
 from adt.runtime.rebuild import DEFAULT_MAX_MEMORY, check_rebuild_budget, rebuild_plan, rebuild_weights
+from adt.runtime.samples import resnet18_shapes
 
 from runtime_models import lenet5, make_adt, mlp, resblock
 
@@ -59,33 +60,17 @@ def build(specs: dict, seed: int = 0) -> bytes:
 
 
 def resnet18_specs() -> dict:
-    """ResNet-18's parameter shapes (11.69M): convolutions and the classifier Tucker-coded with small
-    cores, every BatchNorm vector and the classifier bias stored plain."""
+    """ResNet-18's parameters with BatchNorm running statistics (11.69M + 9.6K values): convolutions
+    and the classifier Tucker-coded with small cores, every vector stored plain."""
     specs: dict = {}
-
-    def conv(name, cout, cin, k):
-        specs[name] = ("tucker", (cout, cin, k, k), (cout, cin, k, k), (min(cout, 16), min(cin, 16), k, k))
-
-    def bn(name, ch):
-        for p in ("weight", "bias", "running_mean", "running_var"):
-            specs[f"{name}.{p}"] = ("plain", (ch,))
-
-    conv("conv1.weight", 64, 3, 7)
-    bn("bn1", 64)
-    cin = 64
-    for stage, width in enumerate((64, 128, 256, 512), start=1):
-        for block in range(2):
-            p = f"layer{stage}.{block}"
-            conv(f"{p}.conv1.weight", width, cin, 3)
-            bn(f"{p}.bn1", width)
-            conv(f"{p}.conv2.weight", width, width, 3)
-            bn(f"{p}.bn2", width)
-            if block == 0 and cin != width:
-                conv(f"{p}.downsample.0.weight", width, cin, 1)
-                bn(f"{p}.downsample.1", width)
-            cin = width
-    specs["fc.weight"] = ("tucker", (1000, 512), (1000, 512), (8, 8))
-    specs["fc.bias"] = ("plain", (1000,))
+    for name, shape in resnet18_shapes(running_stats=True):
+        if len(shape) == 4:
+            cout, cin, k, _ = shape
+            specs[name] = ("tucker", shape, shape, (min(cout, 16), min(cin, 16), k, k))
+        elif len(shape) == 2:
+            specs[name] = ("tucker", shape, shape, (8, 8))
+        else:
+            specs[name] = ("plain", shape)
     return specs
 
 
