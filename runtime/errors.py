@@ -25,7 +25,9 @@ class AdtGraphError(AdtArchitectureError):
 
 class AdtBudgetError(AdtError):
     """Doing what the file asks would cost more than the limit the caller set (``max_memory``): raised
-    before the work is done, from the validated tables alone, and naming the figure and the limit."""
+    before the work is done, from the validated tables (rebuild) or from the shapes inferred from the
+    graph and the input shapes (constant folding at load, ``Model.run``), naming the parameter or the
+    node, the shape, the figure and the limit."""
 
 
 class AdtExecutionError(AdtError):

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import os
+from math import prod
 from typing import Mapping
 
 import numpy as np
 
-from .errors import AdtEngineError, AdtInputError, AdtNoArchitectureError
+from .errors import AdtBudgetError, AdtEngineError, AdtInputError, AdtNoArchitectureError
 from .format import AdtArchitectureError, AdtFile, read_adt, write_atomic
 from .onnx_proto import DTYPE_NAMES, DTYPES, OnnxModel, ValueInfo, add_initializers, parse_model
-from .rebuild import DEFAULT_MAX_MEMORY, iter_weights
+from .rebuild import DEFAULT_MAX_MEMORY, _check_limit, format_bytes, iter_weights
 
 __all__ = ["ENGINES", "Model", "load"]
 
@@ -25,11 +26,13 @@ class Model:
     ``max_memory``: see :func:`load`.
     """
 
-    def __init__(self, file: AdtFile, engine: str | None = "numpy", max_memory: int | None = DEFAULT_MAX_MEMORY):
+    def __init__(self, file: AdtFile, engine: str | None = "numpy", max_memory: int | None = DEFAULT_MAX_MEMORY,
+                 run_timeout: float | None = None):
         if engine is not None and engine not in ENGINES:
             raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.file = file
         self.engine = engine
+        self.max_memory = _check_limit(max_memory)
         self.architecture: OnnxModel | None = None
         self.inputs: list[ValueInfo] = []
         self.output_names: list[str] = []
@@ -48,10 +51,11 @@ class Model:
             return
         if engine == "numpy":
             from .numpy_engine import NumpyEngine
-            self._runner = NumpyEngine(self.architecture, self.weights, order=self._order)
+            self._runner = NumpyEngine(self.architecture, self.weights, order=self._order, max_memory=max_memory)
         else:
             from .ort_engine import OrtEngine
-            self._runner = OrtEngine(file.architecture, self._used_weights(), self.output_names)
+            self._runner = OrtEngine(self.architecture, self._used_weights(), self.output_names, order=self._order,
+                                     run_timeout=run_timeout)
 
     def _read_architecture(self, data: bytes, weight_names: list[str]) -> None:
         self.architecture = parse_model(data)
@@ -71,6 +75,9 @@ class Model:
         # the graph's structure, once, for every engine (AdtGraphError names the node and the tensor)
         from .numpy_engine import validate_graph
         self._order = validate_graph(g, weight_names)
+        if self.engine == "onnxruntime":  # its op rules, before the (costlier) rebuild: fail fast
+            from .ort_engine import check_ops
+            check_ops(self.architecture)
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -114,6 +121,11 @@ class Model:
                         f"(dim {i} is {got}, must be {want_dim})")
                 if got < 1:
                     raise AdtInputError(f"input {vi.name!r} has shape {list(x.shape)}: dim {i} is empty")
+        limit = self.max_memory
+        if limit is not None and x.size and prod(x.shape) * x.dtype.itemsize > limit:  # before any copy
+            raise AdtBudgetError(
+                f"input {vi.name!r} of shape {list(x.shape)} ({x.dtype}) takes "
+                f"{format_bytes(prod(x.shape) * x.dtype.itemsize)}, over the limit max_memory={format_bytes(limit)}")
         return np.ascontiguousarray(x)
 
     def run(self, x: np.ndarray | Mapping[str, np.ndarray]):
@@ -167,22 +179,42 @@ def _fmt_shape(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def load(source: Source, engine: str | None = "numpy", max_memory: int | None = DEFAULT_MAX_MEMORY) -> Model:
+def load(source: Source, engine: str | None = "numpy", max_memory: int | None = DEFAULT_MAX_MEMORY,
+         run_timeout: float | None = None) -> Model:
     """Read, verify and decode a .adt file (path, bytes or an :class:`AdtFile`), rebuild its weights
     and prepare ``engine`` ("numpy": NumPy only; "onnxruntime": needs onnxruntime; None: no engine,
     for the weights and the dense ONNX model only).
 
     The graph is validated once, here (:class:`~adt.runtime.errors.AdtGraphError` names the node
-    and the tensor). ``max_memory`` (bytes; default ``DEFAULT_MAX_MEMORY`` = 256 MiB, sized for a
-    512 MiB board; ``None``: no limit) bounds the weight rebuild: the peak of every rebuilt float32
-    weight kept plus the largest temporary of the parameter being rebuilt (its float64 mode-product
-    intermediates in the chosen contraction order), computed from the validated tensor table before
-    anything is rebuilt. A file over the limit raises :class:`~adt.runtime.errors.AdtBudgetError`
-    naming the parameter, the figure and the limit. A ResNet-18-sized file stays under half the
-    default (tests/runtime/test_rebuild_budget.py); Wide-ResNet-28-10 (36.5M weights) needs 173 MiB
-    (results/wrn_scale.md). The limit does not yet cover the engines' own work (constant folding,
-    activations)."""
+    and the tensor).
+
+    ``max_memory`` (bytes; default ``DEFAULT_MAX_MEMORY`` = 256 MiB, sized for a 512 MiB board;
+    ``None``: no limit; ``adt run/verify --max-memory SIZE``) is one limit checked, before the work, at
+    three points. Over it, :class:`~adt.runtime.errors.AdtBudgetError` names the parameter or node,
+    the shape, the figure and the limit.
+
+    - **Rebuild** (at load): the peak of every rebuilt float32 weight kept plus the largest temporary of
+      the parameter being rebuilt (its float64 mode-product intermediates in the chosen contraction
+      order), computed from the validated tensor table before anything is rebuilt. A ResNet-18-sized
+      file stays under half the default (tests/runtime/test_rebuild_budget.py); Wide-ResNet-28-10
+      (36.5M weights) needs 173 MiB (results/wrn_scale.md).
+    - **Constant folding** (at load, NumPy engine): before each constant node is evaluated, its output
+      shapes are inferred; each output, and every folded constant so far plus this node's outputs and
+      work space, must fit.
+    - **Running** (``Model.run``, NumPy engine): the input itself must fit (checked before it is
+      copied); then every intermediate shape is inferred from the graph and the input shapes (batch
+      included, cached per shape) and each intermediate alone, and the peak of the live ones under the
+      engine's free-after-last-use schedule (inputs included, plus the running op's work space: Conv's
+      and pooling's padded copy and Conv's im2col columns, Softmax/Sigmoid temporaries), must fit. A
+      shape that depends on data (a Reshape target computed from an input) is inferred at run time,
+      just before its op runs. The weights and folded constants are not counted again here. Shapes that
+      do not fit raise :class:`~adt.runtime.errors.AdtExecutionError` naming the node, before the run.
+      LeNet-5 with a batch of 256 peaks at 19.69 MiB (tests/runtime/test_engine_budget.py).
+
+    With ``engine="onnxruntime"`` only the rebuild and the input size are checked; its graph must use
+    only ops the NumPy engine runs (no control flow), and ``run_timeout`` (seconds; None: none) stops a
+    run between two nodes with :class:`~adt.runtime.errors.AdtExecutionError`."""
     if engine is not None and engine not in ENGINES:
         raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     f = source if isinstance(source, AdtFile) else read_adt(source)
-    return Model(f, engine, max_memory)
+    return Model(f, engine, max_memory, run_timeout)

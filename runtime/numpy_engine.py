@@ -2,8 +2,10 @@
 
 At load time every node is compiled once into a closure with its attributes resolved, nodes whose
 inputs are all constant (weights, initializers, Constant nodes) are evaluated once, and the last use
-of every intermediate is recorded so it can be freed during the run. Everything stays float32; there
-are no per-element Python loops (Conv is im2col + one matmul, pooling loops over kernel offsets only).
+of every intermediate is recorded so it can be freed during the run. Before a constant node is
+folded and before a run, every output shape is inferred (:data:`SHAPES`, the ops' own rules) and
+checked against ``max_memory`` (see :meth:`NumpyEngine.plan`). Everything stays float32; there
+are no per-element Python loops (Conv is im2col + one matmul, pooling reduces one axis at a time).
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import AdtExecutionError, AdtGraphError, AdtUnsupportedOpError
+from .errors import AdtBudgetError, AdtExecutionError, AdtGraphError, AdtUnsupportedOpError
 from .format import AdtArchitectureError, AdtError
+from .rebuild import DEFAULT_MAX_MEMORY, _check_limit, format_bytes
 from .onnx_proto import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, Graph, Node, OnnxModel
 
-__all__ = ["ARITY", "OPS", "NumpyEngine", "topological_order", "validate_graph"]
+__all__ = ["ARITY", "OPS", "SHAPES", "ExecutionPlan", "NumpyEngine", "Val", "infer_node", "topological_order",
+           "validate_graph"]
 
 Fn = Callable[..., tuple]
 F32 = np.float32
@@ -102,8 +106,74 @@ def _geometry(node: Node, x_ndim: int, kernel: Sequence[int]):
     return strides, dil
 
 
-def _window_slices(begin_offsets, strides, out):
-    return tuple(slice(b, b + (o - 1) * st + 1, st) for b, st, o in zip(begin_offsets, strides, out))
+_POOL_LOOP_MAX = 8  # a pooling axis with a kernel this small is reduced by a loop over its offsets
+
+
+def _sliding_1d(y: np.ndarray, kind: str, k: int, d: int) -> np.ndarray:
+    """Max or sum of every window of ``k`` elements ``d`` apart along the last axis of ``y``, for
+    every start position (``P - (k-1)d`` of them), in O(P) whatever ``k``: the axis is folded to
+    (Q, d) so that each column holds one residue class and the windows are ``k`` consecutive rows;
+    a sum is a difference of float64 prefix sums, a max the van Herk/Gil-Werman block scan (prefix
+    and suffix maxima of blocks of ``k`` rows). Max is exact; a sum differs from the sequential
+    float32 sum by rounding only."""
+    p = y.shape[-1]
+    lead = y.shape[:-1]
+    q = -(-p // d)
+    fill = -np.inf if kind == "max" else 0.0
+    z = np.full(lead + (q * d,), fill, dtype=y.dtype)
+    z[..., :p] = y
+    z = z.reshape(lead + (q, d))
+    n = q - k + 1  # window starts per residue class
+    if kind == "max":
+        q2 = -(-q // k) * k
+        b = np.full(lead + (q2, d), fill, dtype=y.dtype)
+        b[..., :q, :] = z
+        del z
+        blocks = b.reshape(lead + (q2 // k, k, d))
+        g = np.maximum.accumulate(blocks, axis=-2).reshape(lead + (q2, d))
+        h = np.maximum.accumulate(blocks[..., ::-1, :], axis=-2)[..., ::-1, :].reshape(lead + (q2, d))
+        del b, blocks
+        r = np.maximum(h[..., :n, :], g[..., k - 1:k - 1 + n, :])
+    else:
+        c = np.zeros(lead + (q + 1, d), dtype=np.float64)
+        np.cumsum(z, axis=-2, dtype=np.float64, out=c[..., 1:, :])
+        r = (c[..., k:, :] - c[..., :n, :]).astype(y.dtype)
+    return r.reshape(lead + (n * d,))[..., :p - (k - 1) * d]
+
+
+def _sliding_1d_bytes(other: int, p: int, k: int, d: int) -> int:
+    """An upper bound of what :func:`_sliding_1d` allocates at once for ``other`` rows of ``p``."""
+    q = -(-p // d)
+    q2 = -(-q // k) * k
+    return other * d * (q + 3 * q2 + 2 * (q + 1)) * 8
+
+
+def _reduce_windows(xp: np.ndarray, kind: str, kernel, strides, dil, out) -> np.ndarray:
+    """Max ("max") or sum (else) of every (dilated, strided) window of the padded ``xp``, one spatial
+    axis after the other (both reductions are separable). An axis with a small kernel is reduced by
+    k strided slices (fastest for the usual 2x2/3x3), a larger one by :func:`_sliding_1d` in time
+    linear in the axis whatever the kernel. O(sum of the kernel dims) Python steps at most, never one
+    per kernel position."""
+    y = xp
+    for i, (k, st, d, o) in enumerate(zip(kernel, strides, dil, out)):
+        ax = 2 + i
+        if k <= _POOL_LOOP_MAX:
+            acc = None
+            for j in range(k):
+                sl = [slice(None)] * y.ndim
+                sl[ax] = slice(j * d, j * d + (o - 1) * st + 1, st)
+                v = y[tuple(sl)]
+                if acc is None:
+                    acc = v.copy()
+                elif kind == "max":
+                    np.maximum(acc, v, out=acc)
+                else:
+                    acc += v
+        else:
+            full = _sliding_1d(np.moveaxis(y, ax, -1), kind, k, d)[..., :(o - 1) * st + 1:st]
+            acc = np.ascontiguousarray(np.moveaxis(full, -1, ax))
+        y = acc
+    return y
 
 
 _MAX_PAD_GROWTH = 8  # a padded copy may be this many times the input (or 4 Mi elements) at most
@@ -188,16 +258,7 @@ def _pool(node: Node, opset: int, consts, kind: str) -> Fn:
         end_all = [e + x_ for e, x_ in zip(end, extra)]
         fill = -np.inf if kind == "max" else 0.0
         xp = _pad(x, begin, end_all, fill, node)
-        acc = None
-        for offs in np.ndindex(*kernel):
-            sl = (slice(None), slice(None)) + _window_slices([o * d for o, d in zip(offs, dil)], strides, out)
-            v = xp[sl]
-            if acc is None:
-                acc = v.copy()
-            elif kind == "max":
-                np.maximum(acc, v, out=acc)
-            else:
-                acc += v
+        acc = _reduce_windows(xp, kind, kernel, strides, dil, out)
         if kind == "max":
             return (acc,)
         key = (tuple(x.shape[2:]),)
@@ -205,14 +266,11 @@ def _pool(node: Node, opset: int, consts, kind: str) -> Fn:
         if counts is None:
             # divisor per output position: window cells inside the input (+ the declared pads when
             # count_include_pad); the padding ceil_mode adds is never counted
-            mask = np.zeros((1, 1) + tuple(n + b + e for n, b, e in zip(x.shape[2:], begin, end_all)), F32)
+            mask = np.zeros(tuple(n + b + e for n, b, e in zip(x.shape[2:], begin, end_all)), F32)
             inner = tuple(slice(0, b + n + e) if include_pad else slice(b, b + n)
                           for n, b, e in zip(x.shape[2:], begin, end))
-            mask[(slice(None), slice(None)) + inner] = 1.0
-            counts = np.zeros((1, 1) + tuple(out), F32)
-            for offs in np.ndindex(*kernel):
-                sl = (slice(None), slice(None)) + _window_slices([o * d for o, d in zip(offs, dil)], strides, out)
-                counts += mask[sl]
+            mask[inner] = 1.0
+            counts = _reduce_windows(mask[None, None], "avg", kernel, strides, dil, out)
             counts = np.maximum(counts, 1.0)
             counts_cache[key] = counts
         acc /= counts
@@ -366,23 +424,33 @@ def _flatten(node, opset, consts):
     return run
 
 
-def _reshape(node, opset, consts):
-    allowzero = _int(node, "allowzero", 0)
+def _reshape_target(node: Node, in_shape: Sequence[int], shape) -> list[int]:
+    """The output shape of Reshape(x of ``in_shape``, ``shape``): 0 copies the input's dim (unless
+    allowzero), one -1 is inferred; raises AdtExecutionError when the element counts differ. Both the
+    op and the shape inference use it, so the plan and the run agree."""
+    target = [int(v) for v in np.asarray(shape).reshape(-1)]
+    if not _int(node, "allowzero", 0):
+        for i, v in enumerate(target):
+            if v == 0:
+                if i >= len(in_shape):
+                    raise AdtExecutionError(f"{node.label()}: shape {target} copies dim {i} of a rank-{len(in_shape)} input")
+                target[i] = in_shape[i]
+    if target.count(-1) > 1 or any(v < -1 for v in target):
+        raise AdtExecutionError(f"{node.label()}: invalid target shape {target}")
+    size = prod(in_shape)
+    if -1 in target:
+        known = prod(v for v in target if v != -1)
+        if known == 0 or size % known:
+            raise AdtExecutionError(f"{node.label()}: cannot reshape {list(in_shape)} to {target}")
+        target[target.index(-1)] = size // known
+    if prod(target) != size:
+        raise AdtExecutionError(f"{node.label()}: cannot reshape {list(in_shape)} to {target}")
+    return target
 
+
+def _reshape(node, opset, consts):
     def run(x, shape):
-        target = [int(v) for v in np.asarray(shape).reshape(-1)]
-        if not allowzero:
-            for i, v in enumerate(target):
-                if v == 0:
-                    if i >= x.ndim:
-                        raise AdtExecutionError(f"{node.label()}: shape {target} copies dim {i} of a rank-{x.ndim} input")
-                    target[i] = x.shape[i]
-        if target.count(-1) > 1 or any(v < -1 for v in target):
-            raise AdtExecutionError(f"{node.label()}: invalid target shape {target}")
-        try:
-            return (x.reshape(target),)
-        except ValueError:
-            raise AdtExecutionError(f"{node.label()}: cannot reshape {list(x.shape)} to {target}") from None
+        return (x.reshape(_reshape_target(node, x.shape, shape)),)
     return run
 
 
@@ -635,6 +703,338 @@ def topological_order(nodes: Sequence[Node], available: set[str]) -> list[int]:
     return validate_graph(Graph(nodes=list(nodes)), available)
 
 
+# -- shape inference and the execution budget -----------------------------------------------------
+# Every op has a shape rule here, the same rule its kernel above applies: from the shapes (and,
+# where the op reads them, the values: Reshape's shape, Unsqueeze/Squeeze axes) of its inputs, the
+# shapes and dtypes of its outputs, checked before anything is computed. Small values (shape
+# arithmetic: Shape -> Gather -> Concat -> Reshape) are computed on the way, after their own check.
+_VALUE_MAX = 1 << 12  # elements: a value this small is computed during inference (shape arithmetic)
+
+
+class _Dynamic(AdtExecutionError):
+    """Inference needs a value that only the run knows (a Reshape target computed from the data); the
+    plan stops there and the run infers the rest just before each op (typed, should it ever escape)."""
+
+
+class Val:
+    """What inference knows of a tensor: its shape, dtype and, when known and small, its value."""
+    __slots__ = ("shape", "dtype", "value")
+
+    def __init__(self, shape, dtype, value=None):
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.value = value
+
+    @classmethod
+    def of(cls, a) -> "Val":
+        a = np.asarray(a)
+        return cls(a.shape, a.dtype, a)
+
+    @property
+    def nbytes(self) -> int:  # Python ints: no overflow on a 32-bit intp
+        return prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _need(node: Node, v: Val | None, what: str) -> np.ndarray:
+    if v is None or v.value is None:
+        raise _Dynamic(f"{node.label()}: {what}")
+    return v.value
+
+
+def _bcast(*shapes) -> tuple[int, ...]:
+    """NumPy broadcasting of shapes (ValueError when they do not broadcast), in Python ints."""
+    r = max(len(s) for s in shapes)
+    out = []
+    for i in range(r):
+        dims = {s[len(s) - r + i] for s in shapes if len(s) - r + i >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            raise ValueError(f"shapes {[list(s) for s in shapes]} do not broadcast")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def _rt(*vals) -> np.dtype:
+    return np.result_type(*[v.dtype for v in vals if v is not None])
+
+
+def _s_conv(node, opset, x, w, b=None):
+    if x.ndim != w.ndim:
+        raise AdtExecutionError(f"{node.label()}: input rank {x.ndim} != weight rank {w.ndim}")
+    if x.ndim < 3:
+        raise AdtExecutionError(f"{node.label()}: input of rank {x.ndim} does not fit a kernel of {w.ndim - 2} dims")
+    group = _int(node, "group", 1)
+    kernel = list(w.shape[2:])
+    kernel_attr = _ints(node, "kernel_shape", None)
+    if kernel_attr and list(kernel_attr) != kernel:
+        raise AdtArchitectureError(f"{node.label()}: kernel_shape {kernel_attr} != weight dims {kernel}")
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if group < 1 or c != w.shape[1] * group or m % group:
+        raise AdtExecutionError(
+            f"{node.label()}: input has {c} channels, weight {list(w.shape)} with group={group} expects "
+            f"{w.shape[1] * group}")
+    strides, dil = _geometry(node, x.ndim, kernel)
+    begin, end, out, _ = _pads(node, x.shape[2:], kernel, strides, dil)
+    if b is not None and prod(b.shape) != m:
+        raise ValueError(f"bias of shape {list(b.shape)} does not fit {m} output channels")
+    return [Val((n, m) + tuple(out), _rt(x, w))]
+
+
+def _pool_shape(node, opset, x, kernel, ceil_mode):
+    strides, dil = _geometry(node, x.ndim, kernel)
+    return _pads(node, x.shape[2:], kernel, strides, dil, ceil_mode)
+
+
+def _s_pool(node, opset, x):
+    kernel = _ints(node, "kernel_shape", None)
+    _, _, out, _ = _pool_shape(node, opset, x, kernel, bool(_int(node, "ceil_mode", 0)))
+    return [Val(x.shape[:2] + tuple(out), x.dtype)]
+
+
+def _s_global_pool(node, opset, x):
+    if x.ndim < 2:
+        raise ValueError(f"input of rank {x.ndim} has no channels")
+    return [Val(x.shape[:2] + (1,) * (x.ndim - 2), x.dtype)]
+
+
+def _s_gemm(node, opset, a, b, c=None):
+    if a.ndim != 2 or b.ndim != 2:
+        raise AdtExecutionError(f"{node.label()}: Gemm needs 2-D A and B, got {list(a.shape)} and {list(b.shape)}")
+    ta, tb = _int(node, "transA", 0), _int(node, "transB", 0)
+    (m, k), (k2, n) = a.shape[::-1] if ta else a.shape, b.shape[::-1] if tb else b.shape
+    if k != k2:
+        raise ValueError(f"matmul: inner dimensions {k} and {k2} differ")
+    if c is not None and _bcast((m, n), c.shape) != (m, n):
+        raise ValueError(f"C of shape {list(c.shape)} does not broadcast to {[m, n]}")
+    return [Val((m, n), _rt(a, b, c))]
+
+
+def _s_matmul(node, opset, a, b):
+    sa, sb = a.shape, b.shape
+    if not sa or not sb:
+        raise ValueError("matmul: an input is a scalar")
+    a2 = (1,) + sa if len(sa) == 1 else sa
+    b2 = sb + (1,) if len(sb) == 1 else sb
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"matmul: inner dimensions {a2[-1]} and {b2[-2]} differ")
+    out = _bcast(a2[:-2], b2[:-2]) + (a2[-2], b2[-1])
+    if len(sa) == 1:
+        out = out[:-2] + out[-1:]
+    if len(sb) == 1:
+        out = out[:-1]
+    return [Val(out, _rt(a, b))]
+
+
+def _s_binary(node, opset, a, b):
+    return [Val(_bcast(a.shape, b.shape), _rt(a, b))]
+
+
+def _s_same(node, opset, x, *rest):
+    return [Val(x.shape, x.dtype)]
+
+
+def _s_clip(node, opset, x, lo=None, hi=None):
+    return [Val(_bcast(*[v.shape for v in (x, lo, hi) if v is not None]), x.dtype)]
+
+
+def _s_softmax(node, opset, x):
+    axis = _int(node, "axis", -1 if opset >= 13 else 1)
+    if not -x.ndim <= axis < max(x.ndim, 1):
+        raise AdtExecutionError(f"{node.label()}: axis {axis} out of range for rank {x.ndim}")
+    return [Val(x.shape, x.dtype)]
+
+
+def _s_batchnorm(node, opset, x, scale, bias, mean, var):
+    c = _bcast(scale.shape, bias.shape, mean.shape, var.shape)
+    if len(c) != 1:
+        raise ValueError(f"BatchNormalization parameters must be vectors, got {list(scale.shape)}")
+    if x.ndim < 2 or x.shape[1] != c[0]:
+        raise AdtExecutionError(f"{node.label()}: input {list(x.shape)} does not have {c[0]} channels")
+    return [Val(x.shape, np.result_type(x.dtype, F32))]
+
+
+def _s_flatten(node, opset, x):
+    axis = _int(node, "axis", 1)
+    ax = axis + x.ndim if axis < 0 else axis
+    if not 0 <= ax <= x.ndim:
+        raise AdtExecutionError(f"{node.label()}: axis {axis} out of range for rank {x.ndim}")
+    return [Val((prod(x.shape[:ax]), prod(x.shape[ax:])), x.dtype)]
+
+
+def _s_reshape(node, opset, x, shape):
+    return [Val(_reshape_target(node, x.shape, _need(node, shape, "Reshape target")), x.dtype)]
+
+
+def _s_transpose(node, opset, x):
+    perm = _ints(node, "perm", None)
+    perm = list(perm) if perm else list(range(x.ndim))[::-1]
+    if sorted(a + x.ndim if a < 0 else a for a in perm) != list(range(x.ndim)):
+        raise ValueError(f"perm {perm} is not a permutation of {x.ndim} axes")
+    return [Val([x.shape[a] for a in perm], x.dtype)]
+
+
+def _s_concat(node, opset, *xs):
+    xs = [x for x in xs if x is not None]
+    axis = _int(node, "axis", None)
+    r = xs[0].ndim if xs else 0
+    if r == 0 or not -r <= axis < r or any(x.ndim != r for x in xs):
+        raise ValueError(f"cannot concatenate ranks {[x.ndim for x in xs]} on axis {axis}")
+    ax = axis + r if axis < 0 else axis
+    for x in xs:
+        if x.shape[:ax] + x.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:]:
+            raise ValueError(f"cannot concatenate shapes {[list(x.shape) for x in xs]} on axis {axis}")
+    out = list(xs[0].shape)
+    out[ax] = sum(x.shape[ax] for x in xs)
+    return [Val(out, _rt(*xs))]
+
+
+def _s_shape(node, opset, x):
+    start, end = _int(node, "start", 0), _int(node, "end", None)
+    v = np.array(x.shape[start:end], dtype=np.int64)
+    return [Val(v.shape, v.dtype, v)]
+
+
+def _s_gather(node, opset, x, idx):
+    axis = _int(node, "axis", 0)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of range for rank {x.ndim}")
+    ax = axis + x.ndim if axis < 0 else axis
+    return [Val(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.dtype)]
+
+
+def _s_unsqueeze(node, opset, x, axes=None):
+    ax = _axes(node, opset, None if axes is None else _need(node, axes, "Unsqueeze axes"))
+    if not ax:
+        raise AdtArchitectureError(f"{node.label()}: axes are required")
+    r = x.ndim + len(ax)
+    ax = sorted(a + r if a < 0 else a for a in ax)
+    if len(set(ax)) != len(ax) or not all(0 <= a < r for a in ax):
+        raise AdtExecutionError(f"{node.label()}: invalid axes {ax} for output rank {r}")
+    out = list(x.shape)
+    for a in ax:
+        out.insert(a, 1)
+    return [Val(out, x.dtype)]
+
+
+def _s_squeeze(node, opset, x, axes=None):
+    ax = _axes(node, opset, None if axes is None else _need(node, axes, "Squeeze axes"))
+    if not ax:
+        return [Val([d for d in x.shape if d != 1], x.dtype)]
+    ax = tuple(a + x.ndim if a < 0 else a for a in ax)
+    if any(not 0 <= a < x.ndim or x.shape[a] != 1 for a in ax):
+        raise AdtExecutionError(f"{node.label()}: cannot squeeze axes {ax} of shape {list(x.shape)}")
+    return [Val([d for i, d in enumerate(x.shape) if i not in ax], x.dtype)]
+
+
+SHAPES: dict[str, Callable[..., list]] = {
+    "Conv": _s_conv, "MaxPool": _s_pool, "AveragePool": _s_pool, "GlobalAveragePool": _s_global_pool,
+    "GlobalMaxPool": _s_global_pool, "Gemm": _s_gemm, "MatMul": _s_matmul, "Add": _s_binary, "Sub": _s_binary,
+    "Mul": _s_binary, "Div": _s_binary, "Relu": _s_same, "Sigmoid": _s_same, "Tanh": _s_same,
+    "LeakyRelu": _s_same, "Clip": _s_clip, "Softmax": _s_softmax, "LogSoftmax": _s_softmax,
+    "BatchNormalization": _s_batchnorm, "Flatten": _s_flatten, "Reshape": _s_reshape, "Transpose": _s_transpose,
+    "Concat": _s_concat, "Shape": _s_shape, "Gather": _s_gather, "Unsqueeze": _s_unsqueeze,
+    "Squeeze": _s_squeeze, "Identity": _s_same, "Dropout": _s_same,
+}
+
+
+def _workspace(node: Node, ins: list, outs: list) -> int:
+    """Bytes an op allocates besides its outputs while it runs (freed when it returns): the padded
+    copy of Conv and pooling, Conv's im2col columns, pooling's partial reductions, Softmax's and
+    Sigmoid's temporaries."""
+    op = node.op_type
+    x = ins[0] if ins else None
+    if op in ("Conv", "MaxPool", "AveragePool") and x is not None:
+        if op == "Conv":
+            kernel = list(ins[1].shape[2:])
+            strides, dil = _geometry(node, x.ndim, kernel)
+            begin, end, out, _ = _pads(node, x.shape[2:], kernel, strides, dil)
+            extra = [0] * len(out)
+        else:
+            kernel = _ints(node, "kernel_shape", None)
+            begin, end, out, extra = _pool_shape(node, 0, x, kernel, bool(_int(node, "ceil_mode", 0)))
+        padded = 0
+        if any(begin) or any(end) or any(extra):
+            padded = prod(x.shape[:2]) * prod(n + b + e + x_ for n, b, e, x_ in zip(x.shape[2:], begin, end, extra))
+            padded *= x.dtype.itemsize
+        if op != "Conv":  # one axis at a time: the partial result, and a large kernel's scan buffers
+            dims = [n + b + e + x_ for n, b, e, x_ in zip(x.shape[2:], begin, end, extra)]
+            stage, prev = 0, 0  # prev: the partial result this axis reads (0: the input or the padded copy)
+            strides, dil = _geometry(node, x.ndim, kernel)
+            for i, k in enumerate(kernel):
+                other = prod(x.shape[:2]) * prod(dims) // max(1, dims[i])
+                scan = _sliding_1d_bytes(other, dims[i], k, dil[i]) if k > _POOL_LOOP_MAX else 0
+                dims[i] = out[i]
+                last = i == len(kernel) - 1  # the last axis writes the output, counted already
+                made = 0 if last else prod(x.shape[:2]) * prod(dims) * x.dtype.itemsize
+                stage = max(stage, prev + scan + made)
+                prev = made
+            padded += stage
+        if op == "Conv":  # one chunk of im2col columns (whole samples of C*K*L, at least one), and
+            # the copy matmul makes of it for the stacked product (measured: traced peak = this figure)
+            c, L, K = x.shape[1], prod(out), prod(kernel)
+            per_sample = c * K * L
+            step = max(1, _COLS_CHUNK // max(1, per_sample))
+            padded += 2 * min(x.shape[0], step) * per_sample * x.dtype.itemsize
+        return padded
+    if op in ("Softmax", "LogSoftmax", "Sigmoid"):
+        return 2 * sum(o.nbytes for o in outs)
+    return 0
+
+
+def infer_node(node: Node, opset: int, ins: list, fn: Fn | None = None) -> list[Val]:
+    """The output :class:`Val` of ``node`` on inputs ``ins`` (``Val`` or None for an empty slot).
+    Shapes that do not fit raise AdtExecutionError (naming the node and the input shapes); a value
+    only the run can give raises ``_Dynamic``. With ``fn`` and small known inputs, the outputs'
+    values are computed too (after the caller's budget check, by :meth:`NumpyEngine._values`)."""
+    ins = list(ins)
+    while ins and ins[-1] is None:
+        ins.pop()
+    if node.op_type == "Constant":
+        return [Val.of(fn()[0])] if fn is not None else [Val.of(_constant(node, opset, {})()[0])]
+    rule = SHAPES.get(node.op_type)
+    if rule is None:
+        raise _unsupported(node, f"op {node.op_type!r}")
+    if any(v is None for v in ins[:1]):
+        raise AdtExecutionError(f"{node.label()}: input 0 has no value")
+    try:
+        return rule(node, opset, *ins)
+    except (AdtError, _Dynamic):
+        raise
+    except (ValueError, IndexError, TypeError, KeyError, OverflowError) as exc:
+        shapes = [list(a.shape) if a is not None else None for a in ins]
+        raise AdtExecutionError(f"{node.label()} failed on inputs of shapes {shapes}: {exc}") from None
+
+
+def _budget_error(node: Node, what: str, need: int, limit: int) -> AdtBudgetError:
+    return AdtBudgetError(f"{node.label()}: {what} would need {format_bytes(need)}, over the limit "
+                          f"max_memory={format_bytes(limit)}; pass a larger max_memory to load it")
+
+
+def _check_outputs(node: Node, outs: list, limit: int | None, names=None) -> None:
+    if limit is None:
+        return
+    for k, o in enumerate(outs):
+        if o.nbytes > limit:
+            name = (names or node.outputs)[k] if k < len(names or node.outputs) else k
+            raise _budget_error(node, f"output {name!r} of shape {list(o.shape)} ({o.dtype})", o.nbytes, limit)
+
+
+class ExecutionPlan:
+    """What :func:`NumpyEngine.plan` found for one set of input shapes: ``peak`` (bytes of live
+    intermediates at the worst step, inputs included), the node there, and ``dynamic_from``: the first
+    step whose shapes depend on values only the run knows (None: every shape was inferred)."""
+    __slots__ = ("peak", "peak_node", "dynamic_from", "live_at_dynamic")
+
+    def __init__(self, peak, peak_node, dynamic_from, live_at_dynamic):
+        self.peak, self.peak_node = peak, peak_node
+        self.dynamic_from, self.live_at_dynamic = dynamic_from, live_at_dynamic
+
+
 # -- the engine -----------------------------------------------------------------------------------
 class NumpyEngine:
     """Compiled form of a parsed ONNX :class:`~adt.runtime.onnx_proto.OnnxModel` with its weights; ``run(feeds) -> outputs``.
@@ -642,9 +1042,12 @@ class NumpyEngine:
     ``order``: the node order :func:`validate_graph` returned for this graph and these weights (the
     loader validates once); without it the graph is validated here."""
 
-    def __init__(self, model: OnnxModel, weights: Mapping[str, np.ndarray], order: Sequence[int] | None = None):
+    def __init__(self, model: OnnxModel, weights: Mapping[str, np.ndarray], order: Sequence[int] | None = None,
+                 max_memory: int | None = DEFAULT_MAX_MEMORY):
         g = model.graph
         opset = model.opset("")
+        self.opset = opset
+        self.max_memory = _check_limit(max_memory)
         if order is None:
             order = validate_graph(g, weights)
         consts: dict[str, np.ndarray] = {t.name: t.array for t in g.initializers}
@@ -652,6 +1055,7 @@ class NumpyEngine:
         self.input_names = [vi.name for vi in g.inputs if vi.name not in consts]
         self.output_names = [vi.name for vi in g.outputs]
         steps: list[tuple[Fn, Node]] = []
+        folded = 0  # bytes of every constant folded so far (all are kept)
         for i in order:
             node = g.nodes[i]
             if node.domain not in ("", "ai.onnx"):
@@ -669,10 +1073,19 @@ class NumpyEngine:
             except (ValueError, IndexError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                 raise AdtArchitectureError(f"{_node_where(i, node)}: invalid attributes: {exc}") from None
             if all(not n or n in consts for n in node.inputs):
-                # constant subgraph (Constant nodes, shape arithmetic on constants): evaluate once now
+                # constant subgraph (Constant nodes, shape arithmetic on constants): evaluate once now,
+                # after the same shape check as a run (every folded constant is kept)
+                ins = [Val.of(consts[n]) if n else None for n in node.inputs]
+                outs = self._infer(node, ins, fn)
+                _check_outputs(node, outs, self.max_memory)
+                need = folded + sum(o.nbytes for o in outs) + _workspace(node, ins, outs)
+                if self.max_memory is not None and need > self.max_memory:
+                    raise _budget_error(node, "constant folding at load (every folded constant so far, this "
+                                        "node's outputs and work space)", need, self.max_memory)
                 for name, val in zip(node.outputs, self._call(fn, node, [consts.get(n) for n in node.inputs])):
                     if name:
                         consts[name] = val
+                        folded += int(np.asarray(val).nbytes)
                 continue
             steps.append((fn, node))
         # free every intermediate after its last reader (a name read twice by one node, or by
@@ -688,6 +1101,91 @@ class NumpyEngine:
                          if n and last.get(n) == k and n not in keep and n not in consts])
                        for k, (fn, node) in enumerate(steps)]
         self._consts = consts
+        self._const_vals: dict[str, Val] | None = None
+        self._plans: dict[tuple, ExecutionPlan] = {}
+
+    def _infer(self, node: Node, ins: list, fn: Fn | None) -> list[Val]:
+        return infer_node(node, self.opset, ins, fn)
+
+    def _values(self, fn: Fn, node: Node, ins: list, outs: list) -> None:
+        """Attach the values of small outputs whose inputs are all known (shape arithmetic)."""
+        if node.op_type == "Constant" or all(o.value is not None for o in outs):
+            return
+        if sum(prod(o.shape) for o in outs) > _VALUE_MAX:
+            return
+        if any(v is not None and v.value is None for v in ins):
+            return
+        vals = self._call(fn, node, [None if v is None else v.value for v in ins])
+        for o, v in zip(outs, vals):
+            o.value = np.asarray(v)
+
+    # -- the execution budget ---------------------------------------------------------------------
+    def plan(self, feeds: Mapping[str, tuple]) -> ExecutionPlan:
+        """Infer every intermediate shape for inputs of these shapes (``{name: (shape, dtype)}`` or
+        arrays) and check them against ``max_memory`` before anything runs: each intermediate alone,
+        and the peak of live intermediates (inputs included; weights and folded constants are not
+        counted: the rebuild budget covers the weights) under the free-after-last-use schedule, plus
+        each op's work space (padded copies, im2col columns). Raises AdtBudgetError naming the node,
+        the output shape, the bytes and the limit; AdtExecutionError when shapes do not fit. Cached
+        per input shapes."""
+        specs = {}
+        for name, f in feeds.items():
+            shape, dtype = (f.shape, f.dtype) if hasattr(f, "shape") else f
+            specs[name] = (tuple(int(d) for d in shape), np.dtype(dtype))
+        key = tuple(sorted((n, s, d.str) for n, (s, d) in specs.items()))
+        p = self._plans.get(key)
+        if p is not None:
+            return p
+        if self._const_vals is None:
+            self._const_vals = {n: Val.of(a) for n, a in self._consts.items()}
+        vals: dict[str, Val] = dict(self._const_vals)
+        live = 0
+        for name, (shape, dtype) in specs.items():
+            v = Val(shape, dtype)
+            vals[name] = v
+            live += v.nbytes
+        limit = self.max_memory
+        if limit is not None and live > limit:
+            name, (shape, dtype) = max(specs.items(), key=lambda kv: vals[kv[0]].nbytes)
+            raise AdtBudgetError(f"input {name!r} of shape {list(shape)} ({dtype}): the inputs take "
+                                 f"{format_bytes(live)}, over the limit max_memory={format_bytes(limit)}")
+        peak, peak_node, dynamic = live, None, None
+        for k, (fn, node, ins, free) in enumerate(self._steps):
+            in_vals = [vals.get(n) if n else None for n in ins]
+            try:
+                outs = self._infer(node, in_vals, fn)
+            except _Dynamic:
+                dynamic = k
+                break
+            live = self._account(node, in_vals, outs, live, free, vals)
+            if live[1] > peak:
+                peak, peak_node = live[1], node
+            live = live[0]
+            self._values(fn, node, in_vals, outs)
+        p = ExecutionPlan(peak, peak_node, dynamic, live)
+        if len(self._plans) >= 16:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = p
+        return p
+
+    def _account(self, node: Node, ins: list, outs: list, live: int, free: list, vals: dict) -> tuple[int, int]:
+        """Check one step against the limit; returns (live bytes after it, bytes while it runs)."""
+        limit = self.max_memory
+        _check_outputs(node, outs, limit)
+        made = sum(o.nbytes for o in outs)
+        now = live + made + _workspace(node, ins, outs)
+        if limit is not None and now > limit:
+            o = max(outs, key=lambda v: v.nbytes) if outs else None
+            name = node.outputs[outs.index(o)] if o is not None and outs.index(o) < len(node.outputs) else "?"
+            raise _budget_error(node, f"running the graph, the live intermediates at this node (its output {name!r} of "
+                                f"shape {list(o.shape) if o is not None else []}, the tensors still to be read and the "
+                                f"op's work space)", now, limit)
+        for name, o in zip(node.outputs, outs):
+            if name:
+                vals[name] = o
+        live += sum(o.nbytes for name, o in zip(node.outputs, outs) if name)
+        live -= sum(vals[n].nbytes for n in free if n in vals)
+        return live, now
 
     @staticmethod
     def _call(fn: Fn, node: Node, args: list) -> tuple:
@@ -707,13 +1205,23 @@ class NumpyEngine:
         return outs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        plan = self.plan(feeds)  # AdtBudgetError / AdtExecutionError before anything runs
         values = dict(self._consts)
         values.update(feeds)
-        for fn, node, ins, free in self._steps:
+        live, dyn = plan.live_at_dynamic, plan.dynamic_from
+        vals: dict[str, Val] = {}
+        for k, (fn, node, ins, free) in enumerate(self._steps):
             try:
                 args = [values[n] if n else None for n in ins]
             except KeyError as exc:  # unreachable for a validated graph and complete feeds
                 raise AdtExecutionError(f"{node.label()}: input {exc.args[0]!r} has no value") from None
+            if dyn is not None and k >= dyn:
+                # shapes that depend on values: inferred now, from the actual inputs, before the op runs
+                in_vals = [None if a is None else Val.of(a) for a in args]
+                for n, a in zip(ins, in_vals):
+                    if n and a is not None:
+                        vals[n] = a
+                live = self._account(node, in_vals, self._infer(node, in_vals, fn), live, free, vals)[0]
             outs = self._call(fn, node, args)
             for name, val in zip(node.outputs, outs):
                 if name:

@@ -26,6 +26,7 @@ from .format.binary import encode_leb128
 from .format.limits import MAX_DIM, MAX_ORDER, MAX_TENSOR_ELEMENTS
 
 __all__ = [
+    "DEFAULT_PARSE_LIMITS", "ParseLimits", "count_model",
     "A_FLOAT", "A_FLOATS", "A_GRAPH", "A_INT", "A_INTS", "A_STRING", "A_STRINGS", "A_TENSOR", "DTYPES", "DTYPE_NAMES",
     "EXTERNAL_LOCATION", "FLOAT", "INT64", "Attribute", "Graph", "Node", "OnnxModel", "Tensor", "ValueInfo",
     "add_initializers", "encode_graph", "encode_model", "encode_pb_varint", "encode_tensor", "encode_tensor_proto",
@@ -56,6 +57,47 @@ _MAX_VARINT_BYTES = 10
 
 def _err(path: str, message: str) -> AdtArchitectureError:
     return AdtArchitectureError(f"architecture: ONNX field {path}: {message}")
+
+
+# -- parse limits -----------------------------------------------------------------------------------
+# What parse_model will build is counted first (one pass over the wire fields, no objects: packed
+# values are counted from their bytes), so a hostile architecture is refused before it costs memory
+# or time. Real graphs are far inside: a 3,000-node chain of Conv/BatchNormalization/Relu with
+# torch-export names and attributes (some 17x ResNet-50's node count) walks 55,024 wire fields and
+# 10,000 attribute values, and the committed architectures under 100 fields each
+# (tests/runtime/test_parse_caps.py).
+MAX_ARCH_FIELDS = 1 << 20         # wire fields walked in all (every message, every level): ~1 s at worst
+MAX_NODES = 65536                 # graph.node
+MAX_NODE_INPUTS = 1024            # node.input (a Concat of many tensors stays far inside)
+MAX_NODE_OUTPUTS = 1024           # node.output
+MAX_NODE_ATTRIBUTES = 64          # node.attribute
+MAX_ATTRIBUTE_VALUES = 65536      # ints / floats / strings of one attribute (pads, shapes: a handful)
+MAX_TOTAL_ATTRIBUTE_VALUES = 1 << 20   # the same, over the whole graph
+MAX_INITIALIZERS = 65536          # graph.initializer
+MAX_GRAPH_VALUES = 65536          # graph.input and graph.output, each
+MAX_STRING_BYTES = 4096           # one name, op_type, domain or string attribute value
+MAX_TENSOR_BYTES = 64 << 20       # initializers and tensor attributes together, decoded (8 bytes per typed value)
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """The caps :func:`parse_model` checks before it builds anything (module constants of the same
+    names, documented above); a caller with a legitimately larger graph passes raised ones."""
+
+    max_fields: int = MAX_ARCH_FIELDS
+    max_nodes: int = MAX_NODES
+    max_node_inputs: int = MAX_NODE_INPUTS
+    max_node_outputs: int = MAX_NODE_OUTPUTS
+    max_node_attributes: int = MAX_NODE_ATTRIBUTES
+    max_attribute_values: int = MAX_ATTRIBUTE_VALUES
+    max_total_attribute_values: int = MAX_TOTAL_ATTRIBUTE_VALUES
+    max_initializers: int = MAX_INITIALIZERS
+    max_graph_values: int = MAX_GRAPH_VALUES
+    max_string_bytes: int = MAX_STRING_BYTES
+    max_tensor_bytes: int = MAX_TENSOR_BYTES
+
+
+DEFAULT_PARSE_LIMITS = ParseLimits()
 
 
 # -- wire format ------------------------------------------------------------------------------------
@@ -464,9 +506,176 @@ def _parse_graph(buf: memoryview, path: str) -> Graph:
     return g
 
 
-def parse_model(data: bytes | memoryview) -> OnnxModel:
-    """Parse serialized ``onnx.ModelProto`` bytes into :class:`OnnxModel`; raises AdtArchitectureError."""
+# -- counting pass ----------------------------------------------------------------------------------
+_STEP = 1 << 20
+
+
+def _n_varints(val) -> int:
+    """How many varints a packed field holds: its bytes below 0x80 (each ends one), counted by NumPy
+    in 1 MiB steps (no copy of the field, no temporary larger than a step)."""
+    raw = np.frombuffer(val, dtype=np.uint8)
+    return sum(int(np.count_nonzero(raw[i:i + _STEP] < 0x80)) for i in range(0, len(raw), _STEP))
+
+
+class _Counter:
+    """Counts of one model against one :class:`ParseLimits`; raises on the first count over its cap."""
+
+    def __init__(self, limits: ParseLimits):
+        self.limits = limits
+        self.fields = 0
+        self.attribute_values = 0
+        self.tensor_bytes = 0
+        self.nodes = self.initializers = 0
+
+    def over(self, where: str, what: str, count: int, limit: int, name: str) -> AdtArchitectureError:
+        return _err(where, f"{what} {count} exceeds the parse limit {limit} ({name}); "
+                           "a larger graph needs raised ParseLimits")
+
+    def walk(self, buf, path: str, kind: str = ""):
+        """:func:`_fields`, counting every field against ``max_fields``."""
+        for item in _fields(buf, path, kind):
+            self.fields += 1
+            if self.fields > self.limits.max_fields:
+                raise self.over(path, "wire field count reaches", self.fields, self.limits.max_fields, "MAX_ARCH_FIELDS")
+            yield item
+
+    def string(self, val, wt: int, where: str) -> None:
+        if wt == LEN and len(val) > self.limits.max_string_bytes:
+            raise self.over(where, "string of bytes:", len(val), self.limits.max_string_bytes, "MAX_STRING_BYTES")
+
+    def tensor(self, buf, path: str) -> None:
+        nbytes = dims = 0
+        name = ""
+        for num, wt, val, where in self.walk(buf, path, "tensor"):
+            if num == 1:
+                dims += _n_varints(val) if wt == LEN else 1
+            elif num == 8:
+                self.string(val, wt, where)
+                name = bytes(val).decode("utf-8", "replace") if wt == LEN else ""
+            elif wt == LEN and num in (4, 9, 10):      # float_data, raw_data, double_data: their bytes
+                nbytes += len(val)
+            elif num in (5, 7, 11):                    # int32/int64/uint64_data: 8 bytes each, decoded
+                nbytes += 8 * (_n_varints(val) if wt == LEN else 1)
+            elif num in (4, 10):                       # one unpacked float / double
+                nbytes += len(val) if isinstance(val, bytes) else 8
+        if dims > MAX_TENSOR_RANK:   # the message parse_tensor gives
+            raise _err(f"{path} ({name!r}).dims" if name else f"{path}.dims",
+                       f"has {dims} dims, the limit is {MAX_TENSOR_RANK}")
+        self.tensor_bytes += nbytes
+        if self.tensor_bytes > self.limits.max_tensor_bytes:
+            raise self.over(path, "tensor bytes in all (initializers and tensor attributes):", self.tensor_bytes,
+                            self.limits.max_tensor_bytes, "MAX_TENSOR_BYTES")
+
+    def node(self, buf, path: str) -> None:
+        lim = self.limits
+        counts = {1: 0, 2: 0, 5: 0}
+        caps = {1: ("inputs:", lim.max_node_inputs, "MAX_NODE_INPUTS"),
+                2: ("outputs:", lim.max_node_outputs, "MAX_NODE_OUTPUTS"),
+                5: ("attributes:", lim.max_node_attributes, "MAX_NODE_ATTRIBUTES")}
+        for num, wt, val, where in self.walk(buf, path, "node"):
+            if num in counts:
+                counts[num] += 1
+                what, cap, name = caps[num]
+                if counts[num] > cap:
+                    raise self.over(where, what, counts[num], cap, name)
+            if num in (1, 2, 3, 4, 7):
+                self.string(val, wt, where)
+            elif num == 5 and wt == LEN:
+                self.attribute(val, f"{path}.attribute[{counts[5] - 1}]")
+
+    def attribute(self, buf, path: str) -> None:
+        n = 0   # floats, ints and strings of this attribute (the parser keeps the ones its type names)
+        for num, wt, val, where in self.walk(buf, path, "attribute"):
+            if num in (1, 4, 9):
+                self.string(val, wt, where)
+            if num in (7, 8, 9):
+                n += 1 if wt != LEN else len(val) // 4 if num == 7 else _n_varints(val) if num == 8 else 1
+                if n > self.limits.max_attribute_values:
+                    raise self.over(where, "values in one attribute:", n, self.limits.max_attribute_values,
+                                    "MAX_ATTRIBUTE_VALUES")
+            elif num == 5 and wt == LEN:
+                self.tensor(val, f"{path}.t")
+        self.attribute_values += n
+        if self.attribute_values > self.limits.max_total_attribute_values:
+            raise self.over(path, "attribute values in all:", self.attribute_values,
+                            self.limits.max_total_attribute_values, "MAX_TOTAL_ATTRIBUTE_VALUES")
+
+    def value_info(self, buf, path: str) -> None:
+        # a graph input/output: name, type.tensor_type.{elem_type, shape.dim[].{dim_value, dim_param}};
+        # every field walked counts against max_fields (the parser reads the same ones)
+        for num, wt, val, where in self.walk(buf, path):
+            if num == 1:
+                self.string(val, wt, where)
+            elif num == 2 and wt == LEN:
+                for tn, twt, tval, _ in self.walk(val, f"{path}.type"):
+                    if tn != 1 or twt != LEN:
+                        continue
+                    for en, ewt, eval_, _ in self.walk(tval, f"{path}.type.tensor_type"):
+                        if en != 2 or ewt != LEN:
+                            continue
+                        for dn, dwt, dval, _ in self.walk(eval_, f"{path}.type.tensor_type.shape"):
+                            if dn != 1 or dwt != LEN:
+                                continue
+                            for xn, xwt, xval, xwhere in self.walk(dval, f"{path}.type.tensor_type.shape.dim"):
+                                if xn == 2:
+                                    self.string(xval, xwt, xwhere)
+
+    def graph(self, buf, path: str) -> None:
+        lim = self.limits
+        caps = {1: ("node", lim.max_nodes, "MAX_NODES"), 5: ("initializer", lim.max_initializers, "MAX_INITIALIZERS"),
+                11: ("input", lim.max_graph_values, "MAX_GRAPH_VALUES"), 12: ("output", lim.max_graph_values, "MAX_GRAPH_VALUES")}
+        counts = dict.fromkeys(caps, 0)
+        # the graph's own fields first, counted only (a flood of nodes is refused after MAX_NODES of
+        # them, before any node is opened), then each message in turn (those fields counted as they
+        # are walked; the graph's own were counted in the first pass)
+        for num, wt, val, where in self.walk(buf, path, "graph"):
+            if num in caps:
+                counts[num] += 1
+                name, cap, cname = caps[num]
+                if counts[num] > cap:
+                    raise self.over(f"{path}.{name}", f"{name} count", counts[num], cap, cname)
+            elif num == 2:
+                self.string(val, wt, where)
+        self.nodes, self.initializers = counts[1], counts[5]
+        counts = dict.fromkeys(caps, 0)
+        for num, wt, val, _ in _fields(buf, path, "graph"):
+            if num not in caps or wt != LEN:
+                continue
+            where = f"{path}.{caps[num][0]}[{counts[num]}]"
+            counts[num] += 1
+            if num == 1:
+                self.node(val, where)
+            elif num == 5:
+                self.tensor(val, where)
+            else:
+                self.value_info(val, where)
+
+
+def count_model(data: bytes | memoryview, limits: ParseLimits = DEFAULT_PARSE_LIMITS) -> dict[str, int]:
+    """Check serialized ModelProto bytes against ``limits`` without building anything: one pass over
+    the wire fields (packed values counted from their bytes). Raises AdtArchitectureError naming the
+    field, the count and the limit. :func:`parse_model` calls it first. Returns the totals
+    (``fields``, ``nodes``, ``initializers``, ``attribute_values``, ``tensor_bytes``)."""
+    buf = data if isinstance(data, memoryview) else memoryview(data)
+    c = _Counter(limits)
+    for num, wt, val, where in c.walk(buf, "model", "model"):
+        if num == 7 and wt == LEN:
+            c.graph(val, "model.graph")
+        elif num == 2:
+            c.string(val, wt, where)
+        elif num == 8 and wt == LEN:
+            for on, owt, oval, owhere in c.walk(val, "model.opset_import"):
+                if on == 1:
+                    c.string(oval, owt, owhere)
+    return {"fields": c.fields, "nodes": c.nodes, "initializers": c.initializers,
+            "attribute_values": c.attribute_values, "tensor_bytes": c.tensor_bytes}
+
+
+def parse_model(data: bytes | memoryview, limits: ParseLimits = DEFAULT_PARSE_LIMITS) -> OnnxModel:
+    """Parse serialized ``onnx.ModelProto`` bytes into :class:`OnnxModel`; raises AdtArchitectureError.
+    The counts are checked first against ``limits`` (:func:`count_model`), before any object is made."""
     buf = memoryview(bytes(data))
+    count_model(buf, limits)
     m = OnnxModel()
     graphs = 0
     for num, wt, val, where in _fields(buf, "model", "model"):

@@ -95,17 +95,17 @@ def measure_peak(load: Callable[[], object]) -> dict:
     return {"peak_bytes": int(peak), "method": method}
 
 
-def _child_load(path: str) -> None:
+def _child_load(path: str, max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> None:
     # Import everything the load touches first, so the measurement is the load, not module code.
     import adt.runtime.numpy_engine  # noqa: F401
     import adt.runtime.rebuild  # noqa: F401
-    result = measure_peak(lambda: rt.load(path, engine="numpy"))
+    result = measure_peak(lambda: rt.load(path, engine="numpy", max_memory=max_memory))
     print(json.dumps(result))
 
 
-def peak_memory(path: str | Path) -> dict:
-    """Peak resident memory of ``adt.runtime.load(path)`` (numpy engine) in a fresh process."""
-    code = f"from adt.tools.benchmark import _child_load; _child_load({str(path)!r})"
+def peak_memory(path: str | Path, max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> dict:
+    """Peak resident memory of ``adt.runtime.load(path, max_memory=...)`` (numpy engine) in a fresh process."""
+    code = f"from adt.tools.benchmark import _child_load; _child_load({str(path)!r}, {max_memory!r})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -184,16 +184,18 @@ def limit_ort_threads(n: int) -> None:
     ort_engine.session_options = limited
 
 
-def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int | None = None) -> dict:
+def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int | None = None,
+          max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> dict:
     """All measurements for one file (see the module doc); seconds, bytes. With ``threads``, call it
-    in a process whose BLAS was limited by THREAD_ENV before NumPy was imported (see :func:`bench_threads`)."""
+    in a process whose BLAS was limited by THREAD_ENV before NumPy was imported (see :func:`bench_threads`).
+    ``max_memory``: every load's limit (``adt.runtime.load``)."""
     if threads:
         limit_ort_threads(threads)
     path = Path(path)
     f = read_adt(path)  # warm-up, and the architecture check
     if f.architecture is None:
         raise CommandError(f"{safe_text(path, None)} has no architecture section: nothing to run")
-    first = rt.load(path, engine="numpy")
+    first = rt.load(path, engine="numpy", max_memory=max_memory)
     shape1 = concrete_input_shape(first)
     rng = np.random.default_rng(0)
     x1 = rng.standard_normal(shape1).astype(np.float32)
@@ -205,7 +207,7 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
                  "threads": threads or "library defaults",
                  "input_shape": list(shape1[1:]), "dense_float32_bytes": f.original_float32_bytes()}
     out["open_decode_s"], _ = median_time(lambda: read_adt(path), repeats)
-    out["rebuild_s"], _ = median_time(lambda: rt.rebuild_weights(f), repeats)
+    out["rebuild_s"], _ = median_time(lambda: rt.rebuild_weights(f, max_memory), repeats)
 
     try:
         import onnxruntime as ort
@@ -222,9 +224,9 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
             if engine == "onnxruntime" and ort is None:
                 engines[engine] = dict(missing)
                 continue
-            m = rt.load(path, engine=engine)  # also warms the engine's imports
+            m = rt.load(path, engine=engine, max_memory=max_memory)  # also warms the engine's imports
             m.run(x1)
-            cold[engine] = _split(lambda engine=engine: rt.load(path, engine=engine), lambda m: m.run(x1),
+            cold[engine] = _split(lambda engine=engine: rt.load(path, engine=engine, max_memory=max_memory), lambda m: m.run(x1),
                                   splits.setdefault(engine, []))
             run1[engine] = lambda m=m: m.run(x1)
             run64[engine] = lambda m=m: m.run(x64)
@@ -266,7 +268,7 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
                 ratios[f"{engine}_{key[:-2]}_vs_dense"] = e[key] / base[key]
     out["ratios_vs_dense"] = ratios
     out["loadavg_after"] = _loadavg()
-    out["memory"] = peak_memory(path) if memory else None
+    out["memory"] = peak_memory(path, max_memory) if memory else None
     if out["memory"]:
         out["memory"]["over_dense_float32"] = out["memory"]["peak_bytes"] / out["dense_float32_bytes"]
     return out
@@ -311,20 +313,22 @@ def render_bench(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _child_bench(path: str, repeats: int, memory: bool, threads: int) -> None:
+def _child_bench(path: str, repeats: int, memory: bool, threads: int,
+                 max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> None:
     """Entry point of the --threads child: prints the result (or the error) as JSON."""
     try:
-        result = bench(path, repeats, memory, threads)
+        result = bench(path, repeats, memory, threads, max_memory)
     except AdtError as exc:  # CommandError included
         result = {"error": str(exc)}
     print(json.dumps(result))
 
 
-def bench_threads(path: str | Path, repeats: int, memory: bool, threads: int) -> dict:
+def bench_threads(path: str | Path, repeats: int, memory: bool, threads: int,
+                  max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> dict:
     """:func:`bench` in a child process whose BLAS and ORT pools have ``threads`` threads."""
     env = dict(os.environ, **{k: str(threads) for k in THREAD_ENV})
     code = (f"from adt.tools.benchmark import _child_bench; "
-            f"_child_bench({str(path)!r}, {repeats}, {memory!r}, {threads})")
+            f"_child_bench({str(path)!r}, {repeats}, {memory!r}, {threads}, {max_memory!r})")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:

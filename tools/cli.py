@@ -83,6 +83,16 @@ def _version() -> str:
         return "adt (unknown version)"
 
 
+def _quiet_onnxruntime() -> None:
+    """onnxruntime reports at fatal severity only (its errors reach the command as AdtExecutionError):
+    the one-line error is all that stderr shows. onnxruntime itself is not imported here."""
+    try:
+        from adt.runtime.ort_engine import configure_logging
+    except ImportError:  # a partial install: nothing to quiet
+        return
+    configure_logging(severity=4)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``adt ARGV`` and return the exit status (usage errors and --help raise SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -104,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     sub_parser = _OneLineParser(prog=f"adt {name}", description=command.summary)
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
+    _quiet_onnxruntime()
     try:
         return int(module.run(args) or 0)
     except AdtError as exc:  # CommandError is one

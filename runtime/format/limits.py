@@ -16,7 +16,9 @@ MAX_NAME_BYTES = 255
 MAX_META_ENTRIES = 256
 MAX_META_KEY_BYTES = 64
 MAX_META_VALUE_BYTES = 65535
-MAX_ARCH_BYTES = 1 << 26             # decompressed architecture: 64 MiB
+MAX_ARCH_BYTES = 1 << 26             # decompressed architecture: 64 MiB (inflated in 1 MiB steps, never past
+                                     # the declared size; the ONNX parser then caps its counts:
+                                     # adt.runtime.onnx_proto.ParseLimits)
 MAX_DEFLATE_RATIO = 1032             # no DEFLATE stream expands more than this (zlib FAQ)
 MAX_TABLES = 256
 MAX_GROUPS = 4096

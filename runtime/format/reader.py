@@ -20,7 +20,7 @@ from .binary import Cursor, read_exact
 from .container import (
     ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13, REQUIRED_SECTIONS,
     SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD, SECTION_TENSORS,
-    AdtFile, Core, CoreKind, Encoding, Param, QuantGroup, QuantMode, SectionInfo, SectionKind,
+    AdtFile, Core, CoreKind, Param, QuantGroup, QuantMode, SectionInfo, SectionKind,
 )
 from .errors import (
     AdtArchitectureError, AdtChecksumError, AdtLimitError, AdtMagicError, AdtMetadataError,
@@ -158,7 +158,15 @@ def _read_metadata(cur: Cursor) -> dict[str, str]:
 
 
 # -- Architecture --------------------------------------------------------------------------------
-def _read_architecture(cur: Cursor) -> bytes:
+_INFLATE_STEP = 1 << 20   # bytes of architecture inflated per zlib call
+
+
+def _read_architecture(cur: Cursor, max_bytes: int = L.MAX_ARCH_BYTES) -> bytes:
+    """The inflated ONNX bytes. The inflation is bounded before it starts: the declared size must be
+    at most ``max_bytes`` (the format's MAX_ARCH_BYTES unless a caller lowers it) and possible for the
+    compressed length (DEFLATE expands at most 1032:1); then zlib runs in steps of _INFLATE_STEP
+    output bytes (``max_length``) and stops at the first byte past the declared size, so neither a
+    lying size nor a zip bomb makes the reader hold more than the declared size plus one step."""
     fmt = cur.u8("format")
     if fmt not in (ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1):
         raise AdtArchitectureError(
@@ -166,6 +174,9 @@ def _read_architecture(cur: Cursor) -> bytes:
             f"{ARCH_ONNX_DEFLATE_DICT1}: ONNX, DEFLATE with the ADT-ONNX-1 dictionary)"
         )
     size = cur.varint("uncompressed size", limit=L.MAX_ARCH_BYTES)
+    if size > max_bytes:
+        raise AdtArchitectureError(
+            f"architecture: uncompressed size {size} exceeds the limit max_architecture_bytes={max_bytes}")
     comp = cur.bytes(cur.remaining(), "compressed graph")
     if size > L.MAX_DEFLATE_RATIO * len(comp):
         # No DEFLATE stream expands more than 1032:1, so this size is a lie; refusing it here keeps a
@@ -175,17 +186,25 @@ def _read_architecture(cur: Cursor) -> bytes:
             f"(DEFLATE expands at most {L.MAX_DEFLATE_RATIO}:1)"
         )
     d = zlib.decompressobj(-15, zdict=ONNX_DICT_V1) if fmt == ARCH_ONNX_DEFLATE_DICT1 else zlib.decompressobj(-15)
+    out = bytearray()
+    tail = comp
     try:
-        # max_length bounds the output: a lying size or a zip bomb cannot make us allocate more.
-        raw = d.decompress(comp, size + 1)
+        while not d.eof and len(out) <= size:
+            # max_length bounds each step's output; at most size + 1 bytes in all
+            chunk = d.decompress(tail, min(_INFLATE_STEP, size + 1 - len(out)))
+            tail = d.unconsumed_tail
+            if not chunk and not tail:      # input used up, stream not finished: truncated
+                break
+            out += chunk
     except zlib.error as exc:
         raise AdtArchitectureError(f"architecture: DEFLATE stream is corrupt ({exc})") from None
-    if len(raw) != size or not d.eof or d.unused_data or d.unconsumed_tail:
+    del comp, tail
+    if len(out) != size or not d.eof or d.unused_data or d.unconsumed_tail:
         raise AdtArchitectureError(
-            f"architecture: DEFLATE stream gives {len(raw)}{'+' if not d.eof else ''} bytes, header says {size}"
+            f"architecture: DEFLATE stream gives {len(out)}{'+' if not d.eof else ''} bytes, header says {size}"
             + (" (data after the end of the stream)" if d.unused_data else "")
         )
-    return raw
+    return bytes(out)
 
 
 # -- Code tables -------------------------------------------------------------------------------
@@ -206,7 +225,48 @@ def _ref(cur: Cursor, what: str, count: int, target: str) -> int:
     return v
 
 
+# Fast paths for the tensor table, which has one entry per parameter (up to 65,535): a field that is
+# a one-byte varint in range is taken directly; anything else (longer, out of range, truncated) is
+# read again by the Cursor, which names the field in its error exactly as before.
+def _small(cur: Cursor, limit: int) -> int | None:
+    """A minimal one- or two-byte varint in ``0..limit`` at the cursor (consumed), or None (nothing consumed)."""
+    pos = cur.pos
+    if pos < cur.end:
+        v = cur.buf[pos]
+        if v < 0x80:
+            if v <= limit:
+                cur.pos = pos + 1
+                return v
+        elif pos + 1 < cur.end and 0 < cur.buf[pos + 1] < 0x80:
+            v = (v & 0x7F) | cur.buf[pos + 1] << 7
+            if v <= limit:
+                cur.pos = pos + 2
+                return v
+    return None
+
+
+def _name(cur: Cursor) -> str | None:
+    """A parameter name of fewer than 128 UTF-8 bytes (consumed), or None (nothing consumed)."""
+    pos = cur.pos
+    if pos < cur.end:
+        n = cur.buf[pos]
+        if n < 0x80 and n <= L.MAX_NAME_BYTES and pos + 1 + n <= cur.end:
+            try:
+                name = bytes(cur.buf[pos + 1:pos + 1 + n]).decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            cur.pos = pos + 1 + n
+            return name
+    return None
+
+
 def _dims(cur: Cursor, n: int, what: str) -> tuple[int, ...]:
+    pos = cur.pos
+    if pos + n <= cur.end:       # fast path: every dim a one-byte varint in 1..127 (checked as the slow path would)
+        raw = cur.buf[pos:pos + n]
+        if not n or (min(raw) >= 1 and max(raw) < 0x80):
+            cur.pos = pos + n
+            return tuple(raw)
     return tuple(cur.varint(f"{what} dim {i}", limit=L.MAX_DIM, minimum=1) for i in range(n))
 
 
@@ -242,12 +302,17 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
     params = []
     names: set[str] = set()
     total = 0
+    placeholder: dict[int, np.ndarray] = {}
     for i in range(cur.varint("parameter count", limit=L.MAX_PARAMS)):
-        name = cur.string(f"parameter {i} name", L.MAX_NAME_BYTES)
+        name = _name(cur)
+        if name is None:
+            name = cur.string(f"parameter {i} name", L.MAX_NAME_BYTES)
         if not name or name in names:
             raise AdtTableError(f"tensor table: parameter {i} name {name!r} is {'empty' if not name else 'a duplicate'}")
         names.add(name)
-        ndim = cur.varint(f"parameter {name!r} ndim", limit=L.MAX_ORDER)
+        ndim = _small(cur, L.MAX_ORDER)
+        if ndim is None:
+            ndim = cur.varint(f"parameter {name!r} ndim", limit=L.MAX_ORDER)
         shape = _dims(cur, ndim, f"parameter {name!r}")
         numel = prod(shape)
         total += numel
@@ -256,21 +321,28 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
                 f"tensor table: parameter {name!r} shape {shape} ({numel} elements, {total} in all) exceeds "
                 f"{L.MAX_TENSOR_ELEMENTS} per tensor / {L.MAX_TOTAL_ELEMENTS} in all"
             )
-        enc = cur.u8(f"parameter {name!r} encoding")
+        enc = _small(cur, ENC_TUCKER)
+        if enc is None:
+            enc = cur.u8(f"parameter {name!r} encoding")
         if enc not in (ENC_PLAIN, ENC_TUCKER):
             raise AdtTableError(f"tensor table: parameter {name!r} has encoding {enc}, expected {ENC_PLAIN} (plain) or {ENC_TUCKER} (Tucker)")
-        group = _ref(cur, f"parameter {name!r} group", len(groups), "groups")
+        group = _small(cur, len(groups) - 1)
+        if group is None:
+            group = _ref(cur, f"parameter {name!r} group", len(groups), "groups")
         if enc == ENC_PLAIN:
-            params.append(Param(name, shape, Encoding(enc), group))
+            params.append(Param(name, shape, ENC_PLAIN, group))
         else:
-            ci = _ref(cur, f"parameter {name!r} core", len(cores), "cores")
+            ci = _small(cur, len(cores) - 1)
+            if ci is None:
+                ci = _ref(cur, f"parameter {name!r} core", len(cores), "cores")
             reshape = _dims(cur, cores[ci].order, f"parameter {name!r} reshape")
             if prod(reshape) != numel:
                 raise AdtTableError(
                     f"tensor table: parameter {name!r} reshape {reshape} has {prod(reshape)} elements, shape {shape} has {numel}"
                 )
-            factors = [np.zeros((n, 0), np.uint16) for n in reshape]  # placeholders until the payload
-            p = Param(name, shape, Encoding(enc), group, core=ci, factors=factors)
+            factors = [placeholder.get(n) if n in placeholder else placeholder.setdefault(n, np.zeros((n, 0), np.uint16))
+                       for n in reshape]  # placeholders (shared, empty) until the payload
+            p = Param(name, shape, ENC_TUCKER, group, core=ci, factors=factors)
             params.append(p)
     cur.expect_end()
     return groups, cores, params
@@ -278,17 +350,18 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
 
 # -- Payload -----------------------------------------------------------------------------------
 def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
-    # (what, group, count, kind of slot, where to put it) in payload order
+    # (core index or None, group, count, slot, factor index or None) in payload order; the stream's
+    # name for errors is made only when one is raised (_what)
     plan = []
     for i, c in enumerate(cores):
-        plan.append((f"core {i}", c.group, c.stored_count, c, None))
+        plan.append((i, c.group, c.stored_count, c, None))
     for p in params:
         if p.encoding == ENC_PLAIN:
-            plan.append((f"parameter {p.name!r}", p.group, p.numel, p, None))
+            plan.append((None, p.group, p.numel, p, None))
         else:
+            dims = cores[p.core].dims
             for j, f in enumerate(p.factors):
-                k = cores[p.core].dims[j]
-                plan.append((f"parameter {p.name!r} factor {j}", p.group, f.shape[0] * k, p, j))
+                plan.append((None, p.group, f.shape[0] * dims[j], p, j))
     nbytes = cur.remaining()
     total = sum(n for _, _, n, _, _ in plan)
     if total > 8 * nbytes:
@@ -302,25 +375,28 @@ def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
     except TypeError:                       # a bitarray whose frombytes takes bytes only
         bits.frombytes(bytes(view))
     del view
+    # Consecutive streams of one group (a parameter's factors, a run of parameters) are decoded by
+    # one call: the per-stream cost of a decode (a bitarray slice, a C decoder, numpy arrays) would
+    # otherwise dominate a file of many small parameters. A run that fails in any way is decoded
+    # again stream by stream, which names the stream at fault exactly as before.
     pos = 0
-    for what, g, n, slot, j in plan:
-        code = codes[groups[g].table]
-        sym, end = code.decode(bits, pos, n, f"payload: {what}")
-        if end > len(bits):
-            raise AdtPayloadError(f"payload: {what} ends at bit {end}, past the end of the payload ({len(bits)} bits)")
-        if n and int(sym.max()) >= groups[g].q:
-            raise AdtPayloadError(f"payload: {what} holds symbol {int(sym.max())}, but its group {g} has only Q = {groups[g].q} levels")
-        if isinstance(slot, Core):
-            slot.symbols = sym.reshape(slot.dims) if slot.kind == CORE_TUCKER else sym
-            slot.bits = end - pos
-        elif j is None:
-            slot.symbols = sym.reshape(slot.shape)
-            slot.bits = end - pos
+    i = 0
+    while i < len(plan):
+        j = i + 1
+        g = plan[i][1]
+        count = plan[i][2]
+        while j < len(plan) and plan[j][1] == g and count + plan[j][2] <= _RUN_SYMBOLS:
+            count += plan[j][2]
+            j += 1
+        run = _decode_run(bits, pos, codes[groups[g].table], groups[g].q, [n for _, _, n, _, _ in plan[i:j]])
+        if run is None:   # some stream of the run is bad: find it (and raise) one stream at a time
+            for k in range(i, j):
+                pos = _decode_one(bits, pos, codes, groups, cores, plan[k])
         else:
-            k = cores[slot.core].dims[j]
-            slot.factors[j] = sym.reshape(-1, k)
-            slot.bits += end - pos
-        pos = end
+            for (_, _, _, slot, jf), (sym, nb) in zip(plan[i:j], run):
+                _store(slot, jf, sym, nb, cores)
+                pos += nb
+        i = j
     if (pos + 7) // 8 != nbytes:
         raise AdtPayloadError(f"payload: codes end at bit {pos}, so the payload must be {(pos + 7) // 8} bytes, it is {nbytes}")
     if bits[pos:].any():
@@ -328,10 +404,72 @@ def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
     return pos
 
 
+_RUN_SYMBOLS = 1 << 18   # symbols decoded by one call at most (bounds the run's int64 temporaries: 2 MiB each)
+
+
+def _decode_run(bits: bitarray, pos: int, code: HuffmanCode, q: int, counts: list[int]):
+    """Decode consecutive streams of one group from bit ``pos``: a list of (symbols, bits) per stream,
+    or None when anything is wrong (a bad code, too few bits, a symbol >= Q)."""
+    total = sum(counts)
+    if total == 0:
+        return [(np.zeros(0, np.uint16), 0) for _ in counts]
+    try:
+        sym, end = code.decode(bits, pos, total, "payload")
+    except AdtPayloadError:
+        return None
+    if end > len(bits) or int(sym.max()) >= q:
+        return None
+    if len(counts) == 1:
+        return [(sym, end - pos)]
+    # bits per stream: the cumulated code lengths at the stream boundaries
+    cum = np.cumsum(code.lengths.astype(np.int64)[sym])
+    bounds = np.cumsum(np.asarray(counts, dtype=np.int64))
+    ends = [0] + [int(cum[b - 1]) if b else 0 for b in bounds.tolist()]
+    out, at = [], 0
+    for k, n in enumerate(counts):
+        out.append((sym[at:at + n], ends[k + 1] - ends[k]))
+        at += n
+    return out
+
+
+def _what(item) -> str:
+    ci, _, _, slot, j = item
+    if ci is not None:
+        return f"core {ci}"
+    return f"parameter {slot.name!r}" + ("" if j is None else f" factor {j}")
+
+
+def _decode_one(bits: bitarray, pos: int, codes, groups, cores, item) -> int:
+    _, g, n, slot, j = item
+    what = _what(item)
+    code = codes[groups[g].table]
+    sym, end = code.decode(bits, pos, n, f"payload: {what}")
+    if end > len(bits):
+        raise AdtPayloadError(f"payload: {what} ends at bit {end}, past the end of the payload ({len(bits)} bits)")
+    if n and int(sym.max()) >= groups[g].q:
+        raise AdtPayloadError(f"payload: {what} holds symbol {int(sym.max())}, but its group {g} has only Q = {groups[g].q} levels")
+    _store(slot, j, sym, end - pos, cores)
+    return end
+
+
+def _store(slot, j, sym: np.ndarray, nbits: int, cores) -> None:
+    if isinstance(slot, Core):
+        slot.symbols = sym.reshape(slot.dims) if slot.kind == CORE_TUCKER else sym
+        slot.bits = nbits
+    elif j is None:
+        slot.symbols = sym.reshape(slot.shape)
+        slot.bits = nbits
+    else:
+        slot.factors[j] = sym.reshape(-1, cores[slot.core].dims[j])
+        slot.bits += nbits
+
+
 # -- Whole file --------------------------------------------------------------------------------
-def read_adt(source: bytes | bytearray | memoryview | str | os.PathLike) -> AdtFile:
+def read_adt(source: bytes | bytearray | memoryview | str | os.PathLike, *,
+             max_architecture_bytes: int = L.MAX_ARCH_BYTES) -> AdtFile:
     """Parse, validate and decode a .adt file (a path or its bytes). Raises an :class:`AdtError`
-    subclass naming the first problem."""
+    subclass naming the first problem. ``max_architecture_bytes``: the largest inflated architecture
+    accepted (default the format's limit, MAX_ARCH_BYTES = 64 MiB), checked before inflating."""
     buf = _load_bytes(source)
     version, sections, header_end = _read_header(buf)
     by_kind = {s.kind: s for s in sections}
@@ -344,7 +482,7 @@ def read_adt(source: bytes | bytearray | memoryview | str | os.PathLike) -> AdtF
     arch = None
     if SECTION_ARCH in by_kind:
         c = cursor(SECTION_ARCH)
-        arch = _read_architecture(c)
+        arch = _read_architecture(c, max_architecture_bytes)
     codes = _read_codes(cursor(SECTION_CODES))
     groups, cores, params = _read_tensors(cursor(SECTION_TENSORS), codes)
     nbits = _read_payload(cursor(SECTION_PAYLOAD), codes, groups, cores, params)

@@ -22,6 +22,8 @@ MODULES = [
     ("research.benchmarks.huffman_bench", "--sizes"),
     ("research.benchmarks.crosscheck_torch_runtime", "--data"),
     ("research.boards.aarch64_e2e", "fallback"),
+    ("research.benchmarks.many_params", "--sizes"),
+    ("research.fuzz.adt_fuzz", "--seconds"),
 ]
 NEEDS_TORCH = {"research.reproduce.recipe", "research.reproduce.rounding", "research.reproduce.probe",
                "research.benchmarks.crosscheck_torch_runtime"}

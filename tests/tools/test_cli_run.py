@@ -131,3 +131,56 @@ def test_to_onnx_errors(files, tmp_path):
     assert_one_line_error(adt("to-onnx", d / "weights.adt", "-o", tmp_path / "m.onnx"), "to-onnx", "no architecture section")
     assert_one_line_error(adt("to-onnx", d / "missing.adt", "-o", tmp_path / "m.onnx"), "to-onnx", "is not a file")
     assert not (tmp_path / "m.onnx").exists()
+
+
+# -- --max-memory (issue 17) ------------------------------------------------------------------------
+@pytest.mark.parametrize("text,value", [
+    ("268435456", 268435456), ("512M", 512 << 20), ("512m", 512 << 20), ("2G", 2 << 30), ("2GB", 2 << 30),
+    ("1.5GiB", 3 << 29), ("64KiB", 64 << 10), ("100B", 100), ("1T", 1 << 40), ("none", None), ("None", None),
+])
+def test_max_memory_sizes(text, value):
+    from adt.tools.commands.run import parse_size
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5", "0.1", "abc", "12X", "1.5.2G", "GB", "nan", "inf", "5iB", "1e30"])
+def test_max_memory_bad_values_are_one_line_usage_errors(files, text):
+    d, _ = files
+    out = adt("run", d / "lenet.adt", "--input", d / "x.npy", "--max-memory", text)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--max-memory" in lines[0] and "invalid size" in lines[0], out.stderr
+
+
+def test_max_memory_is_documented_in_help():
+    out = adt("run", "--help")
+    assert out.returncode == 0 and "--max-memory SIZE" in out.stdout and "1.5GiB" in out.stdout
+    assert "none" in out.stdout and "1024" in out.stdout
+
+
+def test_run_max_memory_reaches_load(files):
+    d, expected = files
+    # LeNet-5's rebuild needs about 1.7 MiB: 1M is refused naming the figure and the limit
+    out = adt("run", d / "lenet.adt", "--input", d / "x.npy", "--max-memory", "1M")
+    assert_one_line_error(out, "run", "max_memory=1.00 MiB")
+    for size in ("64M", "none"):
+        out = adt("run", d / "lenet.adt", "--input", d / "x.npy", "--max-memory", size, "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["argmax"] == expected.argmax(1).tolist()
+
+
+def test_run_max_memory_bounds_the_forward_pass(files, tmp_path):
+    d, _ = files
+    # a batch of 256 LeNet-5 inputs: the rebuild fits in 8 MiB, the activations (19.7 MiB) do not
+    np.save(tmp_path / "big.npy", np.zeros((256, 1, 28, 28), np.float32))
+    out = adt("run", d / "lenet.adt", "--input", tmp_path / "big.npy", "--max-memory", "8M")
+    line = assert_one_line_error(out, "run", "max_memory=8.00 MiB")
+    assert " node " in line and "would need" in line
+
+
+def test_verify_takes_max_memory(files):
+    d, _ = files
+    assert adt("verify", d / "lenet.adt", "--max-memory", "64M").returncode == 0
+    out = adt("verify", d / "lenet.adt", "--max-memory", "1M")
+    assert out.returncode == 1 and "max_memory=1.00 MiB" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert adt("verify", d / "lenet.adt", "--max-memory", "lots").returncode == 2

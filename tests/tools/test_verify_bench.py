@@ -117,6 +117,16 @@ def test_bench_threads_runs_in_a_limited_child(tiny):
     assert "--threads" in line
 
 
+def test_bench_obeys_max_memory(tiny):
+    # every load of the benchmark (in this process and in the --threads child) takes the limit
+    for extra in ((), ("--threads", "1")):
+        line = assert_one_line_error(adt("bench", tiny, "--repeats", "1", "--no-memory", "--max-memory", "16",
+                                         *extra), "bench")
+        assert "max_memory=16 bytes" in line, line
+    out = adt("bench", tiny, "--repeats", "1", "--no-memory", "--max-memory", "none", "--json", timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
 def test_bench_needs_an_architecture(tmp_path):
     path = tmp_path / "m.adt"
     path.write_bytes(mixed_file())

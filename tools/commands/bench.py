@@ -8,6 +8,7 @@ import os
 import sys
 
 from adt.tools.benchmark import bench, bench_threads, render_bench
+from adt.tools.commands.run import add_max_memory
 from adt.tools.errors import CommandError
 
 __all__ = ["add_arguments", "run"]
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "alike). On a small shared machine, --threads 1 gives stable numbers (default: each "
                              "library's own default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    add_max_memory(parser)
     parser.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
 
 
@@ -35,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.file):
         raise CommandError(f"{args.file!r} is not a file")
     if args.threads:
-        result = bench_threads(args.file, args.repeats, not args.no_memory, args.threads)
+        result = bench_threads(args.file, args.repeats, not args.no_memory, args.threads, args.max_memory)
     else:
-        result = bench(args.file, args.repeats, memory=not args.no_memory)
+        result = bench(args.file, args.repeats, memory=not args.no_memory, max_memory=args.max_memory)
     if args.json:
         sys.stdout.write(json.dumps(result, indent=1, ensure_ascii=True) + "\n")
     else:

@@ -20,7 +20,43 @@ from adt.runtime.mnist import load_mnist, normalize
 from adt.tools.errors import CommandError
 from adt.tools.scoring import count_correct, model_input, predict
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["MAX_MEMORY_HELP", "add_arguments", "add_max_memory", "parse_size", "run"]
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MAX_MEMORY_HELP = (
+    "memory budget for loading and running, checked before the work (weight rebuild, constant folding, "
+    "every intermediate and the peak of live ones): bytes (268435456) or a number with a suffix K, M, G "
+    "or T, each a power of 1024, written alone or with B/iB (512M, 2GB, 1.5GiB); 'none' for no limit "
+    "(default: 256M)")
+
+
+def parse_size(text: str) -> int | None:
+    """``--max-memory`` values: ``"268435456"``, ``"512M"``, ``"2GB"``, ``"1.5GiB"`` (K/M/G/T are powers of
+    1024, with or without ``B``/``iB``) -> bytes; ``"none"`` -> None (no limit). Raises
+    ``argparse.ArgumentTypeError`` (a one-line usage error) for anything else or a size below 1 byte."""
+    t = text.strip().lower().replace("_", "")
+    if t in ("none", "unlimited"):
+        return None
+    num = t.rstrip("kmgtib")
+    unit = t[len(num):]
+    unit = unit[:-2] if unit.endswith("ib") and len(unit) == 3 else unit[:-1] if unit.endswith("b") and len(unit) == 2 else unit
+    try:
+        value = float(num) if num and unit in _UNITS else None
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float(1 << 62):
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: give bytes or a number with K, M, G or T (powers of 1024), e.g. 512M, "
+            f"2GB, 1.5GiB, or 'none'")
+    n = int(value * _UNITS[unit])
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: the budget must be at least 1 byte")
+    return n
+
+
+def add_max_memory(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-memory", type=parse_size, default=rt.DEFAULT_MAX_MEMORY, metavar="SIZE",
+                        help=MAX_MEMORY_HELP)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, metavar="B",
                         help="images per forward pass (default: 256)")
     parser.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    add_max_memory(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (it is also off with --json or when stderr is not a terminal)")
@@ -86,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             x = x[:args.limit]
 
     t0 = time.perf_counter()
-    model = rt.load(args.file, engine=args.engine)
+    model = rt.load(args.file, engine=args.engine, max_memory=args.max_memory)
     load_s = time.perf_counter() - t0
     if model.architecture is None:
         raise CommandError(f"{args.file!r} has no architecture section: it holds weights only and cannot be run")

@@ -14,6 +14,7 @@ import numpy as np
 import adt.runtime as rt
 from adt.runtime import ENGINES
 from adt.runtime.format import AdtChecksumError, AdtError, read_adt
+from adt.tools.commands.run import add_max_memory
 from adt.tools.errors import CommandError
 from adt.tools.inspect_report import safe_text
 from adt.tools.scoring import concrete_input_shape
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="numpy",
                         help="engine for the forward pass (default: numpy, needs no extra)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")
+    add_max_memory(parser)
 
 
 class VerifyFailure(CommandError):
@@ -41,15 +43,16 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def verify(path: str | Path, engine: str = "numpy") -> dict:
+def verify(path: str | Path, engine: str = "numpy", max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> dict:
     """Run every check; returns the JSON-able result. Raises :class:`VerifyFailure` at the first problem.
-    NumPy's overflow warnings are silenced: non-finite weights and outputs are checked explicitly."""
+    NumPy's overflow warnings are silenced: non-finite weights and outputs are checked explicitly.
+    ``max_memory``: the budget of :func:`adt.runtime.load` (rebuild, constant folding and the forward pass)."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _verify(path, engine)
+        return _verify(path, engine, max_memory)
 
 
-def _verify(path: str | Path, engine: str) -> dict:
+def _verify(path: str | Path, engine: str, max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> dict:
     checks: list[dict] = []
     # checksum + full decode (the reader checks the CRC-32 before parsing anything; it reads no more
     # than the file's size)
@@ -65,7 +68,7 @@ def _verify(path: str | Path, engine: str) -> dict:
                    "arrays": len(f.cores) + sum(len(p.factors) or 1 for p in f.params)})
 
     try:
-        weights = rt.rebuild_weights(f)
+        weights = rt.rebuild_weights(f, max_memory=max_memory)
     except Exception as exc:  # any failure here is a finding about the file (or the runtime)
         raise VerifyFailure("rebuild", _one_line(exc)) from None
     for p in f.params:
@@ -83,7 +86,7 @@ def _verify(path: str | Path, engine: str) -> dict:
         checks.append({"name": "forward", "ok": True, "skipped": "the file has no architecture section"})
         return {"ok": True, "file": str(path), "checks": checks}
     try:
-        model = rt.load(f, engine=engine)
+        model = rt.load(f, engine=engine, max_memory=max_memory)
         shape = concrete_input_shape(model)
         y = model.run(np.zeros(shape, dtype=np.float32))
     except AdtError as exc:
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise CommandError(f"{args.file!r} is not a file")
     try:
-        result = verify(args.file, args.engine)
+        result = verify(args.file, args.engine, args.max_memory)
     except VerifyFailure as exc:
         if args.json:
             print(json.dumps({"ok": False, "file": str(args.file), "stage": exc.stage, "error": str(exc)},
