@@ -490,16 +490,22 @@ def _axes(node, opset, axes_input):
     return _ints(node, "axes", None)
 
 
+def _unsqueeze_axes(node: Node, opset: int, axes, ndim: int) -> list[int]:
+    """Unsqueeze's new axes, sorted and non-negative, for an input of rank ``ndim`` (the op and its
+    shape rule share it)."""
+    ax = _axes(node, opset, axes)
+    if not ax:
+        raise AdtArchitectureError(f"{node.label()}: axes are required")
+    r = ndim + len(ax)
+    ax = sorted(a + r if a < 0 else a for a in ax)
+    if len(set(ax)) != len(ax) or not all(0 <= a < r for a in ax):
+        raise AdtExecutionError(f"{node.label()}: invalid axes {ax} for output rank {r}")
+    return ax
+
+
 def _unsqueeze(node, opset, consts):
     def run(x, axes=None):
-        ax = _axes(node, opset, axes)
-        if not ax:
-            raise AdtArchitectureError(f"{node.label()}: axes are required")
-        r = x.ndim + len(ax)
-        ax = sorted(a + r if a < 0 else a for a in ax)
-        if len(set(ax)) != len(ax) or not all(0 <= a < r for a in ax):
-            raise AdtExecutionError(f"{node.label()}: invalid axes {ax} for output rank {r}")
-        for a in ax:
+        for a in _unsqueeze_axes(node, opset, axes, x.ndim):
             x = np.expand_dims(x, a)
         return (x,)
     return run
@@ -908,15 +914,8 @@ def _s_gather(node, opset, x, idx):
 
 
 def _s_unsqueeze(node, opset, x, axes=None):
-    ax = _axes(node, opset, None if axes is None else _need(node, axes, "Unsqueeze axes"))
-    if not ax:
-        raise AdtArchitectureError(f"{node.label()}: axes are required")
-    r = x.ndim + len(ax)
-    ax = sorted(a + r if a < 0 else a for a in ax)
-    if len(set(ax)) != len(ax) or not all(0 <= a < r for a in ax):
-        raise AdtExecutionError(f"{node.label()}: invalid axes {ax} for output rank {r}")
     out = list(x.shape)
-    for a in ax:
+    for a in _unsqueeze_axes(node, opset, None if axes is None else _need(node, axes, "Unsqueeze axes"), x.ndim):
         out.insert(a, 1)
     return [Val(out, x.dtype)]
 
