@@ -11,7 +11,8 @@ The modules, in import order (each imports only those before it, and the runtime
 ``errors``, ``planner`` (reshapes and cores), ``models`` (the built-in registry), ``fakequant``
 (Eq. 13 with a straight-through gradient), ``decompose`` (HOOI / CP / SCADA ALS in NumPy),
 ``factorize`` (the Tucker parametrization, apply ADA/SCADA/CP, init), ``data`` (MNIST loaders),
-``fit`` (the one training loop, accuracy), ``quantplan`` (inventory, groups, Q and b),
+``fit`` (the one training loop, accuracy), ``batchnorm`` (BatchNorm stored as scale and shift),
+``quantplan`` (inventory, groups, Q and b),
 ``qat`` (quantization-aware fine-tuning), ``onnx_graph`` (the weightless architecture),
 ``export`` (the file and its report).
 
@@ -20,8 +21,8 @@ Needs the ``export`` extra (torch, tensorly); the device-side runtime never impo
 from adt.runtime.format import AdtError
 
 from .data import mnist_loaders, mnist_test_set, tensor_loader
-from .errors import CheckpointError, ModelError, PlanError, TrainConfigError
-from .export import ExportOptions, ExportReport, dequantized_weights, export_adt
+from .errors import CheckpointError, ExportCheckError, ModelError, PlanError, TrainConfigError
+from .export import ExportCheck, ExportOptions, ExportReport, dequantized_weights, export_adt
 from .factorize import (
     INITS, METHODS, TuckerWeight, apply_ada_tucker, apply_scada_tucker, count_params, freeze, reconstruction_errors,
     shared_cores, tucker_layers,
@@ -38,7 +39,7 @@ from .qat import QAT_SCHEDULES, QatResult, qat_finetune
 from .quantplan import DEFAULT_Q, GROUPINGS, KINDS, GroupSpec, QuantPlan, choose_b, make_quant_plan
 
 __all__ = [
-    "AdtError", "PlanError", "ModelError", "CheckpointError", "TrainConfigError",
+    "AdtError", "PlanError", "ModelError", "CheckpointError", "TrainConfigError", "ExportCheckError",
     "PRESETS", "PRESET_INFO", "preset", "load_overrides", "LayerPlan", "model_params", "plan_layer", "plan_model",
     "plan_params", "plan_table",
     "MODELS", "BuiltinModel", "build_model",
@@ -48,7 +49,7 @@ __all__ = [
     "TrainConfig", "TrainResult", "train", "evaluate", "SCHEDULES",
     "qat_finetune", "QatResult", "QAT_SCHEDULES",
     "QuantPlan", "GroupSpec", "make_quant_plan", "choose_b", "GROUPINGS", "KINDS", "DEFAULT_Q",
-    "export_adt", "ExportOptions", "ExportReport", "dequantized_weights",
+    "export_adt", "ExportOptions", "ExportReport", "ExportCheck", "dequantized_weights",
     "mnist_loaders", "mnist_test_set", "tensor_loader",
     "architecture_bytes",
 ]

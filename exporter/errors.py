@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from adt.runtime.format import AdtError
 
-__all__ = ["AdtError", "PlanError", "ModelError", "CheckpointError", "TrainConfigError"]
+__all__ = ["AdtError", "PlanError", "ModelError", "CheckpointError", "TrainConfigError", "ExportCheckError"]
 
 
 class PlanError(AdtError):
@@ -23,3 +23,7 @@ class CheckpointError(AdtError):
 
 class TrainConfigError(AdtError):
     """A training hyper-parameter is out of range (epochs, lr, batch size, schedule, threads)."""
+
+
+class ExportCheckError(AdtError):
+    """The file, run by the runtime, disagrees with the torch model beyond the stated tolerance."""

@@ -2,7 +2,7 @@
 
 What is stored: every float tensor the inference graph reads (COMMON.md architecture contract) —
 Tucker layers as core + factor symbols (a SCADA shared core ONCE), everything else (biases,
-BatchNorm weight/bias/running stats, untouched layers) as plain quantized values
+untouched layers, BatchNorm as per-channel scale and shift) as plain quantized values
 (:mod:`adt.exporter.quantplan` says which quantizer each value uses). Nothing is left out, so the file
 alone runs the model and its size is the honest size.
 
@@ -25,37 +25,64 @@ import numpy as np
 import torch
 from torch import nn
 
-from adt.runtime.format import AdtFile, AdtWriter, byte_breakdown, dequantize, read_adt
+import adt.runtime as rt
+from adt.runtime.format import AdtFile, AdtWriter, byte_breakdown, read_adt
 from adt.runtime.rebuild import rebuild_weights
+from adt.runtime.selfcheck import KEY as SELFCHECK_KEY
+from adt.runtime.selfcheck import make_selfcheck, probe_input
 
+from .batchnorm import SCALE_SUFFIX, SHIFT_SUFFIX, batchnorm_ranks, inference_tensors, replace_with_affine_
 from .data import mnist_test_set
-from .errors import ModelError, PlanError
-from .factorize import frozen_copy, stored_tensors, tucker_layers
+from .errors import ExportCheckError, ModelError, PlanError
+from .factorize import frozen_copy, tucker_layers
 from .fakequant import remove_plain_fake_quant
 from .fit import evaluate
-from .onnx_graph import architecture_model, referenced_tensors
+from .onnx_graph import architecture_model, example_inputs, input_names, referenced_tensors
 from .quantplan import DEFAULT_Q, Inventory, QuantPlan, Quantized, inventory, make_quant_plan, quantize_model
 
 __all__ = [
-    "ExportOptions", "ExportReport", "export_adt", "dequantized_weights", "quantized_model", "compact_name_map",
+    "DEFAULT_CHECK_TOLERANCE", "ENGINE_TOLERANCE", "ExportCheck", "ExportOptions", "ExportReport", "check_file", "export_adt", "dequantized_weights", "quantized_model", "compact_name_map",
     "strip_default_attributes",
 ]
+
+
+#: Default bound of max |file - torch| / max |torch| on the calibration batch: the file's outputs may
+#: not differ from the model's by more than the outputs' own scale. Eq. 13 at the default Q = 512 moves
+#: a trained model's outputs by a few percent of their scale, a deliberately coarse Q (16-64 levels) on
+#: an untrained net by up to about two thirds (tests/exporter); a collapsed BatchNorm (issue 19: 16x)
+#: or a wrong graph by far more.
+DEFAULT_CHECK_TOLERANCE = 1.0
+#: The runtime against torch running the same (dequantized) weights: float32 rounding only.
+ENGINE_TOLERANCE = 1e-4
 
 
 @dataclass
 class ExportOptions:
     """How :func:`export_adt` quantizes and writes a model.
 
-    ``input_shape``: one sample's shape (default ``model.input_shape``). ``q``, ``b``, ``groups``,
+    ``input_shape``: one sample's shape (default ``model.input_shape``); or ``example_inputs``: the
+    tensors to trace the model with, each with a batch dimension, of any dtype and as many as
+    ``forward`` takes (integer token ids for an Embedding; graph inputs ``input``, ``input_1``, ...).
+    ``q``, ``b``, ``groups``,
     ``b_rule``, ``rounding``: the quantizers (:func:`adt.exporter.quantplan.make_quant_plan`);
     ``plan``: a resolved :class:`QuantPlan` (e.g. the one quantization-aware training used) that
     overrides them. ``tables``: the writer's Huffman table policy. ``compact_names``: one-letter tensor
     names and no default-valued ONNX attributes (smallest files). ``auto_metadata``: record producer,
     model, method, quantizers and accuracies; ``metadata`` adds entries. With ``data_dir`` (MNIST) or
     ``test_data`` the test accuracy before and after quantization is measured (the latter on the
-    weights the runtime rebuilds from the written bytes)."""
+    weights the runtime rebuilds from the written bytes).
+
+    The written file is checked (:class:`ExportCheck`): run by the runtime on a calibration batch (the
+    first 64 test samples when test data is given, else 16 seeded N(0, 1) inputs), its outputs must
+    match torch running the file's own dequantized weights to ``ENGINE_TOLERANCE`` (else the graph or
+    the engine is wrong), and the float model's outputs to ``check_tolerance`` (max |file - torch| /
+    max |torch|: what quantization did to the function). Otherwise :class:`ExportCheckError` and no
+    file, unless ``force`` (the report then carries the check and its failure). ``selfcheck``: store
+    a probe recipe and the runtime's outputs on it (about 100 bytes of metadata) for ``adt verify`` on
+    the device (:mod:`adt.runtime.selfcheck`)."""
 
     input_shape: Sequence[int] | None = None
+    example_inputs: Sequence[Any] | None = None
     q: int | Mapping[str, int] = DEFAULT_Q
     b: float | Mapping[str, float] | None = None
     groups: str = "kind"
@@ -69,6 +96,31 @@ class ExportOptions:
     model_name: str | None = None
     data_dir: str | Path | None = None
     test_data: Any = None
+    check_tolerance: float = DEFAULT_CHECK_TOLERANCE
+    force: bool = False
+    selfcheck: bool = False
+
+
+@dataclass
+class ExportCheck:
+    """The written file run by the runtime against torch on a calibration batch (``inputs`` says which).
+    ``divergence``: max |file - float model| / max |float model|; ``agreement``: share of equal argmax
+    over the batch (outputs of rank >= 2); ``engine_divergence``: the same against torch running the
+    file's dequantized weights (tests the graph and engine, not the quantization); ``passed`` against
+    ``tolerance`` and :data:`ENGINE_TOLERANCE`."""
+
+    inputs: str
+    divergence: float
+    agreement: float | None
+    engine_divergence: float
+    tolerance: float
+    passed: bool
+
+    def summary(self) -> str:
+        agree = f", argmax agreement {self.agreement:.1%}" if self.agreement is not None else ""
+        return (f"file vs torch on {self.inputs}: max|diff|/max|torch| = {self.divergence:.3g} "
+                f"(tolerance {self.tolerance:g}){agree}; vs torch with the file's weights {self.engine_divergence:.2g} "
+                f"(tolerance {ENGINE_TOLERANCE:g})")
 
 
 @dataclass
@@ -98,6 +150,7 @@ class ExportReport:
     names: dict[str, str]
     acc_float: float | None = None
     acc_quantized: float | None = None
+    check: ExportCheck | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,28 +159,30 @@ class ExportReport:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _architecture(model: nn.Module, input_shape: tuple[int, ...], rename: Mapping[str, str],
+def _architecture(model: nn.Module, examples: tuple[torch.Tensor, ...], rename: Mapping[str, str],
                   compact: bool) -> bytes:
-    proto = architecture_model(model, input_shape, rename)
+    proto = architecture_model(model, None, rename, examples)
     if compact:
         strip_default_attributes(proto)
     return proto.SerializeToString(deterministic=True)
 
 
-def _stored(model: nn.Module, input_shape: tuple[int, ...], compact: bool) -> tuple[bytes, Inventory, dict[str, str]]:
+def _stored(model: nn.Module, examples: tuple[torch.Tensor, ...], compact: bool) -> tuple[bytes, Inventory, dict[str, str]]:
     """The architecture, the inventory of exactly the tensors it reads, and PyTorch name -> table name."""
-    all_names = list(stored_tensors(frozen_copy(model)))
+    frozen = frozen_copy(model)
+    ranks = batchnorm_ranks(frozen, examples)
+    all_names = list(inference_tensors(frozen, ranks))
     rename = compact_name_map(all_names) if compact else {n: n for n in all_names}
-    arch = _architecture(model, input_shape, rename, compact)
+    arch = _architecture(model, examples, rename, compact)
     inverse = {v: k for k, v in rename.items()}
     referenced = referenced_tensors(arch)
     unknown = sorted(r for r in referenced if r not in inverse)
     if unknown:
         raise ModelError(f"the architecture reads {unknown[0]!r}, which is no parameter or buffer of the model")
-    inv = inventory(model, names=[inverse[r] for r in referenced])
+    inv = inventory(model, names=[inverse[r] for r in referenced], ranks=ranks)
     if compact:  # letters follow the table order of what is actually stored
         rename = compact_name_map(inv.order)
-        arch = _architecture(model, input_shape, rename, compact)
+        arch = _architecture(model, examples, rename, compact)
     else:
         rename = {n: n for n in inv.order}
     return arch, inv, rename
@@ -243,34 +298,106 @@ def export_adt(model: nn.Module, path: str | Path | None, options: ExportOptions
         raise TypeError(f"export_adt() got an unexpected keyword argument {unknown[0]!r}")
     opts = replace(options or ExportOptions(), **fields_)
     input_shape = opts.input_shape if opts.input_shape is not None else getattr(model, "input_shape", None)
-    if input_shape is None:
-        raise ModelError("export needs input_shape (one sample's shape, e.g. (1, 28, 28)) or model.input_shape")
-    input_shape = tuple(int(d) for d in input_shape)
+    if input_shape is None and opts.example_inputs is None:
+        raise ModelError("export needs input_shape (one sample's shape, e.g. (1, 28, 28)), model.input_shape "
+                         "or example_inputs")
+    examples = example_inputs(input_shape if opts.example_inputs is None else None, opts.example_inputs)
+    input_shape = tuple(int(d) for d in examples[0].shape[1:])
     was_training = model.training
     model.eval()
     try:
-        arch, inv, rename = _stored(model, input_shape, opts.compact_names)
+        arch, inv, rename = _stored(model, examples, opts.compact_names)
         plan = _resolve_plan(inv, opts)
         qz = quantize_model(inv, plan)
-        _check_variances(inv, plan, qz)
-        w = AdtWriter(tables=opts.tables)
-        w.set_architecture(arch)
-        _write_tables(w, inv, plan, qz, rename)
-        # The accuracies go into the metadata, so they are measured on a first build of the same
-        # tables (metadata does not change the weights the runtime rebuilds).
-        accuracies = None
-        if opts.test_data is not None or opts.data_dir is not None:
-            probe = AdtWriter(tables=opts.tables)
-            _write_tables(probe, inv, plan, qz, rename)
-            accuracies = _accuracies(model, read_adt(probe.to_bytes()), rename, opts)
+
+        def tables_writer() -> AdtWriter:
+            w = AdtWriter(tables=opts.tables)
+            w.set_architecture(arch)
+            _write_tables(w, inv, plan, qz, rename)
+            return w
+
+        # The accuracies and the self-check go into the metadata, so they are measured on a first
+        # build of the same tables (metadata does not change what the runtime computes).
+        accuracies, selfcheck = None, None
+        if opts.test_data is not None or opts.data_dir is not None or opts.selfcheck:
+            probe = tables_writer().to_bytes()
+            if opts.test_data is not None or opts.data_dir is not None:
+                accuracies = _accuracies(model, read_adt(probe), rename, opts)
+            if opts.selfcheck:
+                if len(examples) != 1 or not examples[0].is_floating_point():
+                    raise ModelError("selfcheck stores a float probe: it needs a model of one float input")
+                selfcheck = _selfcheck(probe, input_shape)
+        w = tables_writer()
         _add_metadata(w, inv, plan, opts, input_shape, accuracies)
+        if selfcheck is not None:
+            w.add_metadata(SELFCHECK_KEY, selfcheck)
         data = w.to_bytes()
+        check = check_file(model, data, rename, examples, opts)
+        if not check.passed and not opts.force:
+            raise ExportCheckError(f"refusing to write {path if path is not None else 'the file'}: "
+                                   f"{check.summary()}; export with force=True (--force) to write it anyway")
         if path is not None:
             w.write(path)
-        return _report(path, data, read_adt(data), inv, plan, qz, w.chosen_policy or opts.tables, opts, rename,
-                       accuracies)
+        report = _report(path, data, read_adt(data), inv, plan, qz, w.chosen_policy or opts.tables, opts, rename,
+                         accuracies)
+        report.check = check
+        return report
     finally:
         model.train(was_training)
+
+
+def _selfcheck(data: bytes, input_shape: tuple[int, ...], seed: int = 0) -> str:
+    """The ``selfcheck`` metadata value (:mod:`adt.runtime.selfcheck`): the runtime's outputs on the probe."""
+    shape = (1, *input_shape)
+    out = rt.load(data, max_memory=None).run(probe_input(seed, shape))
+    return make_selfcheck(out, seed, shape)
+
+
+def _calibration_batch(examples: tuple[torch.Tensor, ...], opts: ExportOptions) -> tuple[tuple[np.ndarray, ...], str]:
+    """The first 64 test samples when test data fits the model's one input, else the example inputs
+    when the user gave them, else 16 seeded N(0, 1) samples of the (one, float) input."""
+    data = opts.test_data if opts.test_data is not None else (
+        mnist_test_set(opts.data_dir) if opts.data_dir is not None else None)
+    shape = tuple(examples[0].shape[1:])
+    if data is not None and len(examples) == 1:
+        x = data[0] if isinstance(data, tuple) and len(data) == 2 else next(iter(data))[0]
+        x = np.asarray(x[:64], dtype=np.float32)
+        if tuple(x.shape[1:]) == shape:
+            return (x,), f"{len(x)} test samples"
+    if opts.example_inputs is not None:
+        return tuple(t.detach().cpu().numpy() for t in examples), f"the {len(examples[0])} example input sample(s)"
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((16, *shape)).astype(np.float32),), "16 seeded N(0, 1) inputs"
+
+
+def check_file(model: nn.Module, data: bytes, rename: Mapping[str, str], examples: tuple[torch.Tensor, ...],
+               opts: ExportOptions | None = None) -> ExportCheck:
+    """Run the file ``data`` with the runtime on a calibration batch and compare it with ``model``
+    (see :class:`ExportCheck`). ``rename``: PyTorch name -> table name; ``examples``: the traced inputs."""
+    opts = opts or ExportOptions()
+    xs, what = _calibration_batch(examples, opts)
+    m = rt.load(data, max_memory=None)  # the exporter's own file: no device budget
+    feeds = xs[0] if len(xs) == 1 else dict(zip(input_names(len(xs)), xs))
+    out = np.asarray(m.run(feeds), dtype=np.float64)
+    table = rt.rebuild_weights(data, max_memory=None)
+    weights = {name: table[t] for name, t in rename.items() if t in table}
+    tx = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in xs)
+    with torch.no_grad():
+        ref = frozen_copy(_without_fake_quant(model))(*tx).double().numpy()
+        deq = quantized_model(model, weights)(*tx).double().numpy()
+
+    def rel(a: np.ndarray, b: np.ndarray) -> float:
+        if a.shape != b.shape:
+            return float("inf")
+        scale = float(np.abs(b).max()) if b.size else 0.0
+        diff = float(np.abs(a - b).max()) if a.size else 0.0
+        return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+    div, engine = rel(out, ref), rel(out, deq)
+    agree = float((out.argmax(1) == ref.argmax(1)).mean()) if out.ndim >= 2 and out.shape == ref.shape else None
+    tol = float(opts.check_tolerance)
+    passed = bool(np.isfinite(div) and div <= tol and engine <= ENGINE_TOLERANCE)
+    return ExportCheck(what, div, agree, engine, tol, passed)
 
 
 def dequantized_weights(model: nn.Module | Inventory, plan: QuantPlan,
@@ -287,8 +414,13 @@ def dequantized_weights(model: nn.Module | Inventory, plan: QuantPlan,
 def quantized_model(model: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Module:
     """A frozen (dense) copy of ``model`` carrying ``weights``: evaluates the quantized file in torch."""
     m = frozen_copy(model)
+    replace_with_affine_(m, weights)  # BatchNorm layers become the stored scale/shift
     state = m.state_dict()
     for name, w in weights.items():
+        if name.endswith((f".{SCALE_SUFFIX}", f".{SHIFT_SUFFIX}")) and name not in state:
+            continue  # carried by the affine layer replace_with_affine_ put in
+        if name not in state:
+            raise ModelError(f"weight {name!r} is no parameter or buffer of the model")
         state[name] = torch.from_numpy(np.asarray(w, dtype=np.float32).copy()).reshape(state[name].shape)
     m.load_state_dict(state)
     return m.eval()
@@ -307,18 +439,6 @@ def compact_name_map(names: Sequence[str]) -> dict[str, str]:
             i //= 52
         out[n] = s
     return out
-
-
-def _check_variances(inv: Inventory, plan: QuantPlan, qz: Quantized) -> None:
-    """BatchNorm variances must stay >= 0 after Eq. 13 (rounding with an odd Q can push a
-    small variance to -b/Q, and sqrt(var + eps) would then be NaN on the device)."""
-    for name in inv.order:
-        if name.endswith("running_var"):
-            q, b = plan.for_param(name)
-            low = float(dequantize(qz.params[name][0], q, b).min())
-            if low < 0:
-                raise PlanError(f"{name}: quantized with Q={q} a variance becomes {low:.3g} < 0; "
-                                "use an even Q for this group (0 is then a level)")
 
 
 def _without_fake_quant(model: nn.Module) -> nn.Module:

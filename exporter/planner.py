@@ -58,7 +58,7 @@ from .errors import PlanError
 __all__ = [
     "MAX_MODE", "ALLOC_POWER", "MAX_ORDER", "MIN_NUMEL", "Target", "LayerPlan", "balanced_factorization",
     "candidate_orders", "hypercube_plan", "plan_layer", "load_overrides", "plannable_layers", "plan_model",
-    "count_stored", "plan_params", "model_params", "plan_table", "PRESETS", "PRESET_INFO", "preset",
+    "count_stored", "plan_params", "model_params", "plan_table", "left_dense", "PRESETS", "PRESET_INFO", "preset",
 ]
 
 MAX_MODE = 50
@@ -351,23 +351,74 @@ def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scad
         raise PlanError("a model target is an int parameter total or a float ratio; give per-layer plans as overrides")
 
     total_orig = count_stored(model)
-    planned_orig = sum(_shape_numel(s) for s in list(auto.values()) + [shapes[n] for n in plan])
-    fixed = total_orig - planned_orig  # biases, BN, unplanned layers: stored as they are
     if isinstance(target, bool) or not isinstance(target, (int, float)):
         raise PlanError(f"model target must be an int parameter total or a float ratio, got {target!r}")
     if isinstance(target, float):
-        if not (math.isfinite(target) and target > 0):
-            raise PlanError(f"compression ratio must be a positive number, got {target}")
+        if not (math.isfinite(target) and target > 1):
+            raise PlanError(f"compression ratio must be a number > 1 (original / stored values), got {target}")
         total = int(total_orig / target)
     else:
         total = int(target)
+        if total >= total_orig:
+            raise PlanError(f"a target of {total} parameters does not compress a model of {total_orig}; "
+                            "give fewer parameters (or a ratio > 1)")
 
-    if scada:
-        plan.update(_plan_scada(auto, plan, total - fixed, max_mode))
-    else:
+    while True:
+        planned_orig = sum(_shape_numel(s) for s in list(auto.values()) + [shapes[n] for n in plan])
+        fixed = total_orig - planned_orig  # biases, BN, unplanned layers: stored as they are
+        if fixed >= total:
+            raise PlanError(_too_small(model, total, fixed, {**plan, **dict.fromkeys(auto)}))
+        if scada:
+            return _in_model_order({**plan, **_plan_scada(auto, plan, total - fixed, max_mode)}, shapes)
         budget = total - fixed - sum(lp.params for lp in plan.values())
-        plan.update(_split_budget(auto, budget, max_mode, alloc_power, total, fixed))
-    return _in_model_order(plan, shapes)
+        if budget < 1:
+            raise PlanError(_too_small(model, total, fixed, {**plan, **dict.fromkeys(auto)}))
+        split = _split_budget(auto, budget, max_mode, alloc_power, total, fixed)
+        # The planner never makes a layer bigger: one whose plan stores as many values as its weight
+        # stays dense, and the others are planned again with the budget that leaves.
+        bigger = [n for n, lp in split.items() if lp.params >= lp.numel]
+        if not bigger:
+            return _in_model_order({**plan, **split}, shapes)
+        for n in bigger:
+            del auto[n]
+        if not auto:
+            return _in_model_order(plan, shapes)
+
+
+def _too_small(model: Any, total: int, fixed: int, planned: Mapping[str, Any]) -> str:
+    dense = left_dense(model, planned)
+    top = sorted(dense, key=lambda r: -r["values"])[:3]
+    listed = ", ".join(f"{r['layer']} ({r['type']}, {r['values']}: {r['reason']})" for r in top)
+    more = f" and {len(dense) - len(top)} more" if len(dense) > len(top) else ""
+    return (f"target of {total} parameters is too small: {fixed} values stay dense "
+            f"({listed}{more}), leaving nothing for the planned layers")
+
+
+def left_dense(model: Any, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every module that stores values of its own and is not in ``plan``, with why it stays dense:
+    ``not Linear/Conv`` (LSTM, Embedding, BatchNorm, ...), ``under MIN_NUMEL weights``, ``prime element
+    count`` (no reshape of order >= 2), or ``not planned`` (a dense override, or no Tucker form smaller
+    than the weight: :func:`plan_model` never makes a layer bigger)."""
+    from torch import nn
+
+    rows = []
+    for name, m in model.named_modules():
+        own = [t for k, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+               if not k.endswith("num_batches_tracked")]
+        values = sum(int(t.numel()) for t in own)
+        if not values or name in plan:
+            continue
+        is_layer = isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        if not is_layer:
+            reason = "not Linear/Conv"
+        elif m.weight.numel() < MIN_NUMEL:
+            reason = f"under {MIN_NUMEL} weights"
+        elif not candidate_orders(m.weight.numel()):
+            reason = "prime element count"
+        else:
+            reason = "not planned (a dense override, or no Tucker form smaller than the weight)"
+        rows.append({"layer": name, "type": type(m).__name__, "values": values, "reason": reason})
+    return rows
 
 
 def _in_model_order(plan: dict[str, LayerPlan], shapes: dict[str, tuple[int, ...]]) -> dict[str, LayerPlan]:
@@ -499,11 +550,13 @@ def model_params(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False)
     return count_stored(model) - planned + plan_params(plan, scada)
 
 
-def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False) -> list[dict[str, Any]]:
+def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False,
+               dense: bool = False) -> list[dict[str, Any]]:
     """One row per planned layer: path, weight shape, reshape, core, stored params, ratio.
 
     With ``scada`` the shared core is listed once, as its own row named "(shared core)", and the
-    layer rows count factors only."""
+    layer rows count factors only. With ``dense`` every module left dense follows as a row with
+    ``"dense"`` (why: :func:`left_dense`), its values as ``params`` and ratio 1."""
     shapes = plannable_layers(model, 1)
     rows = []
     for name, p in plan.items():
@@ -524,6 +577,10 @@ def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False) -
             row["ratio"] = round(math.prod(row["shape"]) / row["params"], 2)
         rows.append({"layer": "(shared core)", "shape": None, "reshape": None, "core": list(top.core),
                      "cp": False, "params": math.prod(top.core), "ratio": None})
+    if dense:
+        rows += [{"layer": r["layer"], "shape": None, "reshape": None, "core": None, "cp": False,
+                  "params": r["values"], "ratio": 1.0, "dense": f"{r['type']}: {r['reason']}"}
+                 for r in left_dense(model, plan)]
     return rows
 
 

@@ -1,14 +1,20 @@
 """What a model stores, and which Eq. 13 quantizer each stored value uses.
 
 :func:`inventory` lists every stored tensor in table order: Tucker cores (a SCADA shared core once),
-Tucker factors, and plain tensors (biases, BatchNorm weight/bias/running stats, untouched layers).
+Tucker factors, and plain tensors (biases, untouched layers, and each BatchNorm as its per-channel
+``scale`` and ``shift``: :mod:`adt.exporter.batchnorm` says why).
 Nothing is left out, so the file alone runs the model and its size is the honest size.
 
 Quantizer groups (``groups=``):
   * ``"single"``: one (Q, b) for every value;
-  * ``"kind"`` (default): one group each for cores, factors and other tensors;
+  * ``"kind"`` (default): one group each for cores, factors and other tensors, and one per BatchNorm
+    ``scale`` and per ``shift`` tensor (a channel's scale must not share its step with values hundreds
+    of times larger: that is how a BatchNorm collapses);
   * ``"tensor"``: one group per core, per Tucker layer (its factors) and per plain tensor.
-``q`` and ``b`` are a number or a dict keyed by kind (``"cores"``, ``"factors"``, ``"other"``).
+``q`` and ``b`` are a number or a dict keyed by kind (``"cores"``, ``"factors"``, ``"other"``, ``"norm"``).
+A file holds at most MAX_TABLES (256) code tables, one per group at most: a plan that would need more
+groups merges them (``"tensor"`` falls back to ``"kind"``, then the BatchNorm groups to one for all
+scales and one for all shifts) and says so in ``QuantPlan.note``.
 
 The rule for b when it is not given (``b_rule``): ``"max"`` (default) takes b = max |w| over the
 group's values, so no value is clipped and the levels span exactly the values' range;
@@ -29,9 +35,11 @@ import torch
 from torch import nn
 
 from adt.runtime.format import ROUNDINGS, check_quantizer, quantize
+from adt.runtime.format.limits import MAX_TABLES
 
+from .batchnorm import SCALE_SUFFIX, SHIFT_SUFFIX, affine_tensors, inference_tensors
 from .errors import ModelError, PlanError
-from .factorize import TuckerWeight, frozen_copy, stored_tensors, tucker_layers
+from .factorize import TuckerWeight, frozen_copy, tucker_layers
 from .fakequant import QuantSpec
 
 __all__ = [
@@ -40,7 +48,7 @@ __all__ = [
 ]
 
 #: The kinds of stored values a per-kind ``q``/``b`` dict is keyed by.
-KINDS = ("cores", "factors", "other")
+KINDS = ("cores", "factors", "other", "norm")
 #: How stored values are grouped under quantizers.
 GROUPINGS = ("single", "kind", "tensor")
 DEFAULT_Q = 512  # the paper's LeNet-5 setting (Sec. 4, Q = 512)
@@ -72,13 +80,15 @@ class StoredTucker:
 class Inventory:
     """Every stored tensor of a model, in table order: ``cores``, ``tucker`` (weight name ->
     :class:`StoredTucker`), ``plain`` (name -> float tensor of the frozen model), ``order`` (table
-    order of the names) and ``shapes`` (name -> dense shape)."""
+    order of the names), ``shapes`` (name -> dense shape) and ``norm`` (the plain tensors that are
+    BatchNorm scales and shifts)."""
 
     cores: list[StoredCore]
     tucker: dict[str, StoredTucker]
     plain: dict[str, torch.Tensor]
     order: list[str]
     shapes: dict[str, tuple[int, ...]]
+    norm: set[str] = field(default_factory=set)
 
     @property
     def core_names(self) -> list[str]:
@@ -90,10 +100,13 @@ def weight_name(path: str) -> str:
     return f"{path}.weight" if path else "weight"
 
 
-def inventory(model: nn.Module, names: Sequence[str] | None = None) -> Inventory:
-    """Collect cores, Tucker layers and plain tensors. ``names`` (PyTorch names) restricts the
-    plain tensors to those the architecture references; by default every float tensor is kept."""
-    tensors = stored_tensors(frozen_copy(model))
+def inventory(model: nn.Module, names: Sequence[str] | None = None, ranks: Mapping[str, int] | None = None) -> Inventory:
+    """Collect cores, Tucker layers and plain tensors (:func:`adt.exporter.batchnorm.inference_tensors`).
+    ``names`` (PyTorch names) restricts the plain tensors to those the architecture references; by
+    default every one is kept. ``ranks``: BatchNorm input ranks (the shapes of their scale/shift)."""
+    frozen = frozen_copy(model)
+    tensors = inference_tensors(frozen, dict(ranks or {}))
+    norm_names = set(affine_tensors(frozen))
     keep = set(tensors) if names is None else set(names)
     order = [k for k in tensors if k in keep]
     cores: list[StoredCore] = []
@@ -113,7 +126,7 @@ def inventory(model: nn.Module, names: Sequence[str] | None = None) -> Inventory
             raise ModelError(f"Tucker layer weight {name!r} is not in the frozen model's state_dict")
     plain = {k: tensors[k] for k in order if k not in tucker}
     shapes = {k: tuple(int(d) for d in tensors[k].shape) for k in order}
-    return Inventory(cores, tucker, plain, order, shapes)
+    return Inventory(cores, tucker, plain, order, shapes, {k for k in plain if k in norm_names})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,6 +152,7 @@ class QuantPlan:
     core_group: dict[str, int] = field(default_factory=dict)
     param_group: dict[str, int] = field(default_factory=dict)
     rounding: str = "floor"  # how values pick their level: "floor" (Eq. 13) or "nearest"
+    note: str = ""  # why the groups differ from the grouping asked for (too many code tables)
 
     def for_core(self, key: str) -> tuple[int, float]:
         g = self.groups[self.core_group[key]]
@@ -206,6 +220,45 @@ def _tensor_values(inv: Inventory) -> tuple[list[np.ndarray], dict[str, list[np.
     return core_vals, param_vals
 
 
+Members = list[tuple[str, str, list[tuple[str, Any]]]]  # (label, kind, [("core", i) | ("param", name)])
+
+
+def _members(inv: Inventory, groups: str) -> tuple[Members, str]:
+    """The quantizer groups of ``groups`` grouping, merged until a file can hold one code table each."""
+    cores = [("core", i) for i in range(len(inv.cores))]  # index here, name in the plan
+    factors = [("param", n) for n in inv.order if n in inv.tucker]
+    others = [("param", n) for n in inv.order if n not in inv.tucker and n not in inv.norm]
+    norms = [("param", n) for n in inv.order if n in inv.norm]
+
+    def by_kind(per_norm_tensor: bool) -> Members:
+        out: Members = [(kind, kind, items) for kind, items in zip(KINDS, (cores, factors, others)) if items]
+        if per_norm_tensor:
+            out += [(key, "norm", [(typ, key)]) for typ, key in norms]
+        else:
+            for label, suffix in (("norm scales", SCALE_SUFFIX), ("norm shifts", SHIFT_SUFFIX)):
+                items = [(t, k) for t, k in norms if k.endswith(suffix)]
+                if items:
+                    out.append((label, "norm", items))
+        return out
+
+    if groups == "single":
+        return [("all", "other", cores + factors + others + norms)], ""
+    if groups == "tensor":
+        members: Members = [(f"core of {c.name}", "cores", [("core", i)]) for i, c in enumerate(inv.cores)]
+        members += [(n, "factors" if n in inv.tucker else "norm" if n in inv.norm else "other", [("param", n)])
+                    for n in inv.order]
+        if len(members) <= MAX_TABLES:
+            return members, ""
+        note = f"groups='tensor' needs {len(members)} groups, a file holds at most {MAX_TABLES} code tables: "
+    else:
+        note = ""
+    members = by_kind(True)
+    if len(members) <= MAX_TABLES:
+        return members, (note + "grouped by kind") if note else ""
+    note = note or f"{len(members)} groups by kind (one per BatchNorm tensor) exceed {MAX_TABLES} code tables: "
+    return by_kind(False), note + "BatchNorm scales and shifts grouped in one group each"
+
+
 def make_quant_plan(model: nn.Module | Inventory, q: int | Mapping[str, int] = DEFAULT_Q,
                     b: float | Mapping[str, float] | None = None, groups: str = "kind",
                     b_rule: str = "max", rounding: str = "floor") -> QuantPlan:
@@ -217,24 +270,12 @@ def make_quant_plan(model: nn.Module | Inventory, q: int | Mapping[str, int] = D
         raise PlanError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     core_vals, param_vals = _tensor_values(inv)
 
-    # members: (label, kind, [("core", i) | ("param", name)])
-    members: list[tuple[str, str, list[tuple[str, Any]]]] = []
-    cores = [("core", i) for i in range(len(inv.cores))]  # index here, name in the plan
-    factors = [("param", n) for n in inv.order if n in inv.tucker]
-    others = [("param", n) for n in inv.order if n not in inv.tucker]
-    if groups == "single":
-        members.append(("all", "other", cores + factors + others))
-    elif groups == "kind":
-        for kind, items in zip(KINDS, (cores, factors, others)):
-            if items:
-                members.append((kind, kind, items))
-    else:
-        members += [(f"core of {c.name}", "cores", [("core", i)]) for i, c in enumerate(inv.cores)]
-        members += [(n, "factors" if n in inv.tucker else "other", [("param", n)]) for n in inv.order]
-
-    plan = QuantPlan(groups, [], rounding=rounding)
+    members, note = _members(inv, groups)
+    plan = QuantPlan(groups, [], rounding=rounding, note=note)
     for label, kind, items in members:
         qk = _per_kind(q, kind, "q")
+        if qk is None and kind == "norm":  # BatchNorm scales/shifts take the "other" Q unless given
+            qk = _per_kind(q, "other", "q")
         qk = DEFAULT_Q if qk is None else qk
         bk = _per_kind(b, kind, "b")
         vals = np.concatenate([

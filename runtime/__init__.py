@@ -10,12 +10,13 @@ from .errors import (
     AdtUnsupportedOpError,
 )
 from .format import AdtArchitectureError, AdtError, AdtFile, AdtReadError, read_adt
-from .model import ENGINES, Model, load
+from . import numpy_ops as _numpy_ops  # noqa: F401  (registers the engine's issue-19 ops)
+from .model import ENGINES, Model, Weights, load
 from .rebuild import DEFAULT_MAX_MEMORY, iter_weights, rebuild_weights, tucker_to_tensor
 
 __all__ = [
     "AdtArchitectureError", "AdtBudgetError", "AdtEngineError", "AdtError", "AdtExecutionError", "AdtFile",
     "AdtGraphError", "AdtInputError", "AdtNoArchitectureError", "AdtReadError", "AdtUnsupportedOpError",
-    "DEFAULT_MAX_MEMORY", "ENGINES", "Model", "iter_weights", "load",
+    "DEFAULT_MAX_MEMORY", "ENGINES", "Model", "Weights", "iter_weights", "load",
     "read_adt", "rebuild_weights", "tucker_to_tensor",
 ]

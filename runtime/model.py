@@ -2,20 +2,64 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from math import prod
-from typing import Mapping
 
 import numpy as np
 
-from .errors import AdtBudgetError, AdtEngineError, AdtInputError, AdtNoArchitectureError
-from .format import AdtArchitectureError, AdtFile, read_adt, write_atomic
+from .errors import AdtBudgetError, AdtEngineError, AdtExecutionError, AdtInputError, AdtNoArchitectureError
+from .format import AdtArchitectureError, AdtFile, AdtReadError, read_adt, write_atomic
 from .onnx_proto import DTYPE_NAMES, DTYPES, OnnxModel, ValueInfo, add_initializers, parse_model
-from .rebuild import DEFAULT_MAX_MEMORY, _check_limit, format_bytes, iter_weights
+from .rebuild import DEFAULT_MAX_MEMORY, _check_limit, _iter_weights, format_bytes
 
-__all__ = ["ENGINES", "Model", "load"]
+__all__ = ["ENGINES", "Model", "Weights", "load"]
 
 ENGINES = ("numpy", "onnxruntime")
 Source = AdtFile | bytes | bytearray | memoryview | str | os.PathLike
+
+
+class Weights(Mapping):
+    """``Model.weights``: every parameter of the file as a read-only float32 array of its stored shape,
+    by tensor-table name, in table order.
+
+    The weights are held once. The NumPy engine's load-time rewrites (a BatchNorm folded into the
+    conv before it, a conv weight packed for its kernel) REPLACE a weight in the engine rather than
+    keep both; such a weight is rebuilt again from the file when it is read here (each time: nothing
+    is cached, so reading it costs its memory only while the caller holds it). :meth:`values` and
+    :meth:`items` rebuild all of those in one pass over the file."""
+
+    def __init__(self, model: "Model"):
+        self._model = model
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        kept = self._model._kept
+        if name in kept:
+            return kept[name]
+        if name not in self._model._names:
+            raise KeyError(name)
+        return self._model._rebuild_again({name})[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._model._names)
+
+    def __len__(self) -> int:
+        return len(self._model._names)
+
+    def __contains__(self, name) -> bool:
+        return name in self._model._names
+
+    def items(self) -> list[tuple[str, np.ndarray]]:  # type: ignore[override]
+        """``(name, weight)`` in table order (replaced weights rebuilt in one pass)."""
+        kept = self._model._kept
+        again = self._model._rebuild_again({n for n in self._model._names if n not in kept})
+        return [(n, kept[n] if n in kept else again[n]) for n in self._model._names]
+
+    def values(self) -> list[np.ndarray]:  # type: ignore[override]
+        """The weights in table order (replaced weights rebuilt in one pass)."""
+        return [w for _, w in self.items()]
+
+    def __repr__(self) -> str:
+        return f"<adt Weights: {len(self)} weights>"
 
 
 class Model:
@@ -23,11 +67,21 @@ class Model:
 
     ``model.run(x)`` (or ``model(x)``) takes a float32 batch ``[N, ...]`` for the graph input (or a
     dict ``{name: array}``) and returns the output array (a dict when the graph has several outputs).
-    ``max_memory``: see :func:`load`.
+    ``max_memory``: see :func:`load`. ``model.weights``: a read-only mapping name -> float32 array
+    (:class:`Weights`).
+
+    Memory: every weight is held once. :func:`load` reads the file itself (a path or bytes) and passes
+    ``release_symbols=True`` with ``source``: the decoded symbols of ``file`` (each plain parameter's
+    and core's ``symbols`` become None) are dropped as soon as their weights are rebuilt, and the
+    NumPy engine takes the weights over (``own_weights``): a weight its rewrites replace is rebuilt
+    again from ``source`` when :attr:`weights` is read. Built from an :class:`AdtFile` (symbols kept),
+    that file is the source. ``source`` must not change while the model is in use: a path's size,
+    modification time and inode are checked when it is read again.
     """
 
     def __init__(self, file: AdtFile, engine: str | None = "numpy", max_memory: int | None = DEFAULT_MAX_MEMORY,
-                 run_timeout: float | None = None):
+                 run_timeout: float | None = None, *, release_symbols: bool = False,
+                 source: "bytes | str | os.PathLike | None" = None):
         if engine is not None and engine not in ENGINES:
             raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.file = file
@@ -38,24 +92,60 @@ class Model:
         self.output_names: list[str] = []
         self._runner = None
         self._order: list[int] | None = None
+        # where a weight the engine replaced is rebuilt from again (None: nowhere, so keep them all)
+        self._source = (source, _stamp(source)) if release_symbols and source is not None else \
+            (None if release_symbols else (file, None))
+        self._names = {p.name: None for p in file.params}   # table order (a dict: fast membership)
         if file.architecture is not None:  # checked before the (costlier) rebuild: fail fast
-            self._read_architecture(file.architecture, [p.name for p in file.params])
-        self.weights: dict[str, np.ndarray] = {}
-        for name, w in iter_weights(file, max_memory):  # AdtBudgetError before anything is rebuilt
+            self._read_architecture(file.architecture, list(self._names))
+        self._kept: dict[str, np.ndarray] = {}
+        for name, w in _iter_weights(file, max_memory, release_symbols):  # AdtBudgetError before anything is rebuilt
             # read-only: both engines use these very arrays (onnxruntime without a copy), so an
             # in-place edit would silently change the model; copy a weight to experiment with it
             w = np.asarray(w)  # a 0-d weight stays a 0-d array (a NumPy scalar has no settable flags)
             w.flags.writeable = False
-            self.weights[name] = w
+            self._kept[name] = w
         if file.architecture is None or engine is None:  # engine=None: weights (+ dense ONNX) only
             return
-        if engine == "numpy":
-            from .numpy_engine import NumpyEngine
-            self._runner = NumpyEngine(self.architecture, self.weights, order=self._order, max_memory=max_memory)
+        try:
+            if engine == "numpy":
+                from .numpy_engine import NumpyEngine
+                # handed over: a weight the rewrites replace leaves self._kept (never two copies of it)
+                self._runner = NumpyEngine(self.architecture, self._kept, order=self._order, max_memory=max_memory,
+                                           own_weights=self._source is not None)
+            else:
+                from .ort_engine import OrtEngine
+                self._runner = OrtEngine(self.architecture, self._used_weights(), self.output_names,
+                                         order=self._order, run_timeout=run_timeout)
+        except MemoryError:  # the work fits max_memory but not this machine's free memory
+            raise AdtBudgetError(f"out of memory while preparing the {engine} engine (the weights take "
+                                 f"{format_bytes(file.original_float32_bytes())}): this machine has less free "
+                                 "memory than max_memory allows") from None
+
+    @property
+    def weights(self) -> Weights:
+        """Every stored parameter, rebuilt: a read-only mapping name -> float32 array (:class:`Weights`)."""
+        return Weights(self)
+
+    def _rebuild_again(self, names: set[str]) -> dict[str, np.ndarray]:
+        """The weights ``names`` (replaced in the engine), rebuilt again from the model's source."""
+        if not names:
+            return {}
+        source, stamp = self._source
+        if source is None:  # unreachable: the engine only takes weights over when there is a source
+            raise AdtEngineError(f"weight {sorted(names)[0]!r} is no longer held and the file it came from is unknown")
+        if isinstance(source, AdtFile):
+            f = source
         else:
-            from .ort_engine import OrtEngine
-            self._runner = OrtEngine(self.architecture, self._used_weights(), self.output_names, order=self._order,
-                                     run_timeout=run_timeout)
+            if stamp is not None and _stamp(source) != stamp:
+                raise AdtReadError(f"{os.fspath(source)!r} changed since the model was loaded: the weights the "
+                                   "NumPy engine replaced at load cannot be rebuilt from it again")
+            f = read_adt(source)
+        out = {}
+        for name, w in _iter_weights(f, self.max_memory, release=not isinstance(source, AdtFile), only=names):
+            w.flags.writeable = False
+            out[name] = w
+        return out
 
     def _read_architecture(self, data: bytes, weight_names: list[str]) -> None:
         self.architecture = parse_model(data)
@@ -96,7 +186,7 @@ class Model:
 
     def __repr__(self) -> str:
         arch = f"input {self.input_name!r} {self.input_shape}" if self.inputs else "no architecture"
-        return f"<adt Model: {len(self.weights)} weights, {arch}, engine {self.engine!r}>"
+        return f"<adt Model: {len(self._names)} weights, {arch}, engine {self.engine!r}>"
 
     # -- running ------------------------------------------------------------------------------
     def _check(self, vi: ValueInfo, x) -> np.ndarray:
@@ -130,6 +220,13 @@ class Model:
 
     def run(self, x: np.ndarray | Mapping[str, np.ndarray]):
         """Outputs for the batch ``x`` (see the class doc)."""
+        try:
+            return self._run(x)
+        except MemoryError:  # the engines type their own; this is the net under both (and the input copy)
+            raise AdtExecutionError("out of memory while running the model (the input and every intermediate fit "
+                                    "max_memory, not this machine's free memory)") from None
+
+    def _run(self, x):
         if self.architecture is None:
             raise AdtNoArchitectureError(
                 "this .adt file has no architecture section: its weights can be read (Model.weights) "
@@ -166,13 +263,25 @@ class Model:
         """The weights some node reads, in tensor-table order (unused ones would only make
         onnxruntime warn)."""
         used = {n for node in self.architecture.graph.nodes for n in node.inputs}
-        return {k: v for k, v in self.weights.items() if k in used}
+        return {k: v for k, v in self.weights.items() if k in used}  # replaced ones rebuilt in one pass
 
     def to_onnx(self, path: str | os.PathLike) -> int:
         """Write :meth:`onnx_bytes` to ``path`` atomically; returns the number of bytes."""
         data = self.onnx_bytes()
         write_atomic(path, data)
         return len(data)
+
+
+def _stamp(source) -> tuple | None:
+    """(size, mtime, inode, device) of a path source (None for bytes): a file replaced or rewritten
+    after the load is refused when weights are rebuilt from it again."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None   # read_adt names the problem
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
 def _fmt_shape(shape) -> str:
@@ -193,11 +302,12 @@ def load(source: Source, engine: str | None = "numpy", max_memory: int | None = 
     three points. Over it, :class:`~adt.runtime.errors.AdtBudgetError` names the parameter or node,
     the shape, the figure and the limit.
 
-    - **Rebuild** (at load): the peak of every rebuilt float32 weight kept plus the largest temporary of
-      the parameter being rebuilt (its float64 mode-product intermediates in the chosen contraction
-      order), computed from the validated tensor table before anything is rebuilt. A ResNet-18-sized
-      file stays under half the default (tests/runtime/test_rebuild_budget.py); Wide-ResNet-28-10
-      (36.5M weights) needs 173 MiB (results/wrn_scale.md).
+    - **Rebuild** (at load): the peak of every rebuilt float32 weight kept plus the temporaries of the
+      parameter being rebuilt (its float64 mode-product intermediates, chunked for large layers, see
+      :mod:`adt.runtime.rebuild`), computed from the validated tensor table before anything is
+      rebuilt. A ResNet-18-sized file stays under half the default (tests/runtime/test_rebuild_budget.py);
+      Wide-ResNet-28-10 (36.5M weights, 139.2 MiB as float32) needs 143 MiB, and its load plus first
+      batch-1 run peaks at about 1.05x its float32 weights (results/memory.md).
     - **Constant folding** (at load, NumPy engine): before each constant node is evaluated, its output
       shapes are inferred; each output, and every folded constant so far plus this node's outputs and
       work space, must fit.
@@ -216,5 +326,10 @@ def load(source: Source, engine: str | None = "numpy", max_memory: int | None = 
     run between two nodes with :class:`~adt.runtime.errors.AdtExecutionError`."""
     if engine is not None and engine not in ENGINES:
         raise AdtEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    f = source if isinstance(source, AdtFile) else read_adt(source)
-    return Model(f, engine, max_memory, run_timeout)
+    if isinstance(source, AdtFile):
+        return Model(source, engine, max_memory, run_timeout)
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)   # the caller may change a mutable buffer; weights may be rebuilt from it again
+    # the file is this model's alone: its decoded symbols are dropped as the weights are rebuilt
+    # (Model.file keeps the tables, metadata and architecture)
+    return Model(read_adt(source), engine, max_memory, run_timeout, release_symbols=True, source=source)

@@ -5,24 +5,35 @@ inputs are all constant (weights, initializers, Constant nodes) are evaluated on
 of every intermediate is recorded so it can be freed during the run. Before a constant node is
 folded and before a run, every output shape is inferred (:data:`SHAPES`, the ops' own rules) and
 checked against ``max_memory`` (see :meth:`NumpyEngine.plan`). Everything stays float32; there
-are no per-element Python loops (Conv is im2col + one matmul, pooling reduces one axis at a time).
+are no per-element Python loops (pooling reduces one axis at a time).
+
+After constant folding, the load-time inference rewrites of :mod:`adt.runtime.graph_rewrites` fold
+BatchNorm (and per-channel Mul/Add) into the conv or Gemm before it and fuse bias, activation and a
+residual Add into 2-D convs with constant weights (``AdtConv``), whose kernels keep activations in
+NHWC memory behind an NCHW view: a 1x1 conv is one matmul on the input itself, a group-1 conv one
+matmul per kernel row over row-shifted columns (taps that read only padding are skipped), a
+depthwise conv one einsum over the strided windows, a grouped conv one batched matmul; all in
+cache-sized blocks with the epilogue applied to each block. Other convs (1-D/3-D, weights computed
+at run time) use im2col + one matmul per chunk of samples. ``rewrites=False`` runs the graph as stored.
 """
 from __future__ import annotations
 
 import heapq
+import sys
 from math import prod
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from .errors import AdtBudgetError, AdtExecutionError, AdtGraphError, AdtUnsupportedOpError
 from .format import AdtArchitectureError, AdtError
 from .rebuild import DEFAULT_MAX_MEMORY, _check_limit, format_bytes
+from .graph_rewrites import CONV_OP, GEMM_OP, INTERNAL_DOMAIN, Packing, rewrite
 from .onnx_proto import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_TENSOR, Graph, Node, OnnxModel
 
-__all__ = ["ARITY", "OPS", "SHAPES", "ExecutionPlan", "NumpyEngine", "Val", "infer_node", "topological_order",
-           "validate_graph"]
+__all__ = ["ARITY", "INTERNAL_OPS", "MAX_ARRAY_BYTES", "OPS", "SHAPES", "ExecutionPlan", "NumpyEngine", "Val",
+           "infer_node", "topological_order", "validate_graph"]
 
 Fn = Callable[..., tuple]
 F32 = np.float32
@@ -164,7 +175,7 @@ def _reduce_windows(xp: np.ndarray, kind: str, kernel, strides, dil, out) -> np.
                 sl[ax] = slice(j * d, j * d + (o - 1) * st + 1, st)
                 v = y[tuple(sl)]
                 if acc is None:
-                    acc = v.copy()
+                    acc = v.copy(order="K")  # keep the memory order (NHWC activations stay NHWC)
                 elif kind == "max":
                     np.maximum(acc, v, out=acc)
                 else:
@@ -188,8 +199,11 @@ def _pad(x: np.ndarray, begin, end, value, node: Node | None = None) -> np.ndarr
         raise AdtArchitectureError(
             f"{node.label() if node else 'pad'}: pads {list(begin)}+{list(end)} would grow the input "
             f"{list(x.shape)} to {size} elements")
-    width = [(0, 0), (0, 0)] + list(zip(begin, end))
-    return np.pad(x, width, constant_values=value)
+    # the padded copy keeps the input's memory order (an NHWC-memory activation stays NHWC)
+    out = np.empty_like(x, shape=x.shape[:2] + tuple(n + b + e for n, b, e in zip(x.shape[2:], begin, end)))
+    out.fill(value)
+    out[(slice(None), slice(None)) + tuple(slice(b, b + n) for n, b in zip(x.shape[2:], begin))] = x
+    return out
 
 
 def _conv(node: Node, opset: int, consts) -> Fn:
@@ -328,6 +342,8 @@ def _unary(fn):
 
 
 def _relu(x):
+    if x.dtype.kind == "f":  # one clip pass is ~3x faster than np.maximum with a scalar (NaN stays NaN)
+        return np.clip(x, x.dtype.type(0), x.dtype.type(np.inf))
     return np.maximum(x, x.dtype.type(0))
 
 
@@ -550,6 +566,343 @@ def _dropout(node, opset, consts):
     if len([o for o in node.outputs if o]) > 1:
         raise _unsupported(node, "the mask output of Dropout")
     return lambda x, *rest: (x,)
+
+
+# -- the fused kernels of the load-time rewrites (adt.runtime.graph_rewrites) ----------------------
+# Activations between these convs live in NHWC memory: the kernel returns ``y.transpose(0, 3, 1, 2)``,
+# an NCHW array (the ONNX semantics, for every op downstream) whose memory is NHWC, and reads its
+# input through ``x.transpose(0, 2, 3, 1)``, a contiguous NHWC view when the producer was a conv.
+# NumPy's elementwise ops keep that memory order (Add, Relu, BatchNormalization), so consecutive convs
+# pay no transposes; graph outputs are made C-contiguous at the end of a run.
+_BLOCK = 1 << 17  # float32 elements of im2col columns per block: fits L2 (measured best of 2^15..2^20)
+_BLOCK_1X1 = 1 << 23  # 1x1 convs: few large products (OpenBLAS's per-call cost dominates small ones; measured)
+_FEW_ROWS = 64  # output positions (all samples) up to which a group-1 conv is one product on full columns
+_DW_BLOCK = 1 << 18  # depthwise window-copy block (measured best of 2^15..2^19)
+
+
+def _act_of(node: Node):
+    """The fused activation of an AdtConv/AdtGemm node as an in-place function of a block (or None)."""
+    kind = _str(node, "activation", None)
+    if kind is None:
+        return None
+    # np.clip with both bounds finite-or-infinite floats is one SIMD pass, ~3x faster than
+    # np.maximum/np.minimum with a scalar (measured, numpy 2.x); NaN stays NaN either way
+    if kind == "relu":
+        return lambda y: np.clip(y, F32(0), F32(np.inf), out=y)
+    if kind == "leaky":
+        alpha = F32(_float(node, "act_alpha", 0.01))
+        return lambda y: np.copyto(y, y * alpha, where=~(y >= 0))  # == where(x >= 0, x, x * alpha)
+    if kind == "clip":
+        lo, hi = _float(node, "act_lo", -np.inf), _float(node, "act_hi", np.inf)
+        lo32, hi32 = F32(lo), F32(hi)
+
+        if np.isnan(lo) or np.isnan(hi):  # NaN bounds: exactly max-then-min (every value NaN)
+            def clip(y):
+                np.maximum(y, lo32, out=y)
+                np.minimum(y, hi32, out=y)
+            return clip
+        return lambda y: np.clip(y, lo32, hi32, out=y)  # lo > hi gives hi, as min(max(y, lo), hi)
+    raise AdtArchitectureError(f"{node.label()}: unknown fused activation {kind!r}")
+
+
+def _packed_weight_shape(node: Node) -> tuple[int, ...]:
+    return tuple(_ints(node, "w_shape", ()))
+
+
+def _conv_geometry(node: Node, x_shape, wshape):
+    kernel = list(wshape[2:])
+    strides, dil = _geometry(node, len(x_shape), kernel)
+    begin, end, out, _ = _pads(node, x_shape[2:], kernel, strides, dil)
+    return kernel, strides, dil, begin, end, out
+
+
+def _check_pad_growth(x: np.ndarray, begin, end, node: Node) -> None:
+    size = x.shape[0] * x.shape[1] * prod(n + b + e for n, b, e in zip(x.shape[2:], begin, end))
+    if size > max(_MAX_PAD_GROWTH * x.size, 1 << 22):
+        # real models pad by a kernel radius; this keeps a corrupted file from allocating gigabytes
+        raise AdtArchitectureError(f"{node.label()}: pads {list(begin)}+{list(end)} would grow the input "
+                                   f"{list(x.shape)} to {size} elements")
+
+
+def _nhwc_padded(x: np.ndarray, begin, end, node: Node) -> np.ndarray:
+    """x (NCHW semantics, any memory order) as an NHWC array with the zero padding; a view when
+    there is no padding."""
+    xh = x.transpose(0, 2, 3, 1)
+    if not any(begin) and not any(end):
+        return xh
+    n, h, w, c = xh.shape
+    _check_pad_growth(x, begin, end, node)
+    xp = np.zeros((n, h + begin[0] + end[0], w + begin[1] + end[1], c), dtype=x.dtype)
+    xp[:, begin[0]:begin[0] + h, begin[1]:begin[1] + w] = xh
+    return xp
+
+
+def _fill_cols(dst: np.ndarray, xs: np.ndarray, row0: int, row_step: int, col0: int, sw: int, dw: int) -> None:
+    """Fill the zeroed columns ``dst`` (N, T, OW, KW', C) from the NHWC input ``xs`` (N, H, W, C):
+    ``dst[:, t, q, j]`` is input row ``row0 + t*row_step``, column ``col0 + q*sw + j*dw``, or stays
+    zero where that cell is padding. One strided copy per kernel column."""
+    rows, ow, kwc = dst.shape[1:4]
+    h, w = xs.shape[1:3]
+    t_lo = max(0, -(row0 // row_step)) if row0 < 0 else 0
+    t_hi = min(rows, (h - 1 - row0) // row_step + 1) if row0 <= h - 1 else 0
+    if t_lo >= t_hi:
+        return
+    ra = row0 + t_lo * row_step
+    rs = slice(ra, ra + (t_hi - t_lo - 1) * row_step + 1, row_step)
+    for j in range(kwc):
+        c0 = col0 + j * dw
+        q_lo = max(0, -(c0 // sw)) if c0 < 0 else 0
+        q_hi = min(ow, (w - 1 - c0) // sw + 1) if c0 <= w - 1 else 0
+        if q_lo < q_hi:
+            ca = c0 + q_lo * sw
+            dst[:, t_lo:t_hi, q_lo:q_hi, j] = xs[:, rs, ca:ca + (q_hi - q_lo - 1) * sw + 1:sw]
+
+
+def _matmul(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = a @ w``. A ``w`` that is a transposed view (an OHWI weight kept in place) with
+    few rows of ``a`` goes as ``(w.T @ a.T).T``: OpenBLAS takes twice as long on the transposed
+    operand there (measured); for many rows both are the same."""
+    if a.shape[0] == 1:  # one row: a matrix-vector product (gemv reads the weight once, in order)
+        out[0] = np.matmul(w.T, a[0]) if not w.flags.c_contiguous else np.matmul(a[0], w)
+    elif w.flags.c_contiguous or a.shape[0] >= 256:
+        np.matmul(a, w, out=out)
+    else:
+        out[...] = np.matmul(w.T, a.T).T
+
+
+def _blocks(n: int, rows: int, per_row: int, block: int | None = None):
+    """(sample slice, row slice) blocks of about _BLOCK elements: whole samples while a sample fits,
+    else row bands of one sample (the number of blocks follows the work, not the call)."""
+    block = _BLOCK if block is None else block
+    per_sample = rows * per_row
+    if per_sample <= block:
+        step = max(1, block // max(1, per_sample))
+        for i in range(0, n, step):
+            yield slice(i, i + step), slice(None)
+    else:
+        band = max(1, block // max(1, per_row))
+        for i in range(n):
+            for r in range(0, rows, band):
+                yield slice(i, i + 1), slice(r, r + band)
+
+
+def _adt_conv(node: Node, opset: int, consts) -> Fn:
+    """2-D Conv on a packed weight (see adt.runtime.graph_rewrites) with the bias, the activation and
+    a residual Add fused: ``act(conv(x) + b [+ r])`` or ``act(conv(x) + b) + r`` (``act_first``)."""
+    wshape = _packed_weight_shape(node)
+    packing = Packing(_int(node, "packing", 0))
+    dense = packing in (Packing.GEMM, Packing.OHWI)  # group 1
+    group = _int(node, "group", 1)
+    act = _act_of(node)
+    act_first = bool(_int(node, "act_first", 0))
+    m, cg, kh, kw = wshape
+    geo: dict[tuple, tuple] = {}  # input shape -> geometry (attributes are resolved once per shape)
+
+    def geometry(shape):
+        g = geo.get(shape)
+        if g is None:
+            if len(shape) != 4:
+                raise AdtExecutionError(f"{node.label()}: input rank {len(shape)} != weight rank 4")
+            if shape[1] != cg * group:
+                raise AdtExecutionError(f"{node.label()}: input has {shape[1]} channels, weight {list(wshape)} with "
+                                        f"group={group} expects {cg * group}")
+            kernel, strides, dil, begin, end, out = _conv_geometry(node, shape, wshape)
+            # the kernel taps that read at least one input cell (not only padding) for some output: a
+            # range per axis; the others multiply zeros and are skipped (a 3x3 conv on a 1x1 map is
+            # its centre tap: 1/9 of the work and of the weight reads)
+            crop = []
+            for k, st_, d, o, b_, n_ in zip(kernel, strides, dil, out, begin, shape[2:]):
+                useful = [i for i in range(k) if (o - 1) * st_ + i * d >= b_ and i * d < b_ + n_]
+                crop.append((useful[0], useful[-1] + 1) if useful else (0, 0))
+            g = (kernel, strides, dil, begin, end, out, tuple(crop))
+            if len(geo) >= 8:
+                geo.pop(next(iter(geo)))
+            geo[shape] = g
+        return g
+
+    def epilogue(yb, b, rb, use_act=True):
+        if b is not None:
+            yb += b
+        if use_act and act is not None and (act_first or rb is None):
+            act(yb)
+        if rb is not None:
+            yb += rb
+            if use_act and act is not None and not act_first:
+                act(yb)
+
+    def run(x, wp, b=None, r=None):
+        if r is None:
+            return compute(x, wp, b, None, True)
+        n, m_out = x.shape[0], m
+        oh, ow = geometry(x.shape)[5]
+        if r.shape == (n, m_out, oh, ow) and r.dtype == np.result_type(x, wp):
+            return compute(x, wp, b, r.transpose(0, 2, 3, 1), True)  # NHWC view, whatever its memory order
+        # broadcasting or another dtype: the plain Add (and the activation after it) on the conv output
+        (y,) = compute(x, wp, b, None, act_first)
+        out = np.add(y, r)
+        if act is not None and not act_first:
+            act(out)
+        return (out,)
+
+    def compute(x, wp, b, rh, use_act):
+        n, c = x.shape[:2]
+        kernel, (sh, sw), (dh, dw), begin, end, (oh, ow), ((i0, i1), (j0, j1)) = geometry(x.shape)
+        dtype = np.result_type(x, wp)
+        y = np.empty((n, oh, ow, m), dtype=dtype)
+        if packing == Packing.DEPTHWISE:
+            # depthwise: per block, the windows contracted with the taps, vectorized over samples,
+            # positions and channels (einsum reads the strided window view; measured faster than
+            # a tap loop of shifted slices and than copied columns). Each block pads its own input rows
+            # into a small buffer (no padded copy of the whole, often large, input)
+            xh = x.transpose(0, 2, 3, 1)
+            h, w_ = xh.shape[1:3]
+            _check_pad_growth(x, begin, end, node)
+            wpad = w_ + begin[1] + end[1]
+            for sn, sr in _blocks(n, oh, ow * kh * kw * c, _DW_BLOCK):
+                yb = y[sn, sr]
+                r0 = sr.start or 0
+                r1 = r0 + yb.shape[1]
+                lo, hi = r0 * sh, (r1 - 1) * sh + (kh - 1) * dh + 1  # padded input rows of this block
+                src = xh[sn, max(lo - begin[0], 0):max(min(hi - begin[0], h), 0)]
+                if any(begin) or any(end):
+                    pb = np.zeros((src.shape[0], hi - lo, wpad, c), dtype=x.dtype)
+                    top = max(begin[0] - lo, 0)
+                    pb[:, top:top + src.shape[1], begin[1]:begin[1] + w_] = src
+                else:
+                    pb = src
+                s0, s1, s2, s3 = pb.strides
+                win = as_strided(pb, (pb.shape[0], r1 - r0, ow, kh, kw, c),
+                                 (s0, sh * s1, sw * s2, dh * s1, dw * s2, s3), writeable=False)
+                np.einsum("nhwijc,ijc->nhwc", win, wp, out=yb)
+                epilogue(yb, b, None if rh is None else rh[sn, sr], use_act)
+            return (y.transpose(0, 3, 1, 2),)
+        if kh == kw == 1 and dense:  # 1x1: the (strided) input itself is the column matrix
+            xp = _nhwc_padded(x, begin, end, node)
+            wm = wp if packing == Packing.GEMM else wp.reshape(m, c).T
+            src = xp[:, ::sh, ::sw][:, :oh, :ow]
+            if not src.flags.c_contiguous:
+                src = np.ascontiguousarray(src)
+            a = src.reshape(-1, c)
+            y2 = y.reshape(-1, m)
+            r2 = None if rh is None else rh.reshape(-1, m) if rh.flags.c_contiguous else None
+            step = max(1, _BLOCK_1X1 // max(c, m))
+            if rh is not None and r2 is None:  # a residual in another memory order: by (sample, row) blocks
+                for sn, sr in _blocks(n, oh, ow * max(c, m), _BLOCK_1X1):
+                    yb = y[sn, sr]
+                    rows = yb.shape[0] * yb.shape[1] * ow
+                    _matmul(src[sn, sr].reshape(rows, c), wm, yb.reshape(rows, m))
+                    epilogue(yb, b, rh[sn, sr], use_act)
+                return (y.transpose(0, 3, 1, 2),)
+            for i in range(0, a.shape[0], step):
+                blk = y2[i:i + step]
+                _matmul(a[i:i + step], wm, blk)
+                epilogue(blk, b, None if r2 is None else r2[i:i + step], use_act)
+            return (y.transpose(0, 3, 1, 2),)
+        if dense:
+            # group 1: one product per useful kernel row i, over columns along the kernel's width only
+            # (KW*C per output position), accumulated. With vertical stride and dilation 1 the rows of
+            # one column copy serve every kernel row (row-shifted slices, contiguous for one sample):
+            # a third of full im2col's copying for 3x3
+            khc, kwc = i1 - i0, j1 - j0
+            if khc <= 0 or kwc <= 0:  # every tap reads padding only
+                y[...] = 0
+                epilogue(y, b, rh, use_act)
+                return (y.transpose(0, 3, 1, 2),)
+            if khc == kh and kwc == kw and n * oh * ow <= _FEW_ROWS:
+                # a small output (late layers at batch 1): full columns and ONE product, so the weight
+                # (large there) is read once, in order, instead of once per kernel row
+                xp = _nhwc_padded(x, begin, end, node)
+                cols = np.ascontiguousarray(as_strided(xp, (n, oh, ow, kh, kw, c), (xp.strides[0], sh * xp.strides[1],
+                                                       sw * xp.strides[2], dh * xp.strides[1], dw * xp.strides[2],
+                                                       xp.strides[3]), writeable=False)).reshape(n * oh * ow, -1)
+                _matmul(cols, wp if packing == Packing.GEMM else wp.reshape(m, -1).T, y.reshape(-1, m))
+                epilogue(y, b, rh, use_act)
+                return (y.transpose(0, 3, 1, 2),)
+            if packing == Packing.GEMM:
+                wk = wp.reshape(kh, kw * c, m)
+                wrows = [wk[i, j0 * c:j1 * c] for i in range(i0, i1)]
+            else:  # OHWI kept in place: kernel row i is a (M, KW'*C) view, taken transposed
+                wrows = [wp[:, i, j0:j1].reshape(m, kwc * c).T for i in range(i0, i1)]
+            # the columns of each block are filled straight from the input (zeros where a tap reads
+            # padding): no padded copy of the whole input
+            xh = x.transpose(0, 2, 3, 1)
+            shared = sh == 1 and dh == 1
+            col0 = j0 * dw - begin[1]
+            tmp = None
+            for sn, sr in _blocks(n, oh, ow * kwc * c * (1 if shared else khc)):
+                yb = y[sn, sr]
+                nb, rb = yb.shape[:2]
+                r0 = sr.start or 0
+                y2 = yb.reshape(-1, m)
+                if khc > 1 and (tmp is None or tmp.shape[0] < y2.shape[0]):
+                    tmp = np.empty((y2.shape[0], m), dtype=dtype)
+                if shared:
+                    cw = np.zeros((nb, rb + khc - 1, ow, kwc, c), dtype=dtype)
+                    _fill_cols(cw, xh[sn], r0 + i0 - begin[0], 1, col0, sw, dw)
+                else:
+                    cw = np.empty((nb, rb, ow, kwc, c), dtype=dtype)
+                for i in range(khc):
+                    if shared:
+                        a = cw[:, i:i + rb].reshape(-1, kwc * c)
+                    else:
+                        cw[...] = 0
+                        _fill_cols(cw, xh[sn], r0 * sh + (i0 + i) * dh - begin[0], sh, col0, sw, dw)
+                        a = cw.reshape(-1, kwc * c)
+                    if i == 0:
+                        _matmul(a, wrows[0], y2)
+                    else:
+                        t = tmp[:y2.shape[0]]
+                        _matmul(a, wrows[i], t)
+                        y2 += t
+                epilogue(yb, b, None if rh is None else rh[sn, sr], use_act)
+            return (y.transpose(0, 3, 1, 2),)
+        xp = _nhwc_padded(x, begin, end, node)
+        # depthwise and grouped: every (dilated, strided) window as a view (N, OH, OW, KH, KW, C)
+        st = xp.strides
+        win = as_strided(xp, (n, oh, ow, kh, kw, c), (st[0], sh * st[1], sw * st[2], dh * st[1], dw * st[2], st[3]),
+                         writeable=False)
+        K = kh * kw * c
+        mg = m // group  # grouped: per block, one batched product over the groups
+        win = win.reshape((n, oh, ow, kh, kw, group, cg)).transpose(0, 1, 2, 5, 3, 4, 6)  # (N,OH,OW,G,kh,kw,cg)
+        for sn, sr in _blocks(n, oh, ow * K):
+            yb = y[sn, sr]
+            rows = yb.shape[0] * yb.shape[1] * ow
+            cols = np.ascontiguousarray(win[sn, sr]).reshape(rows, group, kh * kw * cg)
+            yb.reshape(rows, group, mg)[...] = np.matmul(cols.transpose(1, 0, 2), wp).transpose(1, 0, 2)
+            epilogue(yb, b, None if rh is None else rh[sn, sr], use_act)
+        return (y.transpose(0, 3, 1, 2),)
+    return run
+
+
+def _adt_gemm(node, opset, consts) -> Fn:
+    """Gemm with a fused activation (the rewrite only makes it when one follows)."""
+    gemm = _gemm(node, opset, consts)
+    act = _act_of(node)
+
+    def run(a, b, c=None):
+        (y,) = gemm(a, b, c)
+        if act is not None:
+            if not y.flags.writeable or y is a or y is b or y is c:
+                y = y.copy()
+            act(y)
+        return (y,)
+    return run
+
+
+def _s_adt_conv(node, opset, x, w, b=None, r=None):
+    (y,) = _s_conv(node, opset, x, Val(_packed_weight_shape(node), w.dtype), b)
+    if r is None:
+        return [y]
+    return [Val(_bcast(y.shape, r.shape), _rt(y, r))]
+
+
+def _s_adt_gemm(node, opset, a, b, c=None):
+    return _s_gemm(node, opset, a, b, c)
+
+
+#: The engine's internal ops (domain adt.runtime.graph_rewrites.INTERNAL_DOMAIN), made only by the
+#: load-time rewrites: never looked up for a node of a stored graph.
+INTERNAL_OPS: dict[str, Callable[[Node, int, Mapping], Fn]] = {CONV_OP: _adt_conv, GEMM_OP: _adt_gemm}
 
 
 OPS: dict[str, Callable[[Node, int, Mapping], Fn]] = {
@@ -939,6 +1292,7 @@ SHAPES: dict[str, Callable[..., list]] = {
     "Concat": _s_concat, "Shape": _s_shape, "Gather": _s_gather, "Unsqueeze": _s_unsqueeze,
     "Squeeze": _s_squeeze, "Identity": _s_same, "Dropout": _s_same,
 }
+_INTERNAL_SHAPES: dict[str, Callable[..., list]] = {CONV_OP: _s_adt_conv, GEMM_OP: _s_adt_gemm}
 
 
 def _workspace(node: Node, ins: list, outs: list) -> int:
@@ -947,6 +1301,35 @@ def _workspace(node: Node, ins: list, outs: list) -> int:
     Sigmoid's temporaries."""
     op = node.op_type
     x = ins[0] if ins else None
+    if node.domain == INTERNAL_DOMAIN:
+        if op != CONV_OP or x is None or not outs:
+            return 0  # AdtGemm: the product only (its output is counted already)
+        wshape = _packed_weight_shape(node)
+        kernel, strides, dil, begin, end, out = _conv_geometry(node, x.shape, wshape)
+        item = outs[0].dtype.itemsize
+        padded = 0
+        if any(begin) or any(end):
+            padded = x.shape[0] * x.shape[1] * prod(n + b + e for n, b, e in zip(x.shape[2:], begin, end)) * item
+        packing = Packing(_int(node, "packing", 0))
+        dense = packing in (Packing.GEMM, Packing.OHWI)
+        slack = 1 << 16  # small temporaries (scalars, views, a few rows)
+        if prod(kernel) == 1:  # a padded, strided or non-NHWC input is copied into one column matrix
+            return padded + x.shape[0] * x.shape[1] * prod(out) * item + slack
+        per_row = out[-1] * prod(kernel) * x.shape[1]
+        if packing == Packing.DEPTHWISE:  # one block's padded input rows (at most its windows' size)
+            return max(_DW_BLOCK, per_row) * item + slack
+        few = dense and x.shape[0] * prod(out) <= _FEW_ROWS
+        if dense and not few:
+            # one block of columns (filled from the unpadded input; plus the kernel-row halo), the copies
+            # two consecutive row-shifted slices may take for the product, and the partial products
+            block = max(_BLOCK, per_row)
+            partial = (block // max(1, kernel[-1] * x.shape[1]) + out[-1]) * wshape[0]
+            halo = kernel[0] * out[-1] * kernel[-1] * x.shape[1]
+            return (4 * block + halo + partial) * item + slack
+        # few output positions (all columns at once) or grouped (blocks of columns and the batched
+        # product's result): the padded input copy too
+        cols = x.shape[0] * prod(out) * prod(kernel) * x.shape[1] if few else max(_BLOCK, per_row)
+        return padded + (2 * cols + x.shape[0] * prod(out) * wshape[0]) * item + slack
     if op in ("Conv", "MaxPool", "AveragePool") and x is not None:
         if op == "Conv":
             kernel = list(ins[1].shape[2:])
@@ -995,7 +1378,7 @@ def infer_node(node: Node, opset: int, ins: list, fn: Fn | None = None) -> list[
         ins.pop()
     if node.op_type == "Constant":
         return [Val.of(fn()[0])] if fn is not None else [Val.of(_constant(node, opset, {})()[0])]
-    rule = SHAPES.get(node.op_type)
+    rule = _INTERNAL_SHAPES.get(node.op_type) if node.domain == INTERNAL_DOMAIN else SHAPES.get(node.op_type)
     if rule is None:
         raise _unsupported(node, f"op {node.op_type!r}")
     if any(v is None for v in ins[:1]):
@@ -1014,13 +1397,25 @@ def _budget_error(node: Node, what: str, need: int, limit: int) -> AdtBudgetErro
                           f"max_memory={format_bytes(limit)}; pass a larger max_memory to load it")
 
 
+#: The largest array this platform's NumPy can allocate (2 GiB on a 32-bit build); a bigger output
+#: is refused before anything is allocated, whatever max_memory (NumPy would raise ValueError).
+MAX_ARRAY_BYTES = sys.maxsize
+
+
 def _check_outputs(node: Node, outs: list, limit: int | None, names=None) -> None:
-    if limit is None:
-        return
     for k, o in enumerate(outs):
-        if o.nbytes > limit:
-            name = (names or node.outputs)[k] if k < len(names or node.outputs) else k
+        name = (names or node.outputs)[k] if k < len(names or node.outputs) else k
+        if o.nbytes > MAX_ARRAY_BYTES:
+            raise AdtBudgetError(f"{node.label()}: output {name!r} of shape {list(o.shape)} ({o.dtype}) would need "
+                                 f"{format_bytes(o.nbytes)}, over the largest array this platform can hold "
+                                 f"({format_bytes(MAX_ARRAY_BYTES)}, sys.maxsize bytes)")
+        if limit is not None and o.nbytes > limit:
             raise _budget_error(node, f"output {name!r} of shape {list(o.shape)} ({o.dtype})", o.nbytes, limit)
+
+
+def _c_order(a):
+    """``a`` in C order (a 0-d array stays 0-d: np.ascontiguousarray would make it 1-d)."""
+    return a if not isinstance(a, np.ndarray) or a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 class ExecutionPlan:
@@ -1039,10 +1434,16 @@ class NumpyEngine:
     """Compiled form of a parsed ONNX :class:`~adt.runtime.onnx_proto.OnnxModel` with its weights; ``run(feeds) -> outputs``.
 
     ``order``: the node order :func:`validate_graph` returned for this graph and these weights (the
-    loader validates once); without it the graph is validated here."""
+    loader validates once); without it the graph is validated here. ``rewrites``: apply the load-time
+    inference rewrites of :mod:`adt.runtime.graph_rewrites` (BatchNorm folding, fused bias and
+    activation, packed conv weights; the results agree with the unrewritten graph up to float32
+    rounding). ``own_weights``: the caller hands ``weights`` (a mutable mapping) over: a weight the
+    rewrites replace is removed from it too, so no second copy stays alive; otherwise the new arrays
+    are extra memory, counted against ``max_memory`` like folded constants (a rewrite that does not
+    fit is skipped)."""
 
     def __init__(self, model: OnnxModel, weights: Mapping[str, np.ndarray], order: Sequence[int] | None = None,
-                 max_memory: int | None = DEFAULT_MAX_MEMORY):
+                 max_memory: int | None = DEFAULT_MAX_MEMORY, rewrites: bool = True, own_weights: bool = False):
         g = model.graph
         opset = model.opset("")
         self.opset = opset
@@ -1087,6 +1488,23 @@ class NumpyEngine:
                         folded += int(np.asarray(val).nbytes)
                 continue
             steps.append((fn, node))
+        if rewrites and steps:
+            budget = None if self.max_memory is None else max(0, self.max_memory - folded)
+            sources = [weights] if own_weights and hasattr(weights, "pop") else []
+            new_nodes = rewrite([node for _, node in steps], consts, self.output_names, opset, sources, budget)
+            fns = {id(node): fn for fn, node in steps}
+            steps = []
+            for node in new_nodes:
+                fn = fns.get(id(node))
+                if fn is None:
+                    table = INTERNAL_OPS if node.domain == INTERNAL_DOMAIN else OPS
+                    try:
+                        fn = table[node.op_type](node, opset, consts)
+                    except AdtError:
+                        raise
+                    except (ValueError, IndexError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                        raise AdtArchitectureError(f"{node.label()}: invalid attributes: {exc}") from None
+                steps.append((fn, node))
         # free every intermediate after its last reader (a name read twice by one node, or by
         # several nodes, is freed once, after the last of them)
         last: dict[str, int] = {}
@@ -1100,6 +1518,8 @@ class NumpyEngine:
                          if n and last.get(n) == k and n not in keep and n not in consts])
                        for k, (fn, node) in enumerate(steps)]
         self._consts = consts
+        self._nhwc_outputs = {o for _, node, _, _ in self._steps if node.domain == INTERNAL_DOMAIN
+                              and node.op_type == CONV_OP for o in node.outputs}
         self._const_vals: dict[str, Val] | None = None
         self._plans: dict[tuple, ExecutionPlan] = {}
 
@@ -1161,6 +1581,18 @@ class NumpyEngine:
                 peak, peak_node = live[1], node
             live = live[0]
             self._values(fn, node, in_vals, outs)
+        if dynamic is None:
+            # a graph output a fused conv wrote (NHWC memory) is copied to C order at the end of the run
+            copies = [(n, vals[n]) for n in self.output_names if n in self._nhwc_outputs and n in vals]
+            if copies:
+                need = live + sum(v.nbytes for _, v in copies)
+                if limit is not None and need > limit:
+                    name, v = max(copies, key=lambda nv: nv[1].nbytes)
+                    raise AdtBudgetError(f"graph output {name!r} of shape {list(v.shape)}: its copy in C order at the "
+                                         f"end of the run would need {format_bytes(need)} with the outputs, over the "
+                                         f"limit max_memory={format_bytes(limit)}; pass a larger max_memory to run it")
+                if need > peak:
+                    peak = need
         p = ExecutionPlan(peak, peak_node, dynamic, live)
         if len(self._plans) >= 16:
             self._plans.pop(next(iter(self._plans)))
@@ -1227,7 +1659,8 @@ class NumpyEngine:
                     values[name] = val
             for n in free:
                 del values[n]
-        try:
-            return [values[n] for n in self.output_names]
+        try:  # C order at the graph boundary (a conv's output lives in NHWC memory)
+            return [_c_order(values[n]) for n in self.output_names]
         except KeyError as exc:  # unreachable for a validated graph
             raise AdtExecutionError(f"graph output {exc.args[0]!r} has no value") from None
+

@@ -52,7 +52,7 @@ from .format.errors import AdtArchitectureError, AdtError
 from .onnx_proto import A_GRAPH, Graph, Node, OnnxModel, add_initializers, encode_model, parse_model
 
 __all__ = ["CONTROL_FLOW_OPS", "EXTRA_OPS", "LOGGER", "OrtEngine", "check_ops", "configure_logging",
-           "session_options"]
+           "configure_threads", "session_options"]
 
 #: Ops the onnxruntime engine runs beyond the NumPy engine's :data:`~adt.runtime.numpy_engine.OPS`:
 #: none. (An op added here needs a stated reason: its cost must be bounded by its input shapes, as
@@ -132,11 +132,30 @@ def configure_logging(severity: int | None = None, route: bool = True) -> None:
         _apply_logging(onnxruntime)
 
 
+_threads: dict = {"intra": None, "inter": None}   # set by configure_threads (None: onnxruntime's default)
+
+
+def configure_threads(intra: int | None = None, inter: int | None = None) -> None:
+    """Thread pools of the sessions this engine creates from now on, for this process: ``intra``
+    (intra-op threads) and ``inter`` (inter-op threads); ``None``: onnxruntime's default (one
+    intra-op thread per core). Sessions already created keep theirs. ``adt bench --threads N`` uses
+    it for the engine and the dense baseline alike."""
+    for name, n in (("intra", intra), ("inter", inter)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"{name} must be a positive number of threads or None, got {n!r}")
+    _threads.update(intra=intra, inter=inter)
+
+
 def session_options():
     """The SessionOptions this engine uses (also used by ``adt bench`` for a fair dense baseline):
-    onnxruntime's defaults (all graph optimizations), logging at the engine's severity."""
+    onnxruntime's defaults (all graph optimizations), logging at the engine's severity, the thread
+    pools of :func:`configure_threads`."""
     so = _ort().SessionOptions()
     so.log_severity_level = _log_state["severity"]
+    if _threads["intra"] is not None:
+        so.intra_op_num_threads = _threads["intra"]
+    if _threads["inter"] is not None:
+        so.inter_op_num_threads = _threads["inter"]
     return so
 
 

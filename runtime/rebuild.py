@@ -9,22 +9,35 @@ a mode with ``n_i < k_i`` shrinks the intermediate and goes first. Per-parameter
 grow with the parameter's size is kept small (results/many_params.md: a file of 65,535 order-8
 parameters rebuilds in linear time).
 
+Memory: each weight is rebuilt straight into its final float32 array. A large Tucker parameter runs
+its mode products chunk by chunk (:func:`tucker_schedule`): from one step of the contraction order on,
+over blocks of rows of that step's factor, the block's products written into one or two float64
+buffers reused by every block and its result cast into its slice of the float32 weight, so that no
+float64 copy of the whole weight exists (the same float64 dot products, rounded once: bit-identical
+to :func:`tucker_to_tensor` cast to float32; a small parameter chunks only its last product, which
+keeps the block in cache and spares re-faulting a large temporary at every load). Plain parameters are
+dequantized in blocks into their float32 array. A dequantized core is dropped after the last
+parameter that uses it, and when the rebuild read the file itself (a path or bytes: the caller holds
+no :class:`AdtFile`) it also drops the decoded symbols of each plain parameter and core once rebuilt
+(``Param.symbols`` / ``Core.symbols`` become None), so that no value is held twice.
+
 Memory budget: before anything is rebuilt, :func:`rebuild_plan` works out from the validated tensor
 table alone (shapes, core dims, factor shapes) what the rebuild will hold at its peak: every float32
-weight already rebuilt (the caller keeps them), every dequantized core (cached for the parameters
-that share it) and the temporaries of the parameter being rebuilt (its float64 mode-product
-intermediates in the chosen contraction order, the float64 result and its float32 copy).
-:func:`iter_weights` refuses with :class:`~adt.runtime.errors.AdtBudgetError` when that peak exceeds
-``max_memory`` (:data:`DEFAULT_MAX_MEMORY`, 256 MiB, sized for a 512 MiB board); a MemoryError
-during the rebuild is raised as an AdtBudgetError naming the parameter too.
+weight already rebuilt (the caller keeps them), every dequantized core still needed by a later
+parameter and the temporaries of the parameter being rebuilt (its float32 weight, its factors and
+the float64 intermediates of its chunked schedule). The decoded symbols are not counted (they are
+the file's). :func:`iter_weights` refuses with :class:`~adt.runtime.errors.AdtBudgetError` when that
+peak exceeds ``max_memory`` (:data:`DEFAULT_MAX_MEMORY`, 256 MiB, sized for a 512 MiB board); a
+MemoryError during the rebuild is raised as an AdtBudgetError naming the parameter too.
 """
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
-from typing import Iterator, Sequence
+from typing import Container, Iterator, Sequence
 
 import numpy as np
 
@@ -32,15 +45,16 @@ from .errors import AdtBudgetError
 from .format import CORE_CP, ENC_PLAIN, AdtError, AdtFile, AdtTableError, read_adt
 
 __all__ = [
-    "DEFAULT_MAX_MEMORY", "ParamCost", "RebuildPlan", "check_rebuild_budget", "contraction_order", "cp_to_tensor",
-    "format_bytes", "iter_weights", "rebuild_plan", "rebuild_weights", "tucker_to_tensor",
+    "CHUNK_BYTES", "DEFAULT_MAX_MEMORY", "MAX_ARRAY_BYTES", "WHOLE_BYTES", "ParamCost", "RebuildPlan",
+    "TuckerSchedule", "check_rebuild_budget", "contraction_order", "cp_to_tensor", "format_bytes", "iter_weights",
+    "rebuild_plan", "rebuild_weights", "tucker_into", "tucker_schedule", "tucker_to_tensor",
 ]
 
 DEFAULT_MAX_MEMORY = 256 << 20
 """Default ``max_memory`` of a load (bytes): the rebuild's peak, weights kept included, may not exceed
 256 MiB, half the RAM of a 512 MiB board. A ResNet-18-sized file stays under half of it
-(tests/runtime/test_rebuild_budget.py), Wide-ResNet-28-10 (36.5M weights) needs 173 MiB
-(results/wrn_scale.md); a caller with more memory raises the limit (``None``: no limit)."""
+(tests/runtime/test_rebuild_budget.py), Wide-ResNet-28-10 (36.5M weights, 139.2 MiB as float32) needs
+143 MiB (results/memory.md); a caller with more memory raises the limit (``None``: no limit)."""
 
 
 @lru_cache(maxsize=4096)
@@ -104,20 +118,155 @@ def tucker_to_tensor(core: np.ndarray, factors: Sequence[np.ndarray],
     return t
 
 
-def _mode_product(t: np.ndarray, m: np.ndarray, i: int) -> np.ndarray:
+def _mode_product(t: np.ndarray, m: np.ndarray, i: int, out: np.ndarray | None = None) -> np.ndarray:
     """``t x_i m`` keeping every axis in place (C-contiguous in, C-contiguous out): viewing ``t`` as
     (A, k_i, B), the product is ``m @ t[a]`` for each ``a``; one GEMM when A or B is 1. No transposes,
-    so the final float32 cast is a single contiguous pass (2-3x faster than np.tensordot + transpose)."""
+    so the final float32 cast is a single contiguous pass (2-3x faster than np.tensordot + transpose).
+    ``out``: a float64 buffer of at least the result's size to write it into (the same GEMMs)."""
     n, k = m.shape
     sh = t.shape
     a, b = prod(sh[:i]), prod(sh[i + 1:])
-    if b == 1:
-        out = t.reshape(a, k) @ m.T
+    if out is None:   # the common path of many small parameters: as few calls as possible
+        if b == 1:
+            res = t.reshape(a, k) @ m.T
+        elif a == 1:
+            res = m @ t.reshape(k, b)
+        else:
+            res = np.matmul(m, t.reshape(a, k, b))
+    elif b == 1:
+        res = np.matmul(t.reshape(a, k), m.T, out=out[:a * n].reshape(a, n))
     elif a == 1:
-        out = m @ t.reshape(k, b)
+        res = np.matmul(m, t.reshape(k, b), out=out[:n * b].reshape(n, b))
     else:
-        out = np.matmul(m, t.reshape(a, k, b))
-    return out.reshape(sh[:i] + (n,) + sh[i + 1:])
+        res = np.matmul(m, t.reshape(a, k, b), out=out[:a * n * b].reshape(a, n, b))
+    return res.reshape(sh[:i] + (n,) + sh[i + 1:])
+
+
+CHUNK_BYTES = 1 << 20
+"""The float64 intermediates of one chunk of a chunked Tucker rebuild stay near this size (bytes)."""
+WHOLE_BYTES = 4 << 20
+"""A Tucker parameter whose float64 temporaries, unchunked, stay under this runs its mode products on
+whole tensors, only the last one in blocks of about ``2 * CHUNK_BYTES``: fewer, larger products are
+faster for small layers (LeNet-5's fc1: 3.2 MB), and a few MiB more at the peak do not matter there."""
+
+
+@dataclass(frozen=True)
+class TuckerSchedule:
+    """How a Tucker parameter is rebuilt (:func:`tucker_schedule`): the mode products in ``order``;
+    steps before ``split`` run on whole tensors, the steps from ``split`` on run once per chunk of
+    rows of the factor of mode ``order[split]`` (``chunks`` blocks of near-equal size, each at least
+    2 rows, so that no product becomes a matrix-vector one). ``work``: peak bytes of the float64
+    temporaries (the float64 core included); ``largest``: the largest float64 intermediate."""
+
+    order: tuple[int, ...]
+    split: int
+    chunks: int
+    work: int
+    largest: int
+
+    def bounds(self, rows: int) -> list[int]:
+        """Row boundaries ``[0, ..., rows]`` of the chunks."""
+        return [rows * c // self.chunks for c in range(self.chunks + 1)]
+
+
+@lru_cache(maxsize=4096)
+def tucker_schedule(core_dims: tuple[int, ...], sizes: tuple[int, ...], chunk_bytes: int = CHUNK_BYTES,
+                    whole_bytes: int = WHOLE_BYTES) -> TuckerSchedule:
+    """The chunked schedule of the mode products with the smallest float64 peak (ties: the earliest
+    split; a split factor is chunked only when its whole product does not fit in ``chunk_bytes``). A
+    parameter whose unchunked temporaries fit in ``whole_bytes`` runs every product whole but the
+    last, which goes in blocks of about ``2 * chunk_bytes`` (one block: :func:`tucker_to_tensor`'s
+    computation). The contraction order is
+    :func:`contraction_order`'s, so every output element is the same float64 dot products as in
+    :func:`tucker_to_tensor`: a chunk only has fewer rows in one GEMM dimension."""
+    order = contraction_order(core_dims, sizes)
+    d = len(order)
+    dims = list(core_dims)
+    elems = [prod(dims)]                       # elems[j]: elements of the input of step j (elems[d]: the result)
+    for i in order:
+        dims[i] = sizes[i]
+        elems.append(prod(dims))
+    full = [elems[j] + elems[j + 1] for j in range(d)]   # a whole step: its input and output alive
+
+    def cost(s: int, chunks: int) -> tuple[int, int]:
+        """(peak elements alive, largest array) when the steps from ``s`` on run in ``chunks``: the
+        whole steps before ``s``, then the split's whole input and the chunk buffers (one, or two
+        that the chunk's products take turns to write, each the size of the largest product it takes)."""
+        n = sizes[order[s]]
+        r = -(-n // chunks) if n else 0
+        part = [-(-elems[j] * r // n) if n else 0 for j in range(s + 1, d + 1)]   # chunk j-1's output
+        after = elems[s] + max(part[0::2]) + max(part[1::2], default=0)
+        return max(max(full[:s], default=0), after), max(elems[1:s + 1] + [elems[s]] + part)
+
+    if d and max(full) * _F64 <= whole_bytes:
+        # whole products, but the last one in blocks of about chunk_bytes / 2 written into one reused
+        # buffer: each float64 block is cast while it is still in cache, and no large temporary is
+        # mapped and faulted in again at every call (LeNet-5's fc1: 220 us instead of 315 us)
+        n = sizes[order[-1]]
+        chunks = max(1, min(n // 2, -(-elems[d] * _F64 // (chunk_bytes // 2)))) if n >= 4 else 1
+        work, largest = cost(d - 1, chunks)
+        return TuckerSchedule(order, d - 1, chunks, work * _F64, largest * _F64)
+    best = None
+    for s in range(d):
+        n = sizes[order[s]]
+        # per row of the split factor: the chunk steps' alive elements (the split step's input is whole)
+        per_row = max([elems[s + 1]] + full[s + 1:]) / n if n else 0
+        chunks = 1
+        if n >= 4 and per_row * n * _F64 > chunk_bytes:
+            rows = max(2, int(chunk_bytes // (per_row * _F64)))
+            chunks = max(1, n // rows)
+        work, largest = cost(s, chunks)
+        key = (work, s)
+        if best is None or key < best[0]:
+            best = (key, TuckerSchedule(order, s, chunks, work * _F64, largest * _F64))
+    if best is None:   # order 0: a scalar core
+        return TuckerSchedule(order, 0, 1, elems[0] * _F64, elems[0] * _F64)
+    return best[1]
+
+
+def tucker_into(core: np.ndarray, factors: Sequence[np.ndarray], out: np.ndarray,
+                schedule: TuckerSchedule | None = None) -> np.ndarray:
+    """``core x_1 M_1 ... x_d M_d`` rounded to float32 into ``out`` (float32, dims ``(n_1..n_d)``),
+    following ``schedule`` (default :func:`tucker_schedule`'s): the same values as
+    ``tucker_to_tensor(core, factors).astype(np.float32)`` without a whole float64 copy."""
+    t = np.asarray(core, dtype=np.float64)
+    sizes = tuple(int(m.shape[0]) for m in factors)
+    if t.ndim != len(factors):
+        raise AdtTableError(f"Tucker core has order {t.ndim} but {len(factors)} factors were given")
+    for i, m in enumerate(factors):
+        if m.ndim != 2 or m.shape[1] != t.shape[i]:
+            raise AdtTableError(f"factor {i} has shape {m.shape}, expected (n, {t.shape[i]})")
+    if out.shape != sizes or out.dtype != np.float32:
+        raise AdtTableError(f"output of shape {out.shape} ({out.dtype}), expected {sizes} (float32)")
+    if schedule is None:
+        schedule = tucker_schedule(tuple(t.shape), sizes)
+    order, s = schedule.order, schedule.split
+    if schedule.chunks == 1:   # one piece (every small parameter): tucker_to_tensor's products, no buffers
+        for i in order:
+            t = _mode_product(t, np.asarray(factors[i], dtype=np.float64), i)
+        out[...] = t
+        return out
+    for i in order[:s]:
+        t = _mode_product(t, np.asarray(factors[i], dtype=np.float64), i)
+    p = order[s]
+    mp = np.asarray(factors[p], dtype=np.float64)
+    rest = [(i, np.asarray(factors[i], dtype=np.float64)) for i in order[s + 1:]]
+    bounds = schedule.bounds(sizes[p])
+    # the chunk products write into one or two buffers reused by every chunk (allocated once: no
+    # temporary is mapped and faulted in again per chunk), taking turns: each the size of the
+    # largest product written into it
+    rows = max(hi - lo for lo, hi in zip(bounds, bounds[1:]))
+    dims, need = list(t.shape), [0, 0]
+    for j, i in enumerate(order[s:]):
+        dims[i] = rows if i == p else sizes[i]
+        need[j % 2] = max(need[j % 2], prod(dims))
+    bufs = [np.empty(n, np.float64) for n in need[:min(2, len(order) - s)]]
+    for lo, hi in zip(bounds, bounds[1:]):
+        c = _mode_product(t, mp[lo:hi], p, bufs[0])
+        for j, (i, m) in enumerate(rest, start=1):
+            c = _mode_product(c, m, i, bufs[j % 2])
+        out[(slice(None),) * p + (slice(lo, hi),)] = c   # rounded once to float32, as astype does
+    return out
 
 
 def cp_to_tensor(diag: np.ndarray, factors: Sequence[np.ndarray]) -> np.ndarray:
@@ -132,17 +281,26 @@ def cp_to_tensor(diag: np.ndarray, factors: Sequence[np.ndarray]) -> np.ndarray:
 
 # -- memory budget ----------------------------------------------------------------------------------
 _F32, _F64 = 4, 8
-_DEQUANT_TEMP = 2 * _F64   # dequantize(): a float64 copy of the symbols and one float64 temporary
+# dequantize(): a float64 copy of the symbols and up to two float64 temporaries (numpy elides the
+# second one only for large arrays), then the float32 result
+_DEQUANT_TEMP = 3 * _F64 + _F32
+_PLAIN_CHUNK = CHUNK_BYTES // _DEQUANT_TEMP   # symbols of a plain parameter dequantized at once (~1 MiB of temporaries)
+# Python objects, measured with tracemalloc and rounded up: a parameter's rebuild makes a few KiB of
+# them (array headers, tuples, lists; at most ~4 KiB for WRN-28-10's layers), and every weight kept
+# costs its array objects and the caller's dict entry (~0.5 KiB)
+_PY_TEMP = 8 << 10
+_PY_KEPT = 1 << 10
 
 
 @dataclass(frozen=True)
 class ParamCost:
     """What rebuilding one parameter costs (bytes). ``peak``: everything the parameter's rebuild holds
     at once, its own float32 result included; ``output``: the float32 weight kept afterwards;
-    ``cached``: a dequantized core first used here and kept for the rest of the rebuild;
+    ``cached``: a dequantized core first used here and kept until its last parameter is rebuilt;
     ``intermediate``: the largest float64 intermediate (0 for a plain parameter); ``order``: the
-    Tucker contraction order the figures are for (the rebuild uses it: computed once); ``held``: the
-    weights and cores earlier parameters left behind when this one's rebuild starts."""
+    Tucker contraction order the figures are for and ``schedule`` its chunked schedule (the rebuild
+    uses them: computed once); ``held``: the weights and cores earlier parameters left behind when
+    this one's rebuild starts."""
 
     name: str
     output: int
@@ -151,6 +309,7 @@ class ParamCost:
     intermediate: int = 0
     order: tuple[int, ...] | None = None
     held: int = 0
+    schedule: TuckerSchedule | None = None
 
     @property
     def total(self) -> int:
@@ -177,24 +336,6 @@ def format_bytes(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def _tucker_peak(core_dims: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
-    """(peak float64 bytes of :func:`tucker_to_tensor` plus the float32 cast, largest intermediate,
-    contraction order)."""
-    dims = list(core_dims)
-    cur = prod(dims)
-    peak = largest = cur * _F64
-    order = contraction_order(tuple(core_dims), tuple(sizes))
-    for i in order:
-        new = cur // dims[i] * sizes[i] if dims[i] else 0
-        dims[i] = sizes[i]
-        # during one mode product: its input, its output and the float64 factor
-        peak = max(peak, (cur + new + sizes[i] * core_dims[i]) * _F64)
-        largest = max(largest, new * _F64)
-        cur = new
-    numel = prod(sizes)
-    return max(peak, numel * (_F64 + _F32)), largest, order   # float64 result + its float32 copy
-
-
 def _cp_peak(rank: int, sizes: tuple[int, ...]) -> tuple[int, int]:
     """(peak bytes of :func:`cp_to_tensor` plus the float32 cast, largest intermediate). np.einsum's
     greedy path never makes an intermediate larger than its largest operand or output ("memory_limit
@@ -205,43 +346,72 @@ def _cp_peak(rank: int, sizes: tuple[int, ...]) -> tuple[int, int]:
     return operands + max(numel * _F64 + 2 * biggest * _F64, numel * (_F64 + _F32)), biggest * _F64
 
 
+def _dequant_temp(c, new_core: bool, factor_sizes: list[int]) -> int:
+    """Symbols dequantized at once while a Tucker parameter's core (if new) and factors are read."""
+    total = sum(factor_sizes)
+    batched = total if len(factor_sizes) > 1 and total <= _BATCH_DEQUANT else 0
+    return max(c.stored_count if new_core else 0, batched, max(factor_sizes, default=0))
+
+
 def rebuild_plan(f: AdtFile) -> RebuildPlan:
     """The memory :func:`iter_weights` will need for ``f`` when the caller keeps every weight (as
     ``load`` does), computed from the tensor table alone: nothing is dequantized or rebuilt."""
     costs: list[ParamCost] = []
-    cached: set[int] = set()
+    last_use = {p.core: i for i, p in enumerate(f.params) if p.encoding != ENC_PLAIN}
+    live: set[int] = set()
     kept = cores = 0
-    for p in f.params:
+    for idx, p in enumerate(f.params):
         out = p.numel * _F32
+        held = kept + cores + idx * _PY_KEPT
         if p.encoding == ENC_PLAIN:
-            cost = ParamCost(p.name, out, out + p.numel * _DEQUANT_TEMP, held=kept + cores)
+            cost = ParamCost(p.name, out, out + min(p.numel, _PLAIN_CHUNK) * _DEQUANT_TEMP + _PY_TEMP, held=held)
         else:
             c = f.cores[p.core]
-            new_core = 0 if p.core in cached else c.stored_count * _F32
-            cached.add(p.core)
-            sizes = tuple(int(m.shape[0]) for m in p.factors)
-            factors = sum(int(m.size) for m in p.factors)
-            order = None
+            new_core = 0 if p.core in live else c.stored_count * _F32
+            sizes = tuple([int(m.shape[0]) for m in p.factors])
+            factor_sizes = [int(m.size) for m in p.factors]
+            factors = sum(factor_sizes)
+            schedule = None
             if c.kind == CORE_CP:
-                work, largest = _cp_peak(c.dims[0], sizes)
+                work, largest = _cp_peak(c.dims[0], sizes)   # its float32 result included
             else:
-                work, largest, order = _tucker_peak(tuple(c.dims), sizes)
-            dequant = max(c.stored_count if new_core else 0, max((int(m.size) for m in p.factors), default=0))
-            cost = ParamCost(p.name, out, new_core + factors * _F32 + max(work, dequant * _DEQUANT_TEMP),
-                             new_core, largest, order, held=kept + cores)
+                schedule = tucker_schedule(tuple(c.dims), sizes)
+                # the float32 weight written chunk by chunk, the float64 factors, the schedule's temporaries
+                work, largest = out + factors * _F64 + schedule.work, schedule.largest
+            dequant = _dequant_temp(c, bool(new_core), factor_sizes) * _DEQUANT_TEMP
+            cost = ParamCost(p.name, out, new_core + factors * _F32 + max(work, dequant) + _PY_TEMP, new_core, largest,
+                             schedule.order if schedule else None, held=held, schedule=schedule)
+            live.add(p.core)
+            cores += new_core
+            if last_use[p.core] == idx:   # dropped after its last parameter
+                live.discard(p.core)
+                cores -= c.stored_count * _F32
         kept += cost.output
-        cores += cost.cached
         costs.append(cost)
     top = max(costs, key=lambda c: c.total, default=None)
-    peak = max(top.total if top else 0, kept + cores)
+    peak = max(top.total if top else 0, kept + cores + len(costs) * _PY_KEPT)
     return RebuildPlan(tuple(costs), peak, top.name if top else None, kept)
+
+
+MAX_ARRAY_BYTES = sys.maxsize
+"""The largest array this platform's NumPy can allocate (bytes): ``sys.maxsize``, 2 GiB - 1 on a
+32-bit build. A rebuild that needs a bigger one is refused before it starts, whatever ``max_memory``."""
 
 
 def check_rebuild_budget(f: AdtFile, max_memory: int | None = DEFAULT_MAX_MEMORY) -> RebuildPlan:
     """:func:`rebuild_plan` of ``f``; raises AdtBudgetError, naming the parameter, the figure and the
-    limit, when the rebuild would need more than ``max_memory`` bytes (``None``: no limit)."""
+    limit, when the rebuild would need more than ``max_memory`` bytes (``None``: no limit), or a single
+    array (a float32 weight, a float64 intermediate) over :data:`MAX_ARRAY_BYTES`."""
     limit = _check_limit(max_memory)
     plan = rebuild_plan(f)
+    for cost in plan.params:
+        if max(cost.output, cost.intermediate) > MAX_ARRAY_BYTES:
+            what, n = (("its float32 weight", cost.output) if cost.output >= cost.intermediate
+                       else ("its largest float64 intermediate", cost.intermediate))
+            build = ", a 32-bit build" if MAX_ARRAY_BYTES < 1 << 32 else ""
+            raise AdtBudgetError(
+                f"parameter {cost.name!r}: {what} needs {format_bytes(n)}, more than the largest array this "
+                f"platform can hold ({format_bytes(MAX_ARRAY_BYTES)}: sys.maxsize{build})")
     if limit is None or plan.peak <= limit:
         return plan
     # the first parameter at which the limit is crossed (the peak is always some parameter's total)
@@ -264,26 +434,38 @@ def _check_limit(max_memory) -> int | None:
     return int(max_memory)
 
 
-def _as_file(source: AdtFile | bytes | bytearray | memoryview | str | os.PathLike) -> AdtFile:
-    return source if isinstance(source, AdtFile) else read_adt(source)
-
-
 def iter_weights(source: AdtFile | bytes | str | os.PathLike,
                  max_memory: int | None = DEFAULT_MAX_MEMORY) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, float32 array of the original shape)`` in table order, one layer at a time:
-    only the current layer's float64 temporaries exist besides what the caller keeps. Each core is
-    dequantized once and shared by every parameter that uses it (SCADA-Tucker). A 0-d parameter is a
-    0-d array (never a NumPy scalar).
+    only the current layer's temporaries exist besides what the caller keeps. Each core is
+    dequantized once, shared by every parameter that uses it (SCADA-Tucker) and dropped after the
+    last one. A 0-d parameter is a 0-d array (never a NumPy scalar). Given a path or bytes, the
+    decoded symbols are dropped as their weights are rebuilt (an :class:`AdtFile` passed in is left
+    as it is).
 
     Before the first weight is rebuilt, the whole rebuild's peak memory (every weight kept, as by
     :func:`rebuild_weights` or ``load``) is checked against ``max_memory`` bytes (:func:`check_rebuild_budget`;
     ``None``: no limit): AdtBudgetError names the parameter, the figure and the limit."""
-    f = _as_file(source)
+    if isinstance(source, AdtFile):
+        yield from _iter_weights(source, max_memory, release=False)
+    else:
+        yield from _iter_weights(read_adt(source), max_memory, release=True)
+
+
+def _iter_weights(f: AdtFile, max_memory: int | None, release: bool,
+                  only: Container[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`iter_weights` of a decoded file; ``release``: set each plain parameter's and core's
+    symbols to None once no later weight needs them (for a file nobody else holds); ``only``: rebuild
+    just these parameters (the budget checked is the whole file's, an upper bound)."""
     plan = check_rebuild_budget(f, max_memory)
+    last_use = {p.core: i for i, p in enumerate(f.params)
+                if p.encoding != ENC_PLAIN and (only is None or p.name in only)}
     core_cache: dict[int, np.ndarray] = {}
-    for p, cost in zip(f.params, plan.params):
+    for idx, (p, cost) in enumerate(zip(f.params, plan.params)):
+        if only is not None and p.name not in only:
+            continue
         try:
-            w = _rebuild(f, p, core_cache, cost.order)
+            w = _rebuild(f, p, core_cache, cost.schedule)
         except AdtError:
             raise
         except MemoryError:
@@ -291,23 +473,40 @@ def iter_weights(source: AdtFile | bytes | str | os.PathLike,
                                  f"(shape {list(p.shape)}, {format_bytes(p.numel * _F32)} as float32)") from None
         except (ValueError, IndexError, TypeError, KeyError, OverflowError) as exc:
             raise AdtTableError(f"parameter {p.name!r}: cannot rebuild it: {exc}") from None
+        if p.encoding == ENC_PLAIN:
+            if release:
+                p.symbols = None
+        elif last_use[p.core] == idx:
+            del core_cache[p.core]
+            if release:
+                f.cores[p.core].symbols = None
         yield p.name, w
+        del w  # the caller holds the weight; a generator frame must not keep one alive
 
 
-def _rebuild(f: AdtFile, p, core_cache: dict[int, np.ndarray], order: tuple[int, ...] | None) -> np.ndarray:
+def _rebuild(f: AdtFile, p, core_cache: dict[int, np.ndarray], schedule: TuckerSchedule | None) -> np.ndarray:
     if p.encoding == ENC_PLAIN:
-        # np.asarray: dequantizing 0-d symbols gives a NumPy scalar; keep a (0-d) array
-        return np.asarray(f.values(p.symbols, p.group), dtype=np.float32).reshape(p.shape)
+        # block by block into the float32 weight: dequantize() is element-wise, so the values are
+        # those of one call, without its float64 temporaries of the whole parameter
+        sym = np.asarray(p.symbols).reshape(-1)
+        out = np.empty(sym.size, dtype=np.float32)
+        for lo in range(0, sym.size, _PLAIN_CHUNK):
+            out[lo:lo + _PLAIN_CHUNK] = f.values(sym[lo:lo + _PLAIN_CHUNK], p.group)
+        return out.reshape(p.shape)   # a 0-d parameter stays a (0-d) array
     c = f.cores[p.core]
     if p.core not in core_cache:
         core_cache[p.core] = np.asarray(f.values(c.symbols, c.group), dtype=np.float32)  # CP: only the diagonal
     factors = _dequantize_factors(f, p)
     if c.kind == CORE_CP:
         dense = cp_to_tensor(core_cache[p.core], factors)
-    else:
-        dense = tucker_to_tensor(core_cache[p.core], factors, order)
-    # C-order reshape of the (n_1..n_d) tensor to the parameter's shape, rounded once.
-    return np.asarray(dense.astype(np.float32)).reshape(p.shape)
+        # C-order reshape of the (n_1..n_d) tensor to the parameter's shape, rounded once.
+        return np.asarray(dense.astype(np.float32)).reshape(p.shape)
+    if schedule is not None and schedule.chunks == 1:
+        # one piece (every small parameter): the whole products, rounded once (the fewest calls)
+        return tucker_to_tensor(core_cache[p.core], factors, schedule.order).astype(np.float32).reshape(p.shape)
+    out = np.empty(tuple(int(m.shape[0]) for m in factors), dtype=np.float32)
+    tucker_into(core_cache[p.core], factors, out, schedule)
+    return out.reshape(p.shape)
 
 
 _BATCH_DEQUANT = 1 << 12   # factor symbols of one parameter dequantized together at most (64 KiB of temporaries)

@@ -14,8 +14,9 @@ and not counted):
   the first batch-1 run; steady-state batch-1 / batch-64 latency of ``session.run``;
 * the engines and the baseline take turns in blocks of runs (:func:`blocked`), so that load from
   other processes hits them alike and the ratios compare like with like;
-* peak resident memory of the load (``adt.runtime.load`` with the numpy engine), measured in a fresh
-  subprocess (see :func:`measure_peak` for the method, which the output names).
+* peak resident memory of the load (``adt.runtime.load`` with the numpy engine) and of the load plus
+  the first batch-1 run (activations included), measured in one fresh subprocess from just before
+  the load (see :func:`measure_peak` for the method, which the output names).
 
 Public: :func:`bench`, :func:`bench_threads`, :func:`render_bench`, :func:`median_time`, :func:`blocked`,
 :func:`measure_peak`, :func:`peak_memory`, :func:`limit_ort_threads`, :data:`THREAD_ENV`.
@@ -31,18 +32,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 
 import adt.runtime as rt
 from adt.runtime.format import AdtError, read_adt
+from adt.runtime.onnx_proto import parse_model
 from adt.tools.errors import CommandError
 from adt.tools.inspect_report import safe_text
 from adt.tools.scoring import concrete_input_shape
 
-__all__ = ["THREAD_ENV", "bench", "bench_threads", "blocked", "limit_ort_threads", "measure_peak",
-           "median_time", "peak_memory", "render_bench"]
+__all__ = ["RUN_COVERS", "THREAD_ENV", "bench", "bench_threads", "blocked", "input_shape_of", "limit_ort_threads",
+           "measure_peak", "median_time", "peak_memory", "render_bench"]
 
 
 # -- timing helpers ------------------------------------------------------------------------------
@@ -67,12 +70,15 @@ def _proc_status(field: str) -> int | None:
     return None
 
 
-def measure_peak(load: Callable[[], object]) -> dict:
-    """Peak resident memory added by ``load()`` in THIS process (call it in a fresh subprocess).
+def measure_peak(load: Callable[[], object], then: Callable[[object], object] | None = None) -> dict:
+    """Peak resident memory added by ``load()`` in THIS process (call it in a fresh subprocess), and
+    with ``then``, by ``load()`` followed by ``then(loaded)`` (the model kept alive meanwhile).
 
     Linux: reset the peak (VmHWM) to the current RSS through /proc/self/clear_refs, then peak minus
-    the RSS before. Elsewhere: ru_maxrss after minus before (an under-estimate when imports peaked
-    higher than the load). The result says which method it used.
+    the RSS before ``load()``. Elsewhere: ru_maxrss after minus before (an under-estimate when imports
+    peaked higher than the load). ``peak_bytes``: up to the end of ``load()``; ``run_peak_bytes``
+    (with ``then``): from before ``load()`` to the end of ``then`` (so never below ``peak_bytes``).
+    The result says which method it used.
     """
     before = _proc_status("VmRSS")
     reset = False
@@ -85,27 +91,68 @@ def measure_peak(load: Callable[[], object]) -> dict:
             reset = False
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     ru_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+    def peak() -> int:
+        if reset:
+            return _proc_status("VmHWM") - before
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale - ru_before
     kept = load()
-    if reset:
-        peak, method = _proc_status("VmHWM") - before, "Linux VmHWM (reset via /proc/self/clear_refs) minus VmRSS before"
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale - ru_before
-        method = "ru_maxrss delta (under-estimates if imports peaked higher)"
+    result = {"peak_bytes": int(peak())}
+    if then is not None:
+        then(kept)
+        result["run_peak_bytes"] = int(peak())
+    result["method"] = ("Linux VmHWM (reset via /proc/self/clear_refs) minus VmRSS before" if reset
+                        else "ru_maxrss delta (under-estimates if imports peaked higher)")
     del kept
-    return {"peak_bytes": int(peak), "method": method}
+    return result
 
 
-def _child_load(path: str, max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> None:
-    # Import everything the load touches first, so the measurement is the load, not module code.
+RUN_COVERS = ("adt.runtime.load(path) (numpy engine: read, decode, rebuild, engine preparation) and then "
+              "the first batch-1 run, in one fresh process, the model kept alive: activations and the "
+              "engine's work space included; the input array and every import are made before the "
+              "measurement starts")
+
+
+def _child_load(path: str, max_memory: int | None = rt.DEFAULT_MAX_MEMORY,
+                input_shape: list[int] | None = None) -> None:
+    # Import everything the load and the run touch first, and make the input, so that the
+    # measurement is the model, not module code; nothing of the file is read before it (freed
+    # memory would be reused by the load and hide part of its peak).
     import adt.runtime.numpy_engine  # noqa: F401
     import adt.runtime.rebuild  # noqa: F401
-    result = measure_peak(lambda: rt.load(path, engine="numpy", max_memory=max_memory))
+    if input_shape is None:
+        result = measure_peak(lambda: rt.load(path, engine="numpy", max_memory=max_memory))
+    else:
+        x1 = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+        result = measure_peak(lambda: rt.load(path, engine="numpy", max_memory=max_memory), lambda m: m.run(x1))
+        result["run_covers"] = RUN_COVERS
     print(json.dumps(result))
 
 
-def peak_memory(path: str | Path, max_memory: int | None = rt.DEFAULT_MAX_MEMORY) -> dict:
-    """Peak resident memory of ``adt.runtime.load(path, max_memory=...)`` (numpy engine) in a fresh process."""
-    code = f"from adt.tools.benchmark import _child_load; _child_load({str(path)!r}, {max_memory!r})"
+def input_shape_of(path: str | Path) -> tuple[int, ...] | None:
+    """The batch-1 input shape of the file's architecture (None without one), read from its graph
+    without rebuilding any weight."""
+    f = read_adt(path)
+    if f.architecture is None:
+        return None
+    graph = parse_model(f.architecture).graph
+    consts = {p.name for p in f.params} | {t.name for t in graph.initializers}
+    inputs = [vi for vi in graph.inputs if vi.name not in consts]
+    if not inputs:
+        return None
+    return concrete_input_shape(SimpleNamespace(input_shape=None if inputs[0].shape is None else list(inputs[0].shape)))
+
+
+def peak_memory(path: str | Path, max_memory: int | None = rt.DEFAULT_MAX_MEMORY,
+                input_shape: tuple[int, ...] | None = None) -> dict:
+    """Peak resident memory of ``adt.runtime.load(path, max_memory=...)`` (numpy engine) in a fresh
+    process (``peak_bytes``) and, for a file with an architecture, of that load plus the first batch-1
+    run on ``input_shape`` (default: :func:`input_shape_of`, worked out here, not in the child):
+    ``run_peak_bytes``, with what it covers in ``run_covers``. See :func:`measure_peak`."""
+    if input_shape is None:
+        input_shape = input_shape_of(path)
+    shape = None if input_shape is None else [int(d) for d in input_shape]
+    code = f"from adt.tools.benchmark import _child_load; _child_load({str(path)!r}, {max_memory!r}, {shape!r})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -169,19 +216,12 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def limit_ort_threads(n: int) -> None:
-    """Give every onnxruntime session made from now on (the runtime's engine, which asks
-    ``adt.runtime.ort_engine.session_options`` for its options, and the dense baseline) ``n``
-    intra-op threads. Benchmark-only: it rebinds that function in this process."""
-    from adt.runtime import ort_engine
-
-    base = ort_engine.session_options
-
-    def limited():
-        so = base()
-        so.intra_op_num_threads = n
-        so.inter_op_num_threads = 1
-        return so
-    ort_engine.session_options = limited
+    """Give every onnxruntime session made from now on in this process (the runtime's engine and
+    the dense baseline, which both take ``adt.runtime.ort_engine.session_options``) ``n`` intra-op
+    threads and one inter-op thread, through the runtime's public
+    :func:`adt.runtime.ort_engine.configure_threads`."""
+    from adt.runtime.ort_engine import configure_threads
+    configure_threads(intra=n, inter=1)
 
 
 def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int | None = None,
@@ -268,9 +308,11 @@ def bench(path: str | Path, repeats: int = 5, memory: bool = True, threads: int 
                 ratios[f"{engine}_{key[:-2]}_vs_dense"] = e[key] / base[key]
     out["ratios_vs_dense"] = ratios
     out["loadavg_after"] = _loadavg()
-    out["memory"] = peak_memory(path, max_memory) if memory else None
+    out["memory"] = peak_memory(path, max_memory, shape1) if memory else None
     if out["memory"]:
         out["memory"]["over_dense_float32"] = out["memory"]["peak_bytes"] / out["dense_float32_bytes"]
+        if "run_peak_bytes" in out["memory"]:
+            out["memory"]["run_over_dense_float32"] = out["memory"]["run_peak_bytes"] / out["dense_float32_bytes"]
     return out
 
 
@@ -310,6 +352,9 @@ def render_bench(result: dict) -> str:
     if mem:
         lines += ["", f"  peak memory of the load: {mem['peak_bytes'] / 2**20:.1f} MiB "
                       f"({mem['over_dense_float32']:.2f}x the dense float32 weights; {mem['method']})"]
+        if "run_peak_bytes" in mem:
+            lines.append(f"  peak memory of the load + first batch-1 run: {mem['run_peak_bytes'] / 2**20:.1f} MiB "
+                         f"({mem['run_over_dense_float32']:.2f}x the dense float32 weights; activations included)")
     return "\n".join(lines) + "\n"
 
 

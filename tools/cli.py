@@ -38,7 +38,8 @@ COMMANDS: dict[str, Command] = {
     "run": Command("run", "run a .adt model on a .npy input or score it on MNIST (torch-free)"),
     "inspect": Command("inspect", "show where every byte of a .adt file goes and its true compression ratio"),
     "verify": Command("verify", "check a .adt file end to end: checksum, decode, rebuild, forward pass"),
-    "bench": Command("bench", "time decode, rebuild and inference of a .adt file against the dense ONNX baseline"),
+    "bench": Command("bench", "time decode, rebuild and inference of a .adt file against the dense ONNX baseline; "
+                              "peak memory of the load and of the load plus the first run"),
     "to-onnx": Command("to_onnx", "write the dense ONNX model rebuilt from a .adt file"),
 }
 

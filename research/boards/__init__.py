@@ -1,7 +1,9 @@
-"""Checks of the torch-free runtime on other CPU architectures, run under qemu-user emulation.
+"""Checks of the torch-free runtime on ARM boards' Debian, run under qemu-user emulation.
 
-aarch64: ``bash research/boards/aarch64_check.sh --file M.adt --data DIR`` (driver), with
-:mod:`research.boards.aarch64_e2e` (decode, classify, compare; ``results/arm64.json`` + ``.md``) and
-:mod:`research.boards.aarch64_pytest_plugin` (Hypothesis settings for the emulated test run).
-An armv7l check goes beside them as ``armv7l_*``.
+``bash research/boards/board_check.sh --arch arm64|armhf --suite bookworm|trixie --file M.adt`` (driver;
+``aarch64_check.sh`` is its arm64 shorthand), with :mod:`research.boards.aarch64_e2e` (decode, classify,
+compare; ``results/arm64.json``, ``results/armv7l-<suite>.json`` + ``.md``),
+:mod:`research.boards.aarch64_pytest_plugin` (Hypothesis settings for the emulated test run) and
+:mod:`research.boards.report` (``results/boards.md`` + ``.json``: every results file's targets).
+See research/boards/README.md.
 """

@@ -1,7 +1,8 @@
-"""End-to-end check of the torch-free runtime on one machine, and the x86-vs-aarch64 comparison.
+"""End-to-end check of the torch-free runtime on one machine, and the x86-vs-board comparison.
 
-Driven by ``research/boards/aarch64_check.sh`` (which runs ``infer`` once natively and once under
-qemu-aarch64, then ``compare``); each step also works by hand, from the repository root:
+Driven by ``research/boards/board_check.sh`` (which runs ``infer`` once natively and once under
+qemu-aarch64 or qemu-arm, then ``compare``; ``aarch64_check.sh`` is its arm64 shorthand); each step also
+works by hand, from the repository root:
 
   python -m research.boards.aarch64_e2e infer --file M.adt --data MNIST_DIR --n 300 --out-dir RUN/x86
       decode M.adt, hash every decoded symbol array (SHA-256), rebuild the weights, classify the
@@ -190,10 +191,11 @@ def _diff(a: np.ndarray, ref: np.ndarray) -> dict:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     runs = {}
-    for side, d in (("x86_64", args.x86), ("aarch64", args.arm)):
+    for side, d in (("x86_64", args.x86), ("board", args.arm)):
         d = Path(d)
         runs[side] = (json.loads((d / "run.json").read_text()), np.load(d / "run.npz"))
-    (jx, ax), (ja, aa) = runs["x86_64"], runs["aarch64"]
+    (jx, ax), (ja, aa) = runs["x86_64"], runs["board"]
+    label = args.label
     if jx["file_sha256"] != ja["file_sha256"] or jx["n_images"] != ja["n_images"]:
         print("compare: the two runs used different files or image counts", file=sys.stderr)
         return 1
@@ -205,45 +207,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if key in ax.files and key in aa.files:
             engines[e] = _diff(aa[key], ax[key])
             engines[e]["accuracy_x86_64"] = jx["engines"][e]["accuracy"]
-            engines[e]["accuracy_aarch64"] = ja["engines"][e]["accuracy"]
+            engines[e]["accuracy_board"] = ja["engines"][e]["accuracy"]
+            engines[e]["images_equal"] = int(np.sum(aa[key].argmax(1) == ax[key].argmax(1)))
         else:
             engines[e] = {"skipped": ja["engines"].get(e, {}).get("error")
                           or jx["engines"].get(e, {}).get("error") or "not run"}
     cross = {}
-    for side, arr in (("x86_64", ax), ("aarch64", aa)):
+    for side, arr in (("x86_64", ax), ("board", aa)):
         if all(f"out:{e}" in arr.files for e in ENGINES):
             cross[side] = _diff(arr["out:onnxruntime"], arr["out:numpy"])
     compared = [v for v in engines.values() if "skipped" not in v]
     passed = (jx["symbols_sha256"] == ja["symbols_sha256"] and bool(compared)
               and all(v["within_tolerance"] and v["same_predictions"] for v in compared))
+    tests = json.loads(args.tests) if args.tests else None
     result = {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "board": label,
+        "command": args.command,
+        "targets": _targets(label, jx["n_images"], jx["symbols_sha256"] == ja["symbols_sha256"], engines, tests),
         "model_source": args.model_source,
-        "file": jx["file"],
+        "file": _shown(jx["file"]),
         "file_sha256": jx["file_sha256"],
         "file_bytes": jx["file_bytes"],
         "model_metadata": jx["metadata"],
         "n_images": jx["n_images"],
         "tolerance": {"rtol": RTOL, "atol_relative_to_max_abs_output": ATOL_REL,
                       "rule": "|arm - x86| <= rtol*|x86| + atol_rel*max|x86| elementwise"},
-        "symbols_sha256": {"x86_64": jx["symbols_sha256"], "aarch64": ja["symbols_sha256"]},
+        "symbols_sha256": {"x86_64": jx["symbols_sha256"], "board": ja["symbols_sha256"]},
         "symbols_bit_identical": jx["symbols_sha256"] == ja["symbols_sha256"],
-        "weights_sha256": {"x86_64": jx.get("weights_sha256"), "aarch64": ja.get("weights_sha256")},
+        "weights_sha256": {"x86_64": jx.get("weights_sha256"), "board": ja.get("weights_sha256")},
         "weights_bit_identical": jx.get("weights_sha256") == ja.get("weights_sha256"),
         "weights_max_abs_diff": wdiff,
         "engines": engines,
         "engine_vs_engine": cross,
         "environment": {"x86_64": {k: jx[k] for k in ("machine", "platform", "versions")},
-                        "aarch64": {k: ja[k] for k in ("machine", "platform", "versions")}},
+                        "board": {k: ja[k] for k in ("machine", "platform", "versions")}},
         "emulation": json.loads(args.emulation) if args.emulation else None,
         "timings_s": {"x86_64": {"decode_median": jx["timings_s"]["decode_median"],
                                  **{e: {k: v[k] for k in ("load_median_s", "infer_median_s", "images_per_s")}
                                     for e, v in jx["engines"].items() if "error" not in v}},
-                      "aarch64": {"decode_median": ja["timings_s"]["decode_median"],
+                      "board": {"decode_median": ja["timings_s"]["decode_median"],
                                   **{e: {k: v[k] for k in ("load_median_s", "infer_median_s", "images_per_s")}
                                      for e, v in ja["engines"].items() if "error" not in v}},
-                      "repeats": {"x86_64": jx["repeats"], "aarch64": ja["repeats"]}},
-        "tests": json.loads(args.tests) if args.tests else None,
+                      "repeats": {"x86_64": jx["repeats"], "board": ja["repeats"]}},
+        "tests": tests,
         "passed": passed,
     }
     _write_json(Path(args.json), result)
@@ -253,57 +260,94 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def _targets(label: str, n: int, symbols_equal: bool, engines: dict, tests: dict | None) -> list[dict]:
+    """The issue's targets for one board, in the results-file shape research/boards/report.py collects."""
+    key = label.replace("-", "_")
+    out = []
+    v = engines.get("numpy", {})
+    equal = v.get("images_equal", 0) if "skipped" not in v else 0
+    out.append({"id": f"{key}_mnist_{n}", "target": "predictions identical to x86", "measured": equal,
+                "unit": "images equal", "limit": n, "met": "skipped" not in v and equal == n,
+                "detail": f"NumPy engine, first {n} MNIST test images"
+                          + (f", accuracy {v['accuracy_board']:.4f}" if "accuracy_board" in v else "")})
+    out.append({"id": f"{key}_symbols", "target": "decoded-symbol SHA-256 identical to x86",
+                "measured": int(symbols_equal), "unit": "identical (1 = yes)", "limit": 1, "met": bool(symbols_equal)})
+    if tests is not None:
+        import re
+        passed = sum(int(m) for m in re.findall(r"(\d+) passed", tests.get("summary", "")))
+        failed = tests.get("failed") or []
+        out.append({"id": f"{key}_tests", "target": "torch-free tests pass under emulation", "measured": passed,
+                    "unit": "tests passed", "limit": None, "met": tests.get("exit_code") == 0,
+                    "detail": tests.get("summary", "") + (f"; failed: {', '.join(failed)}" if failed else "")})
+    return out
+
+
+def _shown(path: str) -> str:
+    """A path inside the repository as repository-relative (results files name no local folders)."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(path).resolve().relative_to(repo))
+    except ValueError:
+        return path
+
+
 def _markdown(r: dict) -> str:
-    ex, ea = r["environment"]["x86_64"], r["environment"]["aarch64"]
+    ex, ea = r["environment"]["x86_64"], r["environment"]["board"]
     emu = r["emulation"] or {}
+    b = r["board"]
     lines = [
-        "# ADT runtime on aarch64 (qemu-user emulation) vs x86_64",
+        f"# ADT runtime on {b} (qemu-user emulation) vs x86_64",
         "",
-        f"Generated {r['date_utc']} by `bash research/boards/aarch64_check.sh` (research.boards.aarch64_e2e compare); "
-        "numbers below come from results/arm64.json.",
+        f"Generated {r['date_utc']} by `{r.get('command') or 'research/boards/board_check.sh'}` "
+        "(research.boards.aarch64_e2e compare); the figures below are those of the JSON file beside this one.",
         "",
-        f"- Model: `{r['file']}` ({r['file_bytes']} bytes, sha256 `{r['file_sha256'][:16]}…`), "
+        f"- Model: `{_shown(r['file'])}` ({r['file_bytes']} bytes, sha256 `{r['file_sha256'][:16]}…`), "
         f"source: **{r['model_source']}**",
         f"- Model metadata: {', '.join(f'{k}={v}' for k, v in sorted(r['model_metadata'].items())) or 'none'}",
         f"- Images: the first {r['n_images']} MNIST test images",
-        f"- aarch64: {emu.get('qemu', 'qemu-aarch64-static')}, QEMU_CPU={emu.get('qemu_cpu', '?')}, "
+        f"- {b}: {emu.get('qemu', 'qemu-user')}, QEMU_CPU={emu.get('qemu_cpu', '?')}, "
         f"Debian {emu.get('debian', '?')}, Python {ea['versions']['python']}, numpy {ea['versions']['numpy']}, "
         f"bitarray {ea['versions']['bitarray']}, onnxruntime {ea['versions']['onnxruntime']}",
+        f"- {b} install: {emu.get('install', '?')}; Debian packages: "
+        + (", ".join(f"{k} {v}" for k, v in (emu.get("debian_packages") or {}).items()) or "?"),
         f"- x86_64: Python {ex['versions']['python']}, numpy {ex['versions']['numpy']}, "
         f"bitarray {ex['versions']['bitarray']}, onnxruntime {ex['versions']['onnxruntime']}",
         "",
         "| check | result |",
         "| --- | --- |",
         f"| decoded symbols bit-identical (SHA-256) | {'yes' if r['symbols_bit_identical'] else '**NO**'} "
-        f"(`{r['symbols_sha256']['aarch64'][:16]}…`) |",
+        f"(`{r['symbols_sha256']['board'][:16]}…`) |",
         f"| rebuilt float32 weights bit-identical | {'yes' if r['weights_bit_identical'] else 'no'} "
         f"(max abs diff {r['weights_max_abs_diff']:.3g}) |",
     ]
     for e, v in r["engines"].items():
         if "skipped" in v:
-            lines.append(f"| {e} engine | not compared: {v['skipped']} |")
+            if v["skipped"] != "not run":      # an engine asked for but unavailable; one not asked for is left out
+                lines.append(f"| {e} engine | not compared: {v['skipped']} |")
             continue
         lines.append(
-            f"| {e}: outputs aarch64 vs x86_64 | max abs {v['max_abs_diff']:.3g}, max rel {v['max_rel_diff']:.3g}, "
+            f"| {e}: outputs {b} vs x86_64 | max abs {v['max_abs_diff']:.3g}, max rel {v['max_rel_diff']:.3g}, "
             f"{'bit-identical' if v['bit_identical'] else ('within' if v['within_tolerance'] else '**OUTSIDE**')}"
             f"{'' if v['bit_identical'] else ' tolerance'} |")
         lines.append(
             f"| {e}: predictions | {'same' if v['same_predictions'] else '**differ**'} "
-            f"({100 * v['prediction_agreement']:.2f}% agree); accuracy x86 {v['accuracy_x86_64']:.4f}, "
-            f"aarch64 {v['accuracy_aarch64']:.4f} |")
+            f"({v['images_equal']} of {r['n_images']} images equal); accuracy x86 {v['accuracy_x86_64']:.4f}, "
+            f"{b} {v['accuracy_board']:.4f} |")
     for side, v in r["engine_vs_engine"].items():
         lines.append(f"| onnxruntime vs numpy on {side} | max abs {v['max_abs_diff']:.3g}, "
                      f"same predictions: {'yes' if v['same_predictions'] else 'no'} |")
     t = r.get("tests")
     if t:
-        lines.append(f"| runtime tests under emulation | {t.get('summary', '?')} |")
-    lines.append(f"| **overall** | **{'PASS' if r['passed'] else 'FAIL'}** |")
+        failed = t.get("failed") or []
+        lines.append(f"| runtime tests under emulation | {t.get('summary', '?')}"
+                     + (f"; failed: {', '.join(f'`{x}`' for x in failed)}" if failed else "") + " |")
+    lines.append(f"| **comparison with x86_64** (symbols, outputs, predictions) | **{'PASS' if r['passed'] else 'FAIL'}** |")
     tol = r["tolerance"]
     lines += ["", f"Tolerance: {tol['rule']}, rtol = {tol['rtol']:g}, atol_rel = "
               f"{tol['atol_relative_to_max_abs_output']:g}.", "",
-              "## Timings (seconds, median over repeats; aarch64 is emulated, not a real device)", "",
-              "| step | x86_64 | aarch64 (qemu) |", "| --- | --- | --- |"]
-    tx, ta = r["timings_s"]["x86_64"], r["timings_s"]["aarch64"]
+              f"## Timings (seconds, median over repeats; {b} is emulated, not a real device)", "",
+              f"| step | x86_64 | {b} (qemu) |", "| --- | --- | --- |"]
+    tx, ta = r["timings_s"]["x86_64"], r["timings_s"]["board"]
     lines.append(f"| decode (read_adt) | {tx['decode_median']:.4f} | {ta['decode_median']:.4f} |")
     for e in ENGINES:
         if e in tx and e in ta:
@@ -311,7 +355,7 @@ def _markdown(r: dict) -> str:
             lines.append(f"| {e}: classify {r['n_images']} images | {tx[e]['infer_median_s']:.4f} | "
                          f"{ta[e]['infer_median_s']:.4f} |")
     rep = r["timings_s"]["repeats"]
-    lines += ["", f"Repeats: x86_64 {rep['x86_64']}, aarch64 {rep['aarch64']}. Emulated timings only show "
+    lines += ["", f"Repeats: x86_64 {rep['x86_64']}, {b} {rep['board']}. Emulated timings only show "
               "the check's cost here; they say nothing about a real ARM board's speed.", ""]
     return "\n".join(lines)
 
@@ -343,22 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
     pi = sub.add_parser("infer", help="decode, hash, rebuild and classify MNIST test images on this machine")
     pi.add_argument("--file", required=True, help="the .adt model (a LeNet-5 with 1x28x28 input)")
     pi.add_argument("--data", default=None, help="MNIST IDX folder (default: $ADT_DATA)")
-    pi.add_argument("--n", type=int, default=500, help="number of test images, the first N (default 500)")
-    pi.add_argument("--batch-size", type=int, default=100, help="images per Model.run call (default 100)")
+    pi.add_argument("--n", type=int, default=10000, help="number of test images, the first N (default 10000: all)")
+    pi.add_argument("--batch-size", type=int, default=500, help="images per Model.run call (default 500)")
     pi.add_argument("--engines", type=lambda s: [e for e in s.split(",") if e], default=list(ENGINES),
                     help="comma-separated engines (default numpy,onnxruntime)")
     pi.add_argument("--repeats", type=int, default=3, help="timing repeats, median reported (default 3)")
     pi.add_argument("--out-dir", required=True, help="folder for run.json and run.npz")
     pi.set_defaults(func=cmd_infer)
-    pc = sub.add_parser("compare", help="compare an x86_64 run with an aarch64 run and write the results files")
+    pc = sub.add_parser("compare", help="compare an x86_64 run with a board's run and write the results files")
     pc.add_argument("--x86", required=True, help="out-dir of the native infer run")
-    pc.add_argument("--arm", required=True, help="out-dir of the emulated aarch64 infer run")
+    pc.add_argument("--arm", required=True, help="out-dir of the emulated board's infer run")
     pc.add_argument("--json", required=True, help="results JSON to write (e.g. results/arm64.json)")
     pc.add_argument("--md", required=True, help="results Markdown to write (e.g. results/arm64.md)")
     pc.add_argument("--model-source", default="unspecified",
                     help="where the model came from, recorded verbatim (e.g. 'exported LeNet-5' or 'fallback')")
     pc.add_argument("--emulation", default=None, help="JSON object describing the emulator (qemu, Debian, CPU)")
     pc.add_argument("--tests", default=None, help="JSON object summarising the emulated pytest run")
+    pc.add_argument("--label", default="aarch64", help="the board's name in the results (e.g. armv7l-trixie)")
+    pc.add_argument("--command", default=None, help="the command that re-runs this check, recorded verbatim")
     pc.set_defaults(func=cmd_compare)
     pf = sub.add_parser("fallback", help="write a LeNet-5-shaped .adt with seeded random weights")
     pf.add_argument("out", help="output .adt path")

@@ -8,6 +8,8 @@ from .limits import MAX_VARINT_BYTES
 
 __all__ = ["Cursor", "encode_leb128", "encode_string", "encode_varint", "read_exact"]
 
+_F32 = struct.Struct("<f")
+
 
 def read_exact(buf: bytes | memoryview, offset: int, n: int, what: str) -> bytes:
     """Return ``buf[offset:offset+n]``, or raise if fewer than ``n`` bytes remain.
@@ -79,14 +81,29 @@ class Cursor:
         return data
 
     def u8(self, what: str) -> int:
+        pos = self.pos
+        if pos < self.end and pos < len(self.buf):     # fast path: one byte, no slice (a file's headers
+            self.pos = pos + 1                         # are read byte by byte)
+            return self.buf[pos]
         return self.bytes(1, what)[0]
 
     def f32(self, what: str) -> float:
-        return struct.unpack("<f", self.bytes(4, what))[0]
+        pos = self.pos
+        if pos + 4 <= self.end and pos + 4 <= len(self.buf):
+            self.pos = pos + 4
+            return _F32.unpack_from(self.buf, pos)[0]
+        return _F32.unpack(self.bytes(4, what))[0]
 
     def varint(self, what: str, limit: int | None = None, minimum: int = 0) -> int:
         """Read a minimal-length LEB128 varint and check ``minimum <= value <= limit``."""
         start = self.pos
+        # Fast path: a one-byte varint in range (most counts and indices); anything else (longer,
+        # out of range, truncated) takes the full path below, which names the field in its error.
+        if start < self.end and start < len(self.buf):
+            value = self.buf[start]
+            if value < 0x80 and value >= minimum and (limit is None or value <= limit):
+                self.pos = start + 1
+                return value
         value = 0
         for i in range(MAX_VARINT_BYTES):
             byte = self.u8(what)

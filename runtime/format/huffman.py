@@ -26,7 +26,8 @@ from .binary import Cursor, encode_varint
 from .errors import AdtCodeTableError, AdtPayloadError
 from .limits import MAX_CODE_LENGTH, MAX_EG_LEADING_ZEROS, MAX_Q
 
-__all__ = ["EG_MAX_BITS", "HuffmanCode", "check_lengths", "code_lengths", "decode_table", "encode_table"]
+__all__ = ["CANONICAL_MAX_LENGTH", "EG_MAX_BITS", "HuffmanCode", "check_lengths", "code_lengths", "decode_table",
+           "encode_table", "read_code"]
 
 _CHUNK = 1 << 18   # symbols per step of HuffmanCode.bit_count
 
@@ -88,8 +89,15 @@ def check_lengths(lengths: np.ndarray, where: str) -> None:
     used = lengths[lengths > 0]
     if len(used) == 0:
         raise AdtCodeTableError(f"{where}: the code has no symbols")
-    if used.max() > MAX_CODE_LENGTH:
-        raise AdtCodeTableError(f"{where}: code length {int(used.max())} exceeds the maximum {MAX_CODE_LENGTH}")
+    _check_used(used, where)
+
+
+def _check_used(used: np.ndarray, where: str, longest: int | None = None) -> None:
+    """check_lengths on the lengths of the used symbols only (int64, all > 0, at least one);
+    ``longest``: their maximum, when the caller has it already."""
+    longest = int(used.max()) if longest is None else longest
+    if longest > MAX_CODE_LENGTH:
+        raise AdtCodeTableError(f"{where}: code length {longest} exceeds the maximum {MAX_CODE_LENGTH}")
     if len(used) == 1:
         if used[0] != 1:
             raise AdtCodeTableError(f"{where}: a one-symbol code must have length 1, got {int(used[0])}")
@@ -123,6 +131,18 @@ class HuffmanCode:
         order = used[np.lexsort((used, self.lengths[used]))]
         self.symbol = order.tolist()
         self.count = np.bincount(self.lengths[used], minlength=int(self.lengths.max(initial=0)) + 1).tolist()
+
+    @classmethod
+    def _from_table(cls, lengths: np.ndarray, symbols: np.ndarray, lens: np.ndarray, longest: int) -> "HuffmanCode":
+        """The code of a decoded table: ``symbols`` (increasing) with lengths ``lens``; the same fields
+        as ``HuffmanCode(lengths)``, computed without its sort (a stable sort by length suffices)."""
+        code = cls.__new__(cls)
+        code.lengths = lengths
+        code._book = None
+        code.symbol = symbols[np.argsort(lens, kind="stable")].tolist()
+        # uint8: bincount casts its input to intp "safely", which int64 is not on a 32-bit build
+        code.count = np.bincount(lens.astype(np.uint8), minlength=longest + 1).tolist()
+        return code
 
     @classmethod
     def from_counts(cls, counts: np.ndarray) -> "HuffmanCode":
@@ -164,18 +184,30 @@ class HuffmanCode:
 
     def decode(self, bits: bitarray, start: int, n: int, where: str) -> tuple[np.ndarray, int]:
         """Decode ``n`` symbols from ``bits`` starting at bit ``start``; return them and the end bit."""
+        out = self.decode_symbols(bits, start, n, where)
+        return out, start + self.bit_count(out)
+
+    def decode_symbols(self, bits: bitarray, start: int, n: int, where: str) -> np.ndarray:
+        """The ``n`` symbols from bit ``start`` (uint16), without counting their bits (the caller does,
+        e.g. per stream of a run with one cumulative sum)."""
         if n == 0:
-            return np.zeros(0, dtype=np.uint16), start
+            return np.zeros(0, dtype=np.uint16)
+        if self.max_length > CANONICAL_MAX_LENGTH:
+            # Unreachable with the format's limits (MAX_CODE_LENGTH = 24, every bitarray build takes
+            # >= 30); kept so that a future limit fails as a typed error, not a ValueError inside.
+            raise AdtPayloadError(
+                f"{where}: code length {self.max_length} exceeds what this platform's bitarray decodes "
+                f"({CANONICAL_MAX_LENGTH})"
+            )
         # Only the bits these n symbols can possibly use are copied out of the stream.
         stop = min(len(bits), start + n * self.max_length)
         try:
             it = canonical_decode(bits[start:stop], self.count, self.symbol)
-            out = np.fromiter(it, dtype=np.uint16, count=n)
+            return np.fromiter(it, dtype=np.uint16, count=n)
         except (ValueError, StopIteration) as exc:
             raise AdtPayloadError(
                 f"{where}: the bitstream from bit {start} does not hold {n} valid codes ({exc})"
             ) from None
-        return out, start + self.bit_count(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +254,56 @@ def _eg_code() -> tuple[list[int], list[int]]:
 _EG_COUNT, _EG_SYMBOL = _eg_code()
 
 
+def _canonical_max_length() -> int:
+    """The longest code bitarray's ``canonical_decode`` accepts on this build, probed once: its
+    ``count`` list may hold at most 8*sizeof(Py_ssize_t) entries in current releases, so 31-bit codes
+    on 64-bit builds but only 30-bit codes on 32-bit ones (armv7l), too short for a table's longest
+    Exp-Golomb code (EG_MAX_BITS = 31)."""
+    for n in range(EG_MAX_BITS, 0, -1):
+        try:
+            if list(canonical_decode(bitarray("0"), [0, 2] + [0] * (n - 1), [0, 1])) == [0]:
+                return n
+        except ValueError:
+            continue
+    return 0
+
+
+CANONICAL_MAX_LENGTH = _canonical_max_length()
+# decode_table's path: bitarray's C decoder where it takes 31-bit codes, else the scan below. A module
+# switch, so that tests run both paths on any machine.
+EG_CANONICAL = CANONICAL_MAX_LENGTH >= EG_MAX_BITS
+
+
+def _eg_scan(bits: bitarray, ncodes: int) -> np.ndarray:
+    """``ncodes`` Exp-Golomb values from the start of ``bits`` without the canonical decoder (for
+    builds where it cannot take 31-bit codes): each code's first 1 is found by bitarray's C search,
+    bounded to MAX_EG_LEADING_ZEROS zeros, then every value is read at once from the bytes as a
+    fixed-width field. Raises ValueError when the bits are not ``ncodes`` codes."""
+    n = len(bits)
+    ones = np.empty(ncodes, dtype=np.int64)
+    zeros = np.empty(ncodes, dtype=np.int64)
+    index = bits.index
+    p = 0
+    for k in range(ncodes):
+        try:
+            q = index(1, p, min(n, p + MAX_EG_LEADING_ZEROS + 1))
+        except ValueError:
+            raise ValueError(f"code {k} at bit {p}: more than {MAX_EG_LEADING_ZEROS} leading zeros "
+                             "or the bits end") from None
+        z = q - p
+        p = q + z + 1
+        if p > n:
+            raise ValueError(f"code {k}: the bits end inside it")
+        ones[k] = q
+        zeros[k] = z
+    # value + 1 = the z+1 bits from the leading 1: a window of 3 bytes holds them (offset <= 7, width <= 16)
+    raw = np.frombuffer(bits.tobytes() + b"\0\0", dtype=np.uint8).astype(np.int64)
+    b = ones >> 3
+    word = (raw[b] << 16) | (raw[b + 1] << 8) | raw[b + 2]
+    width = zeros + 1
+    return ((word >> (24 - (ones & 7) - width)) & ((1 << width) - 1)) - 1
+
+
 def encode_table(lengths: np.ndarray) -> bytes:
     """Serialize a code's lengths (FORMAT.md "Code tables")."""
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -244,6 +326,20 @@ def encode_table(lengths: np.ndarray) -> bytes:
 
 def decode_table(cur: Cursor, where: str) -> np.ndarray:
     """Read one stored table at ``cur`` and return the lengths of symbols ``0 .. last used``."""
+    return _read_table(cur, where)[0]
+
+
+def read_code(cur: Cursor, where: str) -> HuffmanCode:
+    """Read one stored table at ``cur`` as a ready :class:`HuffmanCode` (what :func:`decode_table`
+    returns, without sorting the symbols again: the table lists them in increasing order already)."""
+    lengths, symbols, lens, longest = _read_table(cur, where)
+    return HuffmanCode._from_table(lengths, symbols, lens, longest)
+
+
+def _read_table(cur: Cursor, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The table at ``cur``: (lengths of symbols 0..last used, the used symbols in increasing order,
+    their lengths, the longest). Few NumPy calls per table: opening a small file is mostly per-call
+    overhead."""
     smin = cur.varint(f"{where} smin", limit=MAX_Q - 1)
     nused = cur.varint(f"{where} nused", limit=MAX_Q - smin, minimum=1)
     ncodes = 2 * nused - 1
@@ -255,35 +351,41 @@ def decode_table(cur: Cursor, where: str) -> np.ndarray:
         )
     span_bytes = min(cur.remaining(), (ncodes * EG_MAX_BITS + 7) // 8)
     bits = bitarray(endian="big")
-    bits.frombytes(cur.buf[cur.pos:cur.pos + span_bytes])
+    bits.frombytes(bytes(cur.buf[cur.pos:cur.pos + span_bytes]))
     try:
-        it = canonical_decode(~bits, _EG_COUNT, _EG_SYMBOL)
-        vals = np.fromiter(islice(it, ncodes), dtype=np.int64, count=ncodes)
+        if EG_CANONICAL:
+            it = canonical_decode(~bits, _EG_COUNT, _EG_SYMBOL)
+            vals = np.fromiter(islice(it, ncodes), dtype=np.int64, count=ncodes)
+        else:
+            vals = _eg_scan(bits, ncodes)
     except ValueError as exc:
         raise AdtCodeTableError(
             f"{where}: the bits after offset {cur.pos} are not {ncodes} Exp-Golomb codes of at most "
             f"{MAX_EG_LEADING_ZEROS} leading zeros ({exc})"
         ) from None
-    # Exp-Golomb of v has 2*bit_length(v+1)-1 bits (v+1 < 2**16 here, so 17 powers of two suffice).
-    bit_length = np.searchsorted(1 << np.arange(MAX_EG_LEADING_ZEROS + 2, dtype=np.int64), vals + 1, side="right")
-    nbits = int(np.sum(2 * bit_length - 1))
+    # Exp-Golomb of v has 2*bit_length(v+1)-1 bits; frexp's exponent of v+1 (< 2**16, exact in a
+    # float64) is its bit length.
+    nbits = 2 * int(np.frexp(vals + 1)[1].sum()) - ncodes
     zz = vals[0::2]
-    deltas = np.where(zz % 2 == 0, zz >> 1, -((zz + 1) >> 1))
-    lens = np.cumsum(deltas)
-    symbols = smin + np.concatenate(([0], np.cumsum(vals[1::2] + 1)))
-    bad = np.flatnonzero((lens < 1) | (lens > MAX_CODE_LENGTH))
-    if len(bad):
-        i = int(bad[0])
+    lens = ((zz >> 1) ^ -(zz & 1)).cumsum()           # zig-zag deltas -> lengths
+    symbols = np.empty(nused, dtype=np.int64)        # smin, then smin + cumulated gaps
+    symbols[0] = smin
+    symbols[1:] = vals[1::2] + 1
+    symbols.cumsum(out=symbols)
+    longest = int(lens.max())
+    if int(lens.min()) < 1 or longest > MAX_CODE_LENGTH:
+        i = int(np.flatnonzero((lens < 1) | (lens > MAX_CODE_LENGTH))[0])
         raise AdtCodeTableError(
             f"{where}: used symbol #{i} has code length {int(lens[i])}, expected 1..{MAX_CODE_LENGTH}"
         )
-    if int(symbols[-1]) >= MAX_Q:
-        raise AdtCodeTableError(f"{where}: symbol gaps reach symbol {int(symbols[-1])}, beyond {MAX_Q - 1}")
+    last = int(symbols[-1])
+    if last >= MAX_Q:
+        raise AdtCodeTableError(f"{where}: symbol gaps reach symbol {last}, beyond {MAX_Q - 1}")
     nbytes = (nbits + 7) // 8
     if bits[nbits:8 * nbytes].any():
         raise AdtCodeTableError(f"{where}: padding bits after the code lengths are not zero")
     cur.pos += nbytes
-    lengths = np.zeros(int(symbols[-1]) + 1, dtype=np.uint8)
+    lengths = np.zeros(last + 1, dtype=np.uint8)
     lengths[symbols] = lens
-    check_lengths(lengths, where)
-    return lengths
+    _check_used(lens, where, longest)
+    return lengths, symbols, lens, longest

@@ -26,13 +26,16 @@ from .errors import (
     AdtArchitectureError, AdtChecksumError, AdtLimitError, AdtMagicError, AdtMetadataError,
     AdtPayloadError, AdtReadError, AdtSectionError, AdtTableError, AdtTruncatedError, AdtVersionError,
 )
-from .huffman import HuffmanCode, decode_table
+from .huffman import HuffmanCode, read_code
 
 __all__ = ["MAX_FILE_BYTES", "MIN_FILE_BYTES", "read_adt"]
 
 MIN_FILE_BYTES = len(L.MAGIC) + 2 + 1 + 4   # magic, version, section count, CRC-32
 MAX_FILE_BYTES = L.MAX_PAYLOAD_BYTES + L.MAX_SECTIONS * L.MAX_SECTION_BYTES
 _MAX_BUFFER = sys.maxsize   # the largest bytes object this Python can make (2**31 - 1 on 32-bit)
+# The longest bitarray this build can index: bitarray counts bits in a Py_ssize_t, so a 32-bit build
+# holds at most 2**31 - 1 bits (a 256 MiB payload); a longer payload is refused before it is copied.
+_MAX_BITS = sys.maxsize
 
 
 def _load_bytes(source: bytes | bytearray | memoryview | str | os.PathLike) -> bytes:
@@ -210,7 +213,7 @@ def _read_architecture(cur: Cursor, max_bytes: int = L.MAX_ARCH_BYTES) -> bytes:
 # -- Code tables -------------------------------------------------------------------------------
 def _read_codes(cur: Cursor) -> list[HuffmanCode]:
     n = cur.varint("table count", limit=L.MAX_TABLES)
-    codes = [HuffmanCode(decode_table(cur, f"code table {i}")) for i in range(n)]
+    codes = [read_code(cur, f"code table {i}") for i in range(n)]
     cur.expect_end()
     return codes
 
@@ -267,7 +270,15 @@ def _dims(cur: Cursor, n: int, what: str) -> tuple[int, ...]:
         if not n or (min(raw) >= 1 and max(raw) < 0x80):
             cur.pos = pos + n
             return tuple(raw)
-    return tuple(cur.varint(f"{what} dim {i}", limit=L.MAX_DIM, minimum=1) for i in range(n))
+    out = []
+    for i in range(n):            # dims of two bytes (128..16383: 500, 800, ...) still without the Cursor
+        v = _small(cur, L.MAX_DIM)
+        if not v:                 # None: longer or malformed; 0: invalid. The Cursor names the error
+            if v == 0:
+                cur.pos -= 1
+            v = cur.varint(f"{what} dim {i}", limit=L.MAX_DIM, minimum=1)
+        out.append(v)
+    return tuple(out)
 
 
 def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGroup], list[Core], list[Param]]:
@@ -363,17 +374,27 @@ def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
             for j, f in enumerate(p.factors):
                 plan.append((None, p.group, f.shape[0] * dims[j], p, j))
     nbytes = cur.remaining()
+    if 8 * nbytes > _MAX_BITS:
+        raise AdtLimitError(
+            f"payload: {nbytes} bytes are {8 * nbytes} bits, more than this platform's bitarray can index "
+            f"({_MAX_BITS} bits, a {8 * struct.calcsize('P')}-bit build); read the file on a 64-bit machine"
+        )
     total = sum(n for _, _, n, _, _ in plan)
     if total > 8 * nbytes:
         raise AdtPayloadError(
             f"payload: {total} coded values need at least {total} bits, the payload has only {8 * nbytes}"
         )
-    bits = bitarray(endian="big")
     view = cur.view(nbytes, "bitstream")
     try:
-        bits.frombytes(view)                # one copy of the payload, not two
-    except TypeError:                       # a bitarray whose frombytes takes bytes only
-        bits.frombytes(bytes(view))
+        # the file's own bytes, read in place (a read-only import of the buffer, bitarray >= 2.3): no
+        # copy of the payload, which is most of the file
+        bits = bitarray(buffer=view, endian="big")
+    except (TypeError, ValueError, BufferError):
+        bits = bitarray(endian="big")
+        try:
+            bits.frombytes(view)            # one copy of the payload, not two
+        except TypeError:                   # a bitarray whose frombytes takes bytes only
+            bits.frombytes(bytes(view))
     del view
     # Consecutive streams of one group (a parameter's factors, a run of parameters) are decoded by
     # one call: the per-stream cost of a decode (a bitarray slice, a C decoder, numpy arrays) would
@@ -414,15 +435,21 @@ def _decode_run(bits: bitarray, pos: int, code: HuffmanCode, q: int, counts: lis
     if total == 0:
         return [(np.zeros(0, np.uint16), 0) for _ in counts]
     try:
-        sym, end = code.decode(bits, pos, total, "payload")
+        sym = code.decode_symbols(bits, pos, total, "payload")
     except AdtPayloadError:
         return None
-    if end > len(bits) or int(sym.max()) >= q:
+    if int(sym.max()) >= q:
         return None
     if len(counts) == 1:
-        return [(sym, end - pos)]
-    # bits per stream: the cumulated code lengths at the stream boundaries
+        # one stream, possibly far longer than _RUN_SYMBOLS (a plain 3x3x512x512 conv: 2.4M symbols):
+        # its bits counted in chunks, never an int64 array of its size (two would be 38 MB)
+        nbits = code.bit_count(sym)
+        return [(sym, nbits)] if pos + nbits <= len(bits) else None
+    # bits per stream: the cumulated code lengths at the stream boundaries (one pass for the run;
+    # several streams are joined only up to _RUN_SYMBOLS, so at most that many int64 temporaries)
     cum = np.cumsum(code.lengths.astype(np.int64)[sym])
+    if pos + int(cum[-1]) > len(bits):
+        return None
     bounds = np.cumsum(np.asarray(counts, dtype=np.int64))
     ends = [0] + [int(cum[b - 1]) if b else 0 for b in bounds.tolist()]
     out, at = [], 0
@@ -471,6 +498,17 @@ def read_adt(source: bytes | bytearray | memoryview | str | os.PathLike, *,
     subclass naming the first problem. ``max_architecture_bytes``: the largest inflated architecture
     accepted (default the format's limit, MAX_ARCH_BYTES = 64 MiB), checked before inflating."""
     buf = _load_bytes(source)
+    try:
+        return _read_buffer(buf, max_architecture_bytes)
+    except MemoryError:
+        # every count was checked against the format's limits first; what is left is a machine with less
+        # memory than the file needs (a 512 MiB board, a 32-bit address space)
+        raise AdtLimitError(
+            f"the decoded contents of this {len(buf)}-byte file do not fit in this machine's memory"
+        ) from None
+
+
+def _read_buffer(buf: bytes, max_architecture_bytes: int) -> AdtFile:
     version, sections, header_end = _read_header(buf)
     by_kind = {s.kind: s for s in sections}
 

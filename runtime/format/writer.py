@@ -326,10 +326,20 @@ class AdtWriter:
 
     def to_bytes(self) -> bytes:
         """Finish the file and return its bytes. With ``tables="auto"`` both table policies are
-        built and the smaller file is kept (ties go to one shared table)."""
+        built and the smaller file is kept (ties go to one shared table); with more than MAX_TABLES
+        groups only the shared table is possible ("per_group" then raises AdtWriterError)."""
         if self._result is not None:
             return self._result
-        policies = ["shared", "per_group"] if self.table_policy == "auto" else [self.table_policy]
+        # per_group needs one code table per group, and a file holds at most MAX_TABLES of them
+        if self.table_policy == "per_group" and len(self._groups) > L.MAX_TABLES:
+            raise AdtWriterError(
+                f"tables='per_group': {len(self._groups)} groups need {len(self._groups)} code tables, a file "
+                f"holds at most {L.MAX_TABLES}; use tables='shared' or 'auto'"
+            )
+        if self.table_policy == "auto":
+            policies = ["shared", "per_group"] if len(self._groups) <= L.MAX_TABLES else ["shared"]
+        else:
+            policies = [self.table_policy]
         best = None
         for policy in policies:
             data = self._build(policy)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from adt.exporter.errors import PlanError
+import adt.runtime as rt
+from adt.exporter.errors import ExportCheckError, ModelError, PlanError
 from adt.exporter.export import compact_name_map, dequantized_weights, export_adt, quantized_model
 from adt.exporter.quantplan import choose_b, inventory, make_quant_plan
 from adt.exporter.models import build_model
@@ -162,7 +163,8 @@ def test_accuracy_before_and_after(tmp_path):
     x = rng.standard_normal((200, *SHAPE)).astype(np.float32)
     with torch.no_grad():
         y = model(torch.from_numpy(x)).argmax(1).numpy()  # labels = the float model's own predictions
-    rep = export_adt(model, None, input_shape=SHAPE, q=8, test_data=(x, y))
+    rep = export_adt(model, None, input_shape=SHAPE, q=8, test_data=(x, y), force=True)
+    assert not rep.check.passed  # Q = 8 destroys this net: only force writes it
     assert rep.acc_float == 1.0
     assert 0.0 <= rep.acc_quantized < 1.0  # Q = 8 levels visibly hurts
     rep2 = export_adt(model, None, input_shape=SHAPE, q=4096, test_data=(x, y))
@@ -239,11 +241,159 @@ def test_compact_names():
     assert len(set(names)) == 3000 and names[52] == "aa"
 
 
-def test_odd_q_negative_variance_is_refused():
-    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 26 * 26, 3)).eval()
+class _ConvBN(nn.Module):
+    """The issue-19 case: conv-BN-ReLU with a residual, one stem BatchNorm variance far below the others."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        self.c2, self.b2 = nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.b1(self.c1(x)))
+        y = torch.relu(self.b2(self.c2(y)) + y)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+def conv_bn(seed=0):
+    torch.manual_seed(seed)
+    m = _ConvBN().eval()
     with torch.no_grad():
-        m[1].running_var.copy_(torch.tensor([1e-6, 2.0]))
-    with pytest.raises(PlanError, match="running_var"):
-        export_adt(m, None, input_shape=SHAPE, q=5, groups="tensor")
-    rep = export_adt(m, None, input_shape=SHAPE, q=6, groups="tensor")  # even Q: 0 is a level
-    assert rep.dense_params == 2 * 9 + 2 + 4 * 2 + 3 * 2 * 26 * 26 + 3
+        for bn in (m.b1, m.b2):
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.running_mean.normal_()
+            bn.weight.normal_()
+            bn.bias.normal_()
+        m.b1.running_var[:2] = 0.0028  # quantized with the other plain values, Eq. 13 rounded these to 0
+    return m
+
+
+def test_batchnorm_with_a_tiny_variance_exports_correctly(tmp_path):
+    m = conv_bn()
+    rep = export_adt(m, tmp_path / "bn.adt", input_shape=SHAPE)  # defaults: q=512, groups by kind, floor
+    assert rep.check.passed and rep.check.engine_divergence < 1e-4
+    assert rep.check.divergence < 0.1 and rep.check.agreement >= 0.9
+    f = read_adt(tmp_path / "bn.adt")
+    names = {p.name for p in f.params}
+    assert {"b1.bn_scale", "b1.bn_shift"} <= names and not any("running" in n for n in names)
+    assert f.param("b1.bn_scale").shape == (32, 1, 1)
+    # each scale and shift has its own quantizer: a channel's scale never shares its step with the conv weights
+    labels = [g["label"] for g in rep.groups]
+    assert {"b1.bn_scale", "b1.bn_shift", "b2.bn_scale", "b2.bn_shift"} <= set(labels)
+    x = np.random.default_rng(1).standard_normal((8, *SHAPE)).astype(np.float32)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    out = rt.load(tmp_path / "bn.adt").run(x)
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 0.1
+
+
+@pytest.mark.parametrize("layer,shape", [(nn.BatchNorm1d(6), (6,)), (nn.BatchNorm1d(6), (6, 5)),
+                                         (nn.BatchNorm2d(6, affine=False), (6, 4, 4))])
+def test_batchnorm_variants_match_torch(layer, shape):
+    m = nn.Sequential(layer, nn.Flatten(), nn.Linear(int(np.prod(shape)), 3)).eval()
+    with torch.no_grad():
+        layer.running_var.uniform_(0.01, 3.0)
+        layer.running_mean.normal_()
+    rep = export_adt(m, None, input_shape=shape, q=4096)
+    assert rep.check.passed and rep.check.engine_divergence < 1e-4 and rep.check.divergence < 0.01
+
+
+def test_batch_statistics_batchnorm_is_refused():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
+                      nn.Linear(2 * 26 * 26, 3)).eval()
+    with pytest.raises(ModelError, match="running statistics"):
+        export_adt(m, None, input_shape=SHAPE)
+
+
+def test_check_refuses_a_file_that_changes_the_function(tmp_path):
+    m = conv_bn()
+    path = tmp_path / "bad.adt"
+    with pytest.raises(ExportCheckError, match="refusing to write"):
+        export_adt(m, path, input_shape=SHAPE, q=2)  # 2 levels: the function is gone
+    assert not path.exists()
+    rep = export_adt(m, path, input_shape=SHAPE, q=2, force=True)
+    assert path.exists() and not rep.check.passed and rep.check.divergence > 1.0
+
+
+def test_check_catches_a_runtime_that_disagrees_with_torch(tmp_path, monkeypatch):
+    import adt.runtime.model as model_mod
+
+    run = model_mod.Model.run
+    monkeypatch.setattr(model_mod.Model, "run", lambda self, x, *a, **k: run(self, x, *a, **k) * np.float32(1.001))
+    with pytest.raises(ExportCheckError, match="with the file's weights"):
+        export_adt(conv_bn(), tmp_path / "m.adt", input_shape=SHAPE)
+    assert not (tmp_path / "m.adt").exists()
+
+
+def test_plan_never_needs_more_code_tables_than_a_file_holds():
+    m = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)) for _ in range(70)]).eval()
+    tensor = make_quant_plan(inventory(m), groups="tensor")  # 70 x (weight, bias, scale, shift) = 280 tensors
+    assert len(tensor.groups) <= 256 and "groups='tensor' needs 280" in tensor.note
+    rep = export_adt(m, None, input_shape=(4,), groups="tensor")
+    assert len(rep.groups) <= 256 and rep.check.passed
+
+
+def test_selfcheck_is_stored_and_fails_when_the_runtime_differs(tmp_path, monkeypatch):
+    from adt.runtime.selfcheck import KEY, run_selfcheck
+
+    path = tmp_path / "s.adt"
+    plain = export_adt(conv_bn(), tmp_path / "p.adt", input_shape=SHAPE)
+    rep = export_adt(conv_bn(), path, input_shape=SHAPE, selfcheck=True)
+    assert 0 < rep.file_bytes - plain.file_bytes < 200  # "a few bytes": the recipe and 16 float16 values
+    m = rt.load(path)
+    assert KEY in m.file.metadata
+    res = run_selfcheck(m)
+    assert res.passed and res.values == 10 and res.max_error <= res.atol + 2 ** -10 * 100
+    assert run_selfcheck(rt.load(tmp_path / "p.adt")) is None  # off by default
+    # a machine whose engine computes something else fails it
+    import adt.runtime.model as model_mod
+
+    run = model_mod.Model.run
+    monkeypatch.setattr(model_mod.Model, "run", lambda self, x, *a, **k: run(self, x, *a, **k) * np.float32(1.05))
+    assert not run_selfcheck(rt.load(path)).passed
+
+
+class _Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.fc = nn.Linear(7 * 8, 3)
+
+    def forward(self, ids):  # ids: (N, 7) token ids
+        return self.fc(torch.flatten(self.emb(ids), 1))
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(6, 3)
+
+    def forward(self, x, y):
+        return torch.relu(self.a(x)) + self.b(y)
+
+
+def test_integer_example_inputs_export_an_embedding(tmp_path):
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (5, 7))
+    rep = export_adt(_Embed().eval(), tmp_path / "e.adt", example_inputs=(ids,))
+    assert rep.check.passed and rep.check.inputs == "the 5 example input sample(s)"
+    m = rt.load(tmp_path / "e.adt")
+    assert m.input_dtype == np.int64
+    out = m.run(ids.numpy())
+    assert out.shape == (5, 3) and rep.check.engine_divergence < 1e-4
+
+
+def test_two_inputs(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 4), torch.randn(4, 6)
+    model = _TwoInputs().eval()
+    rep = export_adt(model, tmp_path / "t.adt", example_inputs=(x, y), q=4096)
+    m = rt.load(tmp_path / "t.adt")
+    assert [vi.name for vi in m.inputs] == ["input", "input_1"]
+    with torch.no_grad():
+        ref = model(x, y).numpy()
+    np.testing.assert_allclose(m.run({"input": x.numpy(), "input_1": y.numpy()}), ref, rtol=0, atol=1e-2)
+    assert rep.check.passed
+    with pytest.raises(ModelError, match="one float input"):
+        export_adt(model, None, example_inputs=(x, y), selfcheck=True)

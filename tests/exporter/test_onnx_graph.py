@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from adt.exporter.batchnorm import inference_tensors
 from adt.exporter.errors import ModelError
 from adt.exporter.models import MODELS, build_model
 from adt.exporter.onnx_graph import (
-    OPSET, architecture_bytes, frozen_copy, referenced_tensors, stored_tensors, with_weights,
+    OPSET, architecture_bytes, frozen_copy, referenced_tensors, with_weights,
 )
 from adt.exporter.planner import LayerPlan
 from adt.exporter.factorize import apply_ada_tucker, apply_scada_tucker
@@ -55,7 +56,7 @@ def test_contract_and_onnxruntime_matches_torch(name, maker):
     proto = onnx.load_from_string(arch)
     g = proto.graph
     frozen = frozen_copy(model)
-    params = stored_tensors(frozen)
+    params = inference_tensors(frozen)
     # no parameter initializers, no float initializers at all, only `input` as graph input
     assert not any(t.name in params for t in g.initializer)
     assert all(t.data_type != onnx.TensorProto.FLOAT for t in g.initializer)
@@ -63,7 +64,7 @@ def test_contract_and_onnxruntime_matches_torch(name, maker):
     assert g.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
     assert g.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
     assert [d.dim_value for d in g.input[0].type.tensor_type.shape.dim[1:]] == list(shape)
-    # every stored tensor is referenced by its PyTorch name (BN kept as a node with its 4 tensors)
+    # every stored tensor is referenced by its PyTorch name (BN as Mul/Add with its scale and shift)
     assert referenced_tensors(arch) == set(params)
     # stripped
     assert proto.producer_name == "" and proto.doc_string == "" and not proto.metadata_props
@@ -72,7 +73,9 @@ def test_contract_and_onnxruntime_matches_torch(name, maker):
     intermediate = {o for n in g.node for o in n.output} - {"output"}
     assert all(len(s) <= 3 for s in intermediate)
     if name == "resnet20":
-        assert sum(n.op_type == "BatchNormalization" for n in g.node) == 21
+        assert not any(n.op_type == "BatchNormalization" for n in g.node)
+        assert sum(n.op_type == "Mul" and n.input[1].endswith(".bn_scale") for n in g.node) == 21
+        assert sum(n.op_type == "Add" and n.input[1].endswith(".bn_shift") for n in g.node) == 21
     onnx.checker.check_model(onnx.load_from_string(with_weights(arch, {k: v.numpy() for k, v in params.items()})))
     weights = {k: v.numpy() for k, v in params.items()}
     for n in (1, 64):
@@ -98,7 +101,8 @@ def test_fresh_batchnorm_has_no_identity_dedup():
     arch = architecture_bytes(m, (1, 28, 28))
     g = onnx.load_from_string(arch).graph
     assert not any(n.op_type == "Identity" for n in g.node)
-    assert {"1.running_var", "1.weight", "1.running_mean", "1.bias"} <= referenced_tensors(arch)
+    assert {"1.bn_scale", "1.bn_shift"} <= referenced_tensors(arch)
+    assert not {"1.running_var", "1.weight", "1.running_mean", "1.bias"} & referenced_tensors(arch)
 
 
 def test_rename_and_deterministic():
@@ -128,23 +132,9 @@ class Sigmoidal(nn.Module):
         return torch.sigmoid(self.fc(torch.flatten(x, 1)))
 
 
-class Gelu(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(784, 10)
-
-    def forward(self, x):
-        return nn.functional.gelu(self.fc(torch.flatten(x, 1)))  # ONNX Erf: not in the NumPy engine
-
-
 def test_fixed_batch_reshape_is_refused():
     with pytest.raises(ModelError, match="batch"):
         architecture_bytes(FixedBatch(), (1, 28, 28))
-
-
-def test_unsupported_op_is_refused():
-    with pytest.raises(ModelError, match="Erf"):
-        architecture_bytes(Gelu(), (1, 28, 28))
 
 
 def test_every_op_of_the_numpy_engine_is_accepted():
@@ -161,7 +151,7 @@ def test_compact_architecture_without_default_attributes_still_runs():
     from adt.exporter.onnx_graph import architecture_model
 
     model = resnet20_with_stats()
-    names = list(stored_tensors(frozen_copy(model)))
+    names = list(inference_tensors(frozen_copy(model)))
     rename = compact_name_map(names)
     proto = architecture_model(model, (3, 32, 32), rename)
     full = len(proto.SerializeToString())
@@ -169,10 +159,24 @@ def test_compact_architecture_without_default_attributes_still_runs():
     arch = proto.SerializeToString()
     assert len(arch) < full
     g = proto.graph
-    assert not any(a.name in ("momentum", "dilations", "group") for n in g.node for a in n.attribute)
+    assert not any(a.name in ("dilations", "group") for n in g.node for a in n.attribute)
     assert any(a.name == "pads" for n in g.node if n.op_type == "Conv" for a in n.attribute)  # non-default kept
-    weights = {rename[k]: v.numpy() for k, v in stored_tensors(frozen_copy(model)).items()}
+    weights = {rename[k]: v.numpy() for k, v in inference_tensors(frozen_copy(model)).items()}
     x = np.random.default_rng(3).standard_normal((5, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(_run(arch, weights, x), ref, rtol=1e-4, atol=1e-4)
+
+
+class _Det(nn.Module):
+    def forward(self, x):
+        return torch.linalg.det(x)
+
+
+def test_check_exportable_names_the_layer_before_any_work():
+    from adt.exporter.onnx_graph import check_exportable
+
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.ReLU(), _Det()), nn.Flatten())
+    with pytest.raises(ModelError, match=r"layer '1\.1' needs op 'Det'"):
+        check_exportable(m, (1, 5, 5))
+    check_exportable(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten()), (1, 5, 5))

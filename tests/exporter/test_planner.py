@@ -218,7 +218,9 @@ def test_plan_model_hits_budget_and_ratio():
         plan = plan_model(model, total)
         n = model_params(model, plan)
         assert n <= total and n > 0.9 * total
-        assert list(plan) == ["conv1", "conv2", "fc1", "fc2"]
+        assert all(lp.params < lp.numel for lp in plan.values())  # never a layer bigger than dense
+        # at 20000 conv1's (500 weights) share would buy a plan of more than 500 values: it stays dense
+        assert list(plan) == (["conv2", "fc1", "fc2"] if total == 20000 else ["conv1", "conv2", "fc1", "fc2"])
     plan = plan_model(model, 100.0)
     assert count_params(model) / model_params(model, plan) >= 100.0
     with pytest.raises(PlanError, match="too small"):
@@ -241,7 +243,9 @@ def test_plan_model_scada_and_resnet():
     resnet = build_model("resnet20")
     plan = plan_model(resnet, 12.0)
     assert count_params(resnet) / model_params(resnet, plan) >= 12.0
-    assert "layers.0.conv1" in plan and "conv1" in plan  # the 432-weight stem is planned too
+    # the 432-weight stem has no Tucker form below 432 values at its share: it stays dense (issue 19)
+    assert "layers.0.conv1" in plan and "conv1" not in plan
+    assert all(lp.params < lp.numel for lp in plan.values())
     assert "layers.3.shortcut.0" in plan
 
 
@@ -301,3 +305,39 @@ def test_plan_table_rows_add_up():
         assert [r["layer"] for r in rows][:4] == ["conv1", "conv2", "fc1", "fc2"]
     assert rows[-1] == {"layer": "(shared core)", "shape": None, "reshape": None, "core": [3, 4, 4, 4, 4],
                         "cp": False, "params": 768, "ratio": None}
+
+
+def test_targets_that_do_not_compress_are_refused():
+    model = build_model("lenet5")
+    for bad in (1.0, 0.5):
+        with pytest.raises(PlanError, match="> 1"):
+            plan_model(model, bad)
+    with pytest.raises(PlanError, match="does not compress"):
+        plan_model(model, count_params(model))
+
+
+def test_layers_left_dense_are_named_and_counted():
+    from torch import nn
+
+    from adt.exporter.planner import left_dense, plan_table
+
+    class WithLstm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(100, 16)
+            self.lstm = nn.LSTM(16, 128)
+            self.stem = nn.Conv2d(1, 32, 3)  # 288 weights
+            self.fc = nn.Linear(128, 64)
+
+    m = WithLstm()
+    with pytest.raises(PlanError, match=r"lstm \(LSTM, 74752: not Linear/Conv\)") as exc:
+        plan_model(m, 8.0)  # the LSTM alone is 8x more than 1/8 of the model
+    assert "-" not in str(exc.value).split("values stay dense")[0]  # no negative leftovers
+    plan = plan_model(m, 1.1)
+    rows = {r["layer"]: r for r in left_dense(m, plan)}
+    assert rows["lstm"]["reason"] == "not Linear/Conv" and rows["emb"]["type"] == "Embedding"
+    assert all(lp.params < lp.numel for lp in plan.values())
+    table = plan_table(m, plan, dense=True)
+    assert {r["layer"] for r in table if "dense" in r} == set(rows)
+    biases = sum(m.get_submodule(n).bias.numel() for n in plan)  # planned layers keep their biases dense
+    assert sum(r["params"] for r in table) + biases == model_params(m, plan)

@@ -167,3 +167,26 @@ def test_architecture_format_is_the_smaller_one():
         f = read_adt(w.to_bytes())
         body = w.to_bytes()[f.sections[0].offset:]
         assert f.architecture == arch and f.sections[0].kind == 2 and body[0] == fmt
+
+
+def _many_groups(n: int, tables: str) -> AdtWriter:
+    w = AdtWriter(tables=tables)
+    for _ in range(n):
+        w.add_group(4, 1.0)
+    for g in range(n):
+        w.add_plain(f"p{g}", np.array([g % 4, (g + 1) % 4], dtype=np.uint16), g)
+    return w
+
+
+def test_more_groups_than_tables_use_one_shared_table():
+    # per_group would need one table per group: the reader refuses more than MAX_TABLES tables
+    n = L.MAX_TABLES + 1
+    w = _many_groups(n, "auto")
+    f = read_adt(w.to_bytes())
+    assert w.chosen_policy == "shared" and len(f.tables) == 1 and len(f.groups) == n
+    assert [p.symbols.tolist() for p in f.params] == [[g % 4, (g + 1) % 4] for g in range(n)]
+    with pytest.raises(AdtWriterError, match=rf"tables='per_group': {n} groups need {n} code tables, a file holds at most {L.MAX_TABLES}"):
+        _many_groups(n, "per_group").to_bytes()
+    # at the limit, per_group is still written and read back
+    f = read_adt(_many_groups(L.MAX_TABLES, "per_group").to_bytes())
+    assert len(f.tables) == L.MAX_TABLES

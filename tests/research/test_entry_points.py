@@ -24,9 +24,16 @@ MODULES = [
     ("research.boards.aarch64_e2e", "fallback"),
     ("research.benchmarks.many_params", "--sizes"),
     ("research.fuzz.adt_fuzz", "--seconds"),
+    ("research.benchmarks.memory", "--models"),
+    ("research.benchmarks.engine_speed", "--nets"),
+    ("research.benchmarks.onnx_conformance", "--out"),
+    ("research.benchmarks.model_zoo", "--ratio"),
+    ("research.benchmarks.bn_mnist", "--finetune-epochs"),
+    ("research.boards.report", "--results"),
 ]
 NEEDS_TORCH = {"research.reproduce.recipe", "research.reproduce.rounding", "research.reproduce.probe",
-               "research.benchmarks.crosscheck_torch_runtime"}
+               "research.benchmarks.crosscheck_torch_runtime", "research.benchmarks.model_zoo",
+               "research.benchmarks.bn_mnist"}
 
 
 @pytest.mark.parametrize("module,word", MODULES)

@@ -23,8 +23,8 @@ def build(node, feeds: dict, opset: int = 17) -> OnnxModel:
 
 
 def test_unsupported_op_names_op_and_node():
-    node = make_node("Erf", ["x"], ["y"], name="my_erf_node")
-    with pytest.raises(AdtUnsupportedOpError, match=r"'Erf'.*my_erf_node"):
+    node = make_node("DepthToSpace", ["x"], ["y"], name="my_d2s_node", blocksize=2)  # an op the engine lacks
+    with pytest.raises(AdtUnsupportedOpError, match=r"'DepthToSpace'.*my_d2s_node"):
         NumpyEngine(parse_model(build(node, {"x": f32(2, 2)}).to_bytes()), {})
 
 

@@ -15,7 +15,7 @@ import adt.runtime as rt
 from adt.runtime.errors import (
     AdtEngineError, AdtInputError, AdtNoArchitectureError, AdtUnsupportedOpError,
 )
-from adt.runtime.format import AdtArchitectureError, AdtError, AdtWriter, read_adt
+from adt.runtime.format import ENC_PLAIN, AdtArchitectureError, AdtError, AdtWriter, read_adt
 from adt.runtime.onnx_proto import FLOAT, Tensor, ValueInfo, parse_model
 
 from runtime_models import dense_model, lenet5, make_adt, mlp, resblock
@@ -318,3 +318,53 @@ def test_corrupted_architecture_gives_only_adt_errors(name, data):
         m.run(np.ones([2] + [d if isinstance(d, int) and 0 < d <= 64 else 8 for d in dims], np.float32))
     except AdtError:
         pass
+
+
+# -- memory: every weight held once (issue 18) -------------------------------------------------------
+def test_weights_are_the_files_whatever_the_engine_replaced(case, tmp_path):
+    """The NumPy engine's rewrites take conv/BN weights over (folded, packed); Model.weights still
+    gives the file's weights, bit for bit, rebuilt again from the source (bytes, path or AdtFile)."""
+    _, _, data = case
+    ref = rt.rebuild_weights(data)
+    path = tmp_path / "m.adt"
+    path.write_bytes(data)
+    for source in (data, path, read_adt(data)):
+        m = rt.load(source)
+        assert list(m.weights) == list(ref) and len(m.weights) == len(ref)
+        for k, w in m.weights.items():
+            assert w.dtype == np.float32 and not w.flags.writeable and np.array_equal(w, ref[k]), k
+        assert all(np.array_equal(m.weights[k], ref[k]) for k in ref)
+        assert "nope" not in m.weights
+        with pytest.raises(KeyError):
+            m.weights["nope"]
+
+
+def test_load_holds_each_weight_once(case):
+    """tracemalloc after load(bytes): the dense float32 weights plus small bookkeeping, not a second
+    copy of what the engine rewrote, and no decoded symbols of the plain parameters and cores."""
+    import tracemalloc
+    _, _, data = case
+    dense = read_adt(data).original_float32_bytes()
+    rt.load(data)  # imports and caches warm
+    tracemalloc.start()
+    try:
+        m = rt.load(data)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held <= 1.05 * dense + (256 << 10), (held, dense)
+    assert all(p.symbols is None for p in m.file.params if p.encoding == ENC_PLAIN)
+    assert all(c.symbols is None for c in m.file.cores)
+
+
+def test_a_file_changed_after_load_is_not_read_again(tmp_path):
+    model, specs = resblock()
+    path = tmp_path / "m.adt"
+    path.write_bytes(make_adt(model, specs))
+    m = rt.load(path)
+    if all(k in m._kept for k in m.weights):
+        pytest.skip("the NumPy engine replaced no weight of this model")
+    path.write_bytes(make_adt(model, specs, seed=1))   # another file at the same path
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(AdtError, match="changed since the model was loaded"):
+        dict(m.weights.items())

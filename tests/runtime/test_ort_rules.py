@@ -103,8 +103,10 @@ def test_control_flow_is_refused_at_load(build, op):
         OrtEngine(parse_model(build()), {}, ["output"])
 
 
-def _erf():
-    return _model([make_node("Erf", ["input"], ["output"], name="my_erf")], [_io("input", ["N", 4])],
+def _hardmax():
+    # an ONNX default-domain op onnxruntime runs and the NumPy engine does not (Erf was one until
+    # the NumPy engine learnt it)
+    return _model([make_node("Hardmax", ["input"], ["output"], name="my_hardmax")], [_io("input", ["N", 4])],
                   [_io("output", ["N", 4])]).to_bytes()
 
 
@@ -119,7 +121,7 @@ def _maxpool_indices():
 
 
 @pytest.mark.parametrize("build, match", [
-    (_erf, r"'Erf'.*my_erf.*not supported by the NumPy engine"),                  # onnxruntime runs Erf
+    (_hardmax, r"'Hardmax'.*my_hardmax.*not supported by the NumPy engine"),      # onnxruntime runs Hardmax
     (_contrib_gelu, r"Gelu.*g1.*com\.microsoft"),                                 # and its contrib ops
     (_maxpool_indices, r"Indices output of MaxPool"),                             # and this output
 ])
@@ -275,3 +277,24 @@ def test_cli_refused_op_is_one_line_on_stderr(tmp_path):
 
 def test_every_error_is_an_adt_error():
     assert issubclass(AdtUnsupportedOpError, AdtError) and issubclass(AdtExecutionError, AdtError)
+
+
+def test_configure_threads_sets_the_sessions_pools():
+    """The runtime's public thread setting (what ``adt bench --threads`` uses): sessions created
+    afterwards get it; None restores onnxruntime's default; nonsense is refused."""
+    default = ort_engine.session_options()
+    try:
+        ort_engine.configure_threads(1, 1)
+        so = ort_engine.session_options()
+        assert so.intra_op_num_threads == 1 and so.inter_op_num_threads == 1
+        ort_engine.configure_threads(2)
+        so = ort_engine.session_options()
+        assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == default.inter_op_num_threads
+        for bad in (0, -1, 1.5, True, "2"):
+            with pytest.raises(ValueError, match="threads"):
+                ort_engine.configure_threads(bad)
+    finally:
+        ort_engine.configure_threads(None, None)
+    so = ort_engine.session_options()
+    assert so.intra_op_num_threads == default.intra_op_num_threads
+    assert so.inter_op_num_threads == default.inter_op_num_threads

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adt.runtime.format import AdtWriter, read_adt
+from adt.runtime.format import ENC_PLAIN, AdtWriter, read_adt
 from adt.runtime.rebuild import (
-    contraction_order, cp_to_tensor, iter_weights, rebuild_weights, tucker_to_tensor,
+    _iter_weights, contraction_order, cp_to_tensor, iter_weights, rebuild_weights, tucker_into, tucker_schedule,
+    tucker_to_tensor,
 )
 
 from runtime_models import float64_rebuild, lenet5, make_adt, mlp, resblock
@@ -161,3 +162,58 @@ def test_rebuild_memory_is_dense_weights_plus_one_layer():
     # one layer's float64 temporaries: its last mode product (2x its float32 size) plus that
     # product's smaller input; holding every layer's temporaries would need > 2x dense
     assert peak <= dense + 2.5 * largest + (1 << 18), (peak, dense, largest)
+
+
+# -- the chunked rebuild: bit-identical, bounded temporaries, symbols released ----------------------
+@given(st.lists(st.tuples(st.integers(1, 9), st.integers(1, 30)), min_size=1, max_size=5),
+       st.sampled_from([64, 1024, 1 << 14]), st.integers(0, 2 ** 31))
+@settings(max_examples=150, deadline=None)
+def test_chunked_tucker_is_bit_identical_to_the_whole_product(dims, chunk, seed):
+    """Every chunk is the same float64 dot products (a GEMM with fewer rows or columns), rounded once:
+    the float32 bits equal tucker_to_tensor's, whatever the chunking."""
+    core, sizes = tuple(k for k, _ in dims), tuple(n for _, n in dims)
+    rng = np.random.default_rng(seed)
+    g = rng.laplace(size=core).astype(np.float32)
+    factors = [rng.laplace(size=(n, k)).astype(np.float32) for n, k in zip(sizes, core)]
+    want = tucker_to_tensor(g, factors).astype(np.float32)
+    schedule = tucker_schedule(core, sizes, chunk, whole_bytes=0)
+    got = tucker_into(g, factors, np.empty(sizes, np.float32), schedule)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), schedule
+
+
+def test_chunked_schedule_bounds_the_float64_temporaries():
+    """A 640x640x3x3 conv as WRN-28-10 stores it: 29.5 MB of float64 unchunked, a few MB chunked,
+    and the schedule's figure bounds what tucker_into really allocates (tracemalloc)."""
+    import tracemalloc
+    core, sizes = (20, 20, 20, 20), (48, 48, 40, 40)
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal(core).astype(np.float32)
+    factors = [rng.standard_normal((n, k)).astype(np.float32) for n, k in zip(sizes, core)]
+    schedule = tucker_schedule(core, sizes)
+    assert schedule.chunks > 1 and schedule.work < 4 << 20 and schedule.largest <= 2 << 20
+    out = np.empty(sizes, np.float32)
+    f64 = 8 * sum(n * k for n, k in zip(sizes, core))
+    tracemalloc.start()
+    try:
+        tucker_into(g, factors, out, schedule)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= schedule.work + f64 + (64 << 10), (peak, schedule.work)
+    assert np.array_equal(out, tucker_to_tensor(g, factors).astype(np.float32))
+
+
+def test_symbols_are_released_only_for_a_file_the_rebuild_read_itself():
+    data = make_adt(*lenet5())
+    f = read_adt(data)
+    list(iter_weights(f))                       # an AdtFile passed in is left as it is
+    assert all(p.symbols is not None for p in f.params if p.encoding == ENC_PLAIN)
+    assert all(c.symbols is not None for c in f.cores)
+    ref = rebuild_weights(f)
+    seen = {}
+    for name, w in _iter_weights(f, None, release=True):
+        seen[name] = w
+    assert all(np.array_equal(seen[k], ref[k]) for k in ref)
+    assert all(p.symbols is None for p in f.params if p.encoding == ENC_PLAIN)
+    assert all(c.symbols is None for c in f.cores)
+    assert all(p.factors for p in f.params if p.encoding != ENC_PLAIN)   # factors (tiny) stay: shapes keep their meaning

@@ -76,12 +76,12 @@ def resnet18_specs() -> dict:
 
 # -- the crafted amplifier --------------------------------------------------------------------------
 def test_crafted_tucker_amplifier_is_refused_at_once():
-    data = amplifier(10)                      # 10**8 elements: 1.2 GB of float64 + float32 to rebuild
+    data = amplifier(10)                      # 10**8 elements: 400 MB of float32 + chunked float64 temporaries
     assert len(data) < 100
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        with pytest.raises(AdtBudgetError, match=r"parameter 'amp'.*1\.12 GiB.*max_memory=256\.00 MiB"):
+        with pytest.raises(AdtBudgetError, match=r"parameter 'amp'.*549\.33 MiB.*max_memory=256\.00 MiB"):
             rt.load(data)
     finally:
         peak = tracemalloc.get_traced_memory()[1]
@@ -93,9 +93,9 @@ def test_crafted_tucker_amplifier_is_refused_at_once():
 
 
 def test_max_memory_is_the_callers_to_raise():
-    data = amplifier(6)                       # 6**8 = 1.68M elements, about 20 MB at its peak
+    data = amplifier(6)                       # 6**8 = 1.68M elements: 6.7 MB of float32 + chunked temporaries
     need = check_rebuild_budget(read_adt(data), None).peak
-    assert 16 << 20 < need < 32 << 20
+    assert 8 << 20 < need < 16 << 20
     with pytest.raises(AdtBudgetError, match=r"'amp'.*max_memory=8\.00 MiB"):
         rt.load(data, max_memory=8 << 20)
     m = rt.load(data, max_memory=need)
@@ -145,7 +145,7 @@ def test_estimate_bounds_the_traced_peak(case):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert plan.kept == sum(w.nbytes for w in weights.values())
-    assert plan.peak >= peak - (64 << 10), (plan.peak, peak)     # an upper bound (64 KiB of Python objects aside)
+    assert plan.peak >= peak, (plan.peak, peak)                  # an upper bound, Python objects included
     assert plan.peak <= 2.5 * peak + (1 << 20), (plan.peak, peak)  # and not a wild one
 
 
@@ -157,7 +157,7 @@ def test_estimate_of_the_runtime_test_models_bounds_the_traced_peak():
         rebuild_weights(f)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert plan.peak >= peak - (64 << 10)
+        assert plan.peak >= peak, (builder, plan.peak, peak)
 
 
 # -- real models pass the default comfortably -------------------------------------------------------
@@ -178,11 +178,23 @@ def test_resnet18_sized_file_loads_under_the_default():
     assert sum(w.size for w in m.weights.values()) == plan.kept // 4
 
 
+def test_an_array_over_the_platforms_largest_is_refused_before_the_rebuild(monkeypatch):
+    """On a 32-bit build (sys.maxsize = 2 GiB - 1) a 2**28-element weight cannot exist, whatever
+    max_memory: AdtBudgetError names it before anything is allocated (not NumPy's ValueError)."""
+    data = build(CASES["tucker-conv"])                  # a 256x256x3x3 weight: 2.25 MiB as float32
+    monkeypatch.setattr(rebuild_mod, "MAX_ARRAY_BYTES", (1 << 21) - 1)
+    with pytest.raises(AdtBudgetError, match=r"parameter 'w': .* more than the largest array this platform can "
+                                             r"hold \(2\.00 MiB .*sys\.maxsize, a 32-bit build\)"):
+        rt.load(data, max_memory=None)
+    monkeypatch.setattr(rebuild_mod, "MAX_ARRAY_BYTES", 1 << 40)
+    assert rt.load(data, max_memory=None, engine=None).weights["w"].shape == (256, 256, 3, 3)
+
+
 # -- failures during the rebuild are typed and name the parameter ----------------------------------
 def test_memory_error_during_rebuild_is_a_budget_error(monkeypatch):
-    def oom(core, factors, order=None):
+    def oom(core, factors, out, schedule=None):
         raise MemoryError()
-    monkeypatch.setattr(rebuild_mod, "tucker_to_tensor", oom)
+    monkeypatch.setattr(rebuild_mod, "tucker_into", oom)
     with pytest.raises(AdtBudgetError, match=r"parameter 'w': out of memory while rebuilding it"):
         rt.load(build(CASES["tucker-conv"]), engine=None)
 

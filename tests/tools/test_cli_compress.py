@@ -179,6 +179,10 @@ def test_compress_from_dense_checkpoint_hooi(tmp_path, mnist_dir, capsys):
     assert code == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["model"] == "lenet300" and rep["dense_params"] == 266610
+    # HOOI from a dense model reports test accuracy before and after; an untrained "dense" model is near chance
+    init = rep["init_report"]
+    assert set(init) >= {"dense", "hooi"} and 0 <= init["hooi"] <= 1
+    assert init.get("near_chance") is (True if init["hooi"] < 0.15 else None)
     # the biases come from the checkpoint unchanged (up to Eq. 13 with b = max |bias|)
     f = read_adt(out)
     p = f.param("fc3.bias")
@@ -244,3 +248,31 @@ def test_demo_tiny(tmp_path, mnist_dir, capsys):
     assert abs(res["acc_file"] - res["acc_quantized_torch"]) <= 2e-4  # the file scores what torch predicted
     assert res["bytes"]["payload"] == pytest.approx(sum(res["bytes"][k] for k in ("cores", "factors", "other")), abs=1)
     assert res["true_ratio"] == pytest.approx(1724320 / res["file_bytes"])
+
+
+def test_compress_refuses_a_file_that_breaks_the_model_unless_forced(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "q2.adt"
+    argv = ["compress", "--data", str(mnist_dir), "--preset", "lenet5-ada", "--epochs", "1", "--max-steps", "3",
+            "--subset", "256", "--q", "2", "--quiet", "-o", str(out)]
+    assert main(argv) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "refusing to write" in line and "max|diff|/max|torch|" in line and not out.exists()
+    assert main(argv + ["--force", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert out.exists() and rep["check"]["passed"] is False and rep["check"]["divergence"] > 1.0
+
+
+def test_compress_selfcheck_then_verify(tmp_path, mnist_dir, capsys, monkeypatch):
+    out = tmp_path / "sc.adt"
+    assert main(["compress", "--data", str(mnist_dir), "--preset", "lenet5-ada", "--epochs", "1", "--max-steps", "2",
+                 "--subset", "256", "--selfcheck", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "check passed" in text
+    assert main(["verify", str(out)]) == 0
+    assert "self-check 10 values within" in capsys.readouterr().out
+    import adt.runtime.model as model_mod
+
+    run = model_mod.Model.run
+    monkeypatch.setattr(model_mod.Model, "run", lambda self, x, *a, **k: run(self, x, *a, **k) * np.float32(1.1))
+    assert main(["verify", str(out)]) == 1
+    assert "selfcheck: this machine's outputs on the stored probe differ" in _one_line(capsys.readouterr().err)

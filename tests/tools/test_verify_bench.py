@@ -35,8 +35,9 @@ def test_verify_good_file(tiny):
     assert "forward 1x1x4x4 -> 1x3" in out.stdout
     out = adt("verify", tiny, "--json")
     r = json.loads(out.stdout)
-    assert r["ok"] and [c["name"] for c in r["checks"]] == ["checksum", "decode", "rebuild", "forward"]
+    assert r["ok"] and [c["name"] for c in r["checks"]] == ["checksum", "decode", "rebuild", "forward", "selfcheck"]
     assert r["checks"][2]["parameters"] == 8 * 16 + 8 + 3 * 8 + 3
+    assert "skipped" in r["checks"][4]  # the file stores no self-check
 
 
 def test_verify_file_without_architecture(tmp_path):
@@ -72,7 +73,7 @@ def test_verify_catches_an_unrunnable_architecture(tmp_path):
     from adt.runtime.format import AdtWriter
     nodes = [helper.make_node("Flatten", ["input"], ["a"], axis=1),
              helper.make_node("Gemm", ["a", "w"], ["b"], transB=1),
-             helper.make_node("Erf", ["b"], ["output"])]  # not an op the numpy engine runs
+             helper.make_node("Hardmax", ["b"], ["output"])]  # not an op the numpy engine runs
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
                           [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 2])])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -80,10 +81,10 @@ def test_verify_catches_an_unrunnable_architecture(tmp_path):
     w.set_architecture(model.SerializeToString())
     gi = w.add_group(16, 1.0)
     w.add_plain("w", np.arange(8, dtype=np.uint16).reshape(2, 4), gi)
-    path = tmp_path / "erf.adt"
+    path = tmp_path / "hardmax.adt"
     w.write(path)
     line = assert_one_line_error(adt("verify", path), "verify")
-    assert "forward:" in line and "Erf" in line
+    assert "forward:" in line and "Hardmax" in line
 
 
 def test_verify_missing_file(tmp_path):
@@ -101,10 +102,41 @@ def test_bench_small_file_json(tiny):
         assert 0 < e["load_s"] and 0 < e["first_run_s"], (key, e)
     assert set(r["ratios_vs_dense"]) == {f"{e}_{k}_vs_dense" for e in ("numpy", "onnxruntime")
                                         for k in ("cold_start", "batch1", "batch64")}
-    assert r["memory"]["peak_bytes"] >= 0 and r["memory"]["method"]
+    mem = r["memory"]
+    assert 0 <= mem["peak_bytes"] <= mem["run_peak_bytes"] and mem["method"]
+    assert "first batch-1 run" in mem["run_covers"]
+    assert mem["run_over_dense_float32"] == mem["run_peak_bytes"] / r["dense_float32_bytes"]
     out = adt("bench", tiny, "--repeats", "1", "--no-memory", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "dense .onnx + ORT" in out.stdout and "vs the dense baseline" in out.stdout
+
+
+def test_peak_memory_of_load_and_first_run_is_plausible(tmp_path):
+    """LeNet-5 (1.7 MB of float32 weights): the load's peak holds at least the weights, the run's
+    peak (same process, from before the load) is at least the load's, and neither is wild."""
+    from adt.runtime.samples import lenet5_file
+    from adt.tools.benchmark import input_shape_of, peak_memory
+
+    path = tmp_path / "lenet5.adt"
+    path.write_bytes(lenet5_file(seed=0))
+    dense = read_adt(path).original_float32_bytes()
+    assert input_shape_of(path) == (1, 1, 28, 28)
+    mem = peak_memory(path)
+    # the weights must become resident (memory the imports freed may be reused: not all of it is new)
+    assert dense // 2 <= mem["peak_bytes"] <= mem["run_peak_bytes"] < 4 * dense + (64 << 20), (mem, dense)
+    if mem["method"].startswith("Linux VmHWM"):
+        # the load alone: the weights plus a few MiB of decode and rebuild temporaries
+        assert mem["peak_bytes"] < dense + (16 << 20), (mem, dense)
+
+
+def test_peak_memory_of_a_weights_only_file_is_the_load_alone(tmp_path):
+    from adt.tools.benchmark import input_shape_of, peak_memory
+
+    path = tmp_path / "w.adt"
+    path.write_bytes(mixed_file())
+    assert input_shape_of(path) is None
+    mem = peak_memory(path)
+    assert mem["peak_bytes"] >= 0 and "run_peak_bytes" not in mem and "run_covers" not in mem
 
 
 def test_bench_threads_runs_in_a_limited_child(tiny):

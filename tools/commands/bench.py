@@ -1,5 +1,6 @@
 """``adt bench FILE.adt``: how fast a .adt file opens and runs, next to the dense float32 ONNX model of
-the same network run by ONNX Runtime. The measurements are :mod:`adt.tools.benchmark`'s."""
+the same network run by ONNX Runtime, and its peak memory (the load; the load plus the first batch-1
+run). The measurements are :mod:`adt.tools.benchmark`'s."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "process) and ONNX Runtime's intra-op pool (the runtime's engine and the dense baseline "
                              "alike). On a small shared machine, --threads 1 gives stable numbers (default: each "
                              "library's own default)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory subprocess. By default a fresh process measures the peak resident "
+                             "memory (Linux: VmHWM minus the RSS before the load) of adt.runtime.load (numpy engine: "
+                             "read, decode, rebuild, engine preparation) and, for the same process, of the load plus "
+                             "the first batch-1 run (activations and work space included): JSON memory.peak_bytes "
+                             "and memory.run_peak_bytes, each also over the dense float32 weights")
     add_max_memory(parser)
     parser.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
 

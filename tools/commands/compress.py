@@ -16,9 +16,13 @@ import torch  # at module level on purpose: see the module docstring
 
 from adt.exporter import (
     GROUPINGS, INITS, KINDS, METHODS, MODELS, PRESET_INFO, PRESETS, QAT_SCHEDULES, SCHEDULES, LayerPlan, TrainConfig,
-    apply_ada_tucker, apply_scada_tucker, choose_b, count_params, export_adt, load_overrides, mnist_loaders, plan_model,
-    qat_finetune, train,
+    apply_ada_tucker, apply_scada_tucker, choose_b, count_params, evaluate, export_adt, load_overrides, mnist_loaders,
+    plan_model, qat_finetune, train,
 )
+from adt.exporter.batchnorm import batchnorm_layers, recalibrate_batchnorm_
+from adt.exporter.export import DEFAULT_CHECK_TOLERANCE
+from adt.exporter.onnx_graph import check_exportable
+from adt.exporter.planner import left_dense
 from adt.runtime.format import ROUNDINGS, TABLE_POLICIES, AdtError, check_quantizer
 from adt.runtime.mnist import resolve_data_dir
 from adt.tools.errors import CommandError
@@ -120,6 +124,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Huffman tables: shared, per_group or auto (the smaller file) (default auto)")
     e.add_argument("--compact-names", action="store_true",
                    help="one-letter tensor names, no metadata, no default ONNX attributes: the smallest file")
+    e.add_argument("--check-tolerance", type=float, default=DEFAULT_CHECK_TOLERANCE, metavar="X",
+                   help="refuse to write the file when its outputs, run by the runtime on a calibration batch (the "
+                        "first 64 test samples, else 16 seeded random inputs), differ from the model's by more than "
+                        f"X times the outputs' scale (max |file - torch| / max |torch|) (default {DEFAULT_CHECK_TOLERANCE:g})")
+    e.add_argument("--force", action="store_true",
+                   help="write the file even when that check fails (the report says so)")
+    e.add_argument("--selfcheck", action="store_true",
+                   help="store a probe recipe and the outputs on it (about 100 bytes) so that `adt verify` on the "
+                        "device proves decode + rebuild + engine reproduce them")
     e.add_argument("-o", "--output", required=True, metavar="OUT.adt", help="the .adt file to write")
     e.add_argument("--json", action="store_true", help="print the export report as JSON")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -155,6 +168,8 @@ def _check(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and not Path(v).is_file():
             raise CommandError(f"--{name.replace('_', '-')} {v!r}: no such file")
+    if not args.check_tolerance > 0:
+        raise CommandError(f"--check-tolerance must be positive, got {args.check_tolerance}")
     if args.resume and not args.checkpoint:
         raise CommandError("--resume needs --checkpoint FILE")
     out = Path(args.output)
@@ -217,6 +232,34 @@ def _load_dense(model, path: str) -> None:
         raise CommandError(f"--from-checkpoint {path!r} does not fit --model: {str(exc).splitlines()[0]}") from None
 
 
+CHANCE_MARGIN = 0.05  # accuracy within 5 points of 1 / classes counts as "near chance"
+
+
+def _apply(args: argparse.Namespace, model, plan: dict, train_loader, test_loader, log) -> dict | None:
+    """Apply ADA/SCADA-Tucker. After a HOOI init with data, re-estimate BatchNorm statistics on 20 training
+    batches (the old ones describe the uncompressed activations) and report test accuracy before and after;
+    warn when it is still near chance."""
+    apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
+    if args.init != "hooi" or test_loader is None:
+        apply(model, plan, init=args.init, seed=args.seed)
+        return None
+    out = {"dense": evaluate(model, test_loader)}
+    apply(model, plan, init=args.init, seed=args.seed)
+    out["hooi"] = evaluate(model, test_loader)
+    if any(True for _ in batchnorm_layers(model)):
+        out["recalibrated_batches"] = recalibrate_batchnorm_(model, train_loader, batches=20)
+        out["hooi_bn_recalibrated"] = evaluate(model, test_loader)
+    final = out.get("hooi_bn_recalibrated", out["hooi"])
+    log(f"  HOOI init: test accuracy dense {out['dense']:.4f} -> HOOI {out['hooi']:.4f}"
+        + (f" -> BatchNorm recalibrated {final:.4f}" if "hooi_bn_recalibrated" in out else ""))
+    classes = 10  # the built-in datasets are 10-class
+    if final < 1 / classes + CHANCE_MARGIN:
+        out["near_chance"] = True
+        log(f"  warning: after HOOI the model is near chance ({final:.4f} for {classes} classes): train it "
+            "(--epochs), ideally with the dense model as teacher (--distill 0.9 --from-checkpoint)")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
     q = parse_per_kind(args.q, int, "q")
@@ -243,19 +286,27 @@ def run(args: argparse.Namespace) -> int:
         if args.distill:  # the dense model, before its layers become Tucker forms, teaches the student
             import copy
             teacher = copy.deepcopy(model).requires_grad_(False)
+    check_exportable(model, builtin.input_shape)  # an op the runtime cannot run: refused before any work
     plan = build_plan(args, model)
-    apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
-    apply(model, plan, init=args.init, seed=args.seed)
     log = print if not args.json else (lambda s: None)
+    dense = left_dense(model, plan)
+    for row in dense:
+        if not row["type"].startswith("BatchNorm"):  # those are one line below
+            log(f"  left dense: {row['layer']} ({row['type']}, {row['values']} values: {row['reason']})")
+    norms = sum(row["type"].startswith("BatchNorm") for row in dense)
+    if norms:
+        log(f"  left dense: {norms} BatchNorm layers (stored as per-channel scale and shift)")
+    train_loader = test_loader = None
+    if mnist:
+        train_loader, test_loader = mnist_loaders(data_dir, batch_size=args.batch_size, subset=args.subset,
+                                                  seed=args.seed)
+    init_report = _apply(args, model, plan, train_loader, test_loader, log)
     log(f"{args.model} {args.method}-tucker: {len(plan)} layers, {count_params(model)} stored parameters")
 
     train_res = qat_res = None
     t0 = time.perf_counter()
-    test_data = None
+    test_data = test_loader
     if mnist:
-        train_loader, test_loader = mnist_loaders(data_dir, batch_size=args.batch_size, subset=args.subset,
-                                                  seed=args.seed)
-        test_data = test_loader
         if args.epochs:
             cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
                               decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
@@ -276,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.output, input_shape=builtin.input_shape, q=q, b=b, groups=args.groups,
         b_rule=args.b_rule, rounding=args.rounding, plan=qat_res.plan if qat_res else None, tables=args.tables,
         compact_names=args.compact_names, auto_metadata=not args.compact_names, model_name=args.model,
-        test_data=test_data,
+        test_data=test_data, check_tolerance=args.check_tolerance, force=args.force, selfcheck=args.selfcheck,
         metadata=None if args.compact_names else {"train": f"epochs={args.epochs} lr={args.lr} seed={args.seed}"
                                                            + (f" qat={args.qat_epochs}" if args.qat_epochs else "")},
     )
@@ -284,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
     out.update(model=args.model, method=args.method, plan={k: v.to_dict() for k, v in plan.items()},
                train_seconds=round(train_time, 2), train_steps=train_res.steps if train_res else 0,
                final_loss=(train_res.epoch_losses[-1] if train_res and train_res.epoch_losses else None),
-               qat_steps=qat_res.steps if qat_res else 0)
+               qat_steps=qat_res.steps if qat_res else 0, init_report=init_report)
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -295,6 +346,8 @@ def run(args: argparse.Namespace) -> int:
     shown = "; ".join(f"{g['label']} Q={g['q']} b={g['b']:.4g}" for g in report.groups[:4])
     more = f"; ... {len(report.groups) - 4} more (see --json)" if len(report.groups) > 4 else ""
     print(f"  quantizers ({report.grouping}, b rule {report.b_rule}, {report.rounding} rounding): {shown}{more}")
+    check = report.check
+    print(f"  check {'passed' if check.passed else 'FAILED (written with --force)'}: {check.summary()}")
     if report.acc_float is not None:
         print(f"  test accuracy: float {report.acc_float:.4f}, quantized {report.acc_quantized:.4f} "
               f"(error {100 * (1 - report.acc_quantized):.2f}%)")

@@ -1,6 +1,8 @@
 """``adt verify FILE.adt``: check a file end to end — checksum, full decode, rebuild of every weight,
-and a forward pass on a zero input (batch 1, shape from the architecture's input). Exit 0 with one
-``OK ...`` line, or exit 1 with one line naming the first problem."""
+a forward pass on a zero input (batch 1, shape from the architecture's input), and, when the exporter
+stored one (``adt compress --selfcheck``), the self-check: this machine's outputs on the stored probe
+against the exporter's (:mod:`adt.runtime.selfcheck`). Exit 0 with one ``OK ...`` line, or exit 1 with
+one line naming the first problem."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +16,7 @@ import numpy as np
 import adt.runtime as rt
 from adt.runtime import ENGINES
 from adt.runtime.format import AdtChecksumError, AdtError, read_adt
+from adt.runtime.selfcheck import run_selfcheck
 from adt.tools.commands.run import add_max_memory
 from adt.tools.errors import CommandError
 from adt.tools.inspect_report import safe_text
@@ -31,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class VerifyFailure(CommandError):
-    """The first check of :func:`verify` that failed: ``stage`` is checksum, decode, rebuild or forward."""
+    """The first check of :func:`verify` that failed: ``stage`` is checksum, decode, rebuild, forward or selfcheck."""
 
     def __init__(self, stage: str, message: str):
         super().__init__(f"{stage}: {message}")
@@ -102,6 +105,17 @@ def _verify(path: str | Path, engine: str, max_memory: int | None = rt.DEFAULT_M
     first = next(iter(outputs.values()))
     checks.append({"name": "forward", "ok": True, "engine": engine, "input_shape": list(shape),
                    "output_shape": list(first.shape), "outputs": {k: list(v.shape) for k, v in outputs.items()}})
+    try:
+        sc = run_selfcheck(model)
+    except AdtError as exc:
+        raise VerifyFailure("selfcheck", str(exc)) from None
+    if sc is None:
+        checks.append({"name": "selfcheck", "ok": True, "skipped": "the file stores no self-check (adt compress --selfcheck)"})
+    elif not sc.passed:
+        raise VerifyFailure("selfcheck", f"this machine's outputs on the stored probe differ from the exporter's by "
+                                         f"{sc.max_error:.3g} (allowed {sc.atol:.3g} + float16 rounding, {sc.values} values)")
+    else:
+        checks.append({"name": "selfcheck", "ok": True, "values": sc.values, "max_error": sc.max_error, "atol": sc.atol})
     return {"ok": True, "file": str(path), "checks": checks}
 
 
@@ -111,8 +125,11 @@ def _summary(result: dict) -> str:
     fwd_text = (f"forward skipped ({fwd['skipped']})" if "skipped" in fwd else
                 f"forward {'x'.join(map(str, fwd['input_shape']))} -> {'x'.join(map(str, fwd['output_shape']))} "
                 f"finite ({fwd['engine']} engine)")
+    sc = c.get("selfcheck")
+    sc_text = "" if sc is None or "skipped" in sc else \
+        f", self-check {sc['values']} values within {sc['max_error']:.2g} of the exporter's"
     return (f"OK {safe_text(result['file'], None)}: checksum, decoded {c['decode']['values']:,} values, "
-            f"rebuilt {c['rebuild']['weights']} weights ({c['rebuild']['parameters']:,} parameters), {fwd_text}")
+            f"rebuilt {c['rebuild']['weights']} weights ({c['rebuild']['parameters']:,} parameters), {fwd_text}{sc_text}")
 
 
 def run(args: argparse.Namespace) -> int:
