@@ -87,7 +87,7 @@ class ExportOptions:
     b: float | Mapping[str, float] | None = None
     groups: str = "kind"
     b_rule: str = "max"
-    rounding: str = "floor"
+    rounding: str = "nearest"
     plan: QuantPlan | None = None
     tables: str = "auto"
     compact_names: bool = False
@@ -291,7 +291,7 @@ def export_adt(model: nn.Module, path: str | Path | None, options: ExportOptions
     builds it) and report its size and ratios.
 
     ``options``: an :class:`ExportOptions`; keyword arguments set its fields (on top of ``options``
-    when both are given), e.g. ``export_adt(model, "m.adt", q=128, rounding="nearest")``."""
+    when both are given), e.g. ``export_adt(model, "m.adt", q=128, rounding="floor")``."""
     known = {f.name for f in fields(ExportOptions)}
     unknown = sorted(set(fields_) - known)
     if unknown:

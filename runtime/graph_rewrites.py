@@ -250,8 +250,9 @@ def _fold_bn(g: _Graph, consts: _Consts) -> None:
     for i, n in enumerate(g.nodes):
         if n is None or n.domain not in ("", "ai.onnx") or n.op_type not in ("Conv", "Gemm") or len(n.outputs) != 1:
             continue
-        while _fold_one(g, consts, n):
-            pass
+        folded = True
+        while folded:  # a chain (BatchNorm, then Mul, then Add) folds one map at a time
+            folded = _fold_one(g, consts, n)
 
 
 def _fold_one(g: _Graph, consts: _Consts, n: Node) -> bool:

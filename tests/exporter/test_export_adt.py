@@ -60,7 +60,8 @@ def assert_file_values_equal(f, weights):
 def test_file_decodes_bit_exactly(tmp_path, method, groups):
     model = lenet5(method)
     path = tmp_path / "m.adt"
-    rep = export_adt(model, path, input_shape=SHAPE, q={"cores": 512, "factors": 256, "other": 64}, groups=groups)
+    rep = export_adt(model, path, input_shape=SHAPE, q={"cores": 512, "factors": 256, "other": 64}, groups=groups,
+                     rounding="floor")  # Eq. 13 exactly: what quantize() does by default
     f = read_adt(path)
     assert rep.file_bytes == os.path.getsize(path) == f.file_size
     plan = make_quant_plan(model, q={"cores": 512, "factors": 256, "other": 64}, groups=groups)
@@ -163,7 +164,7 @@ def test_accuracy_before_and_after(tmp_path):
     x = rng.standard_normal((200, *SHAPE)).astype(np.float32)
     with torch.no_grad():
         y = model(torch.from_numpy(x)).argmax(1).numpy()  # labels = the float model's own predictions
-    rep = export_adt(model, None, input_shape=SHAPE, q=8, test_data=(x, y), force=True)
+    rep = export_adt(model, None, input_shape=SHAPE, q=8, test_data=(x, y), force=True, rounding="floor")
     assert not rep.check.passed  # Q = 8 destroys this net: only force writes it
     assert rep.acc_float == 1.0
     assert 0.0 <= rep.acc_quantized < 1.0  # Q = 8 levels visibly hurts
@@ -186,13 +187,13 @@ def test_nearest_rounding_file(tmp_path):
         np.testing.assert_array_equal(sym, quantize(fac.detach().numpy(), g.q, g.b, "nearest"))
     plan = make_quant_plan(model, q=q, rounding="nearest")
     near = dequantized_weights(model, plan)
-    floor = dequantized_weights(model, make_quant_plan(model, q=q))
+    floor = dequantized_weights(model, make_quant_plan(model, q=q, rounding="floor"))
     assert_file_values_equal(f, near)
     dense = {n: t.detach().numpy() for n, t in model.state_dict().items() if n in near}
     dense.update({f"{m}.weight": getattr(model, m).weight.detach().numpy() for m in ("conv1", "conv2", "fc1", "fc2")})
     err = {k: sum(float(np.abs(w[n] - dense[n]).sum()) for n in near) for k, w in (("near", near), ("floor", floor))}
     assert err["near"] < 0.75 * err["floor"]
-    assert export_adt(model, None, input_shape=SHAPE, q=q).rounding == "floor"  # Eq. 13 stays the default
+    assert export_adt(model, None, input_shape=SHAPE, q=q).rounding == "nearest"  # the default (issue 19)
     with pytest.raises(PlanError, match="rounding"):
         make_quant_plan(model, rounding="up")
 
@@ -310,9 +311,9 @@ def test_check_refuses_a_file_that_changes_the_function(tmp_path):
     m = conv_bn()
     path = tmp_path / "bad.adt"
     with pytest.raises(ExportCheckError, match="refusing to write"):
-        export_adt(m, path, input_shape=SHAPE, q=2)  # 2 levels: the function is gone
+        export_adt(m, path, input_shape=SHAPE, q=2, rounding="floor")  # 2 floor levels: the function is gone
     assert not path.exists()
-    rep = export_adt(m, path, input_shape=SHAPE, q=2, force=True)
+    rep = export_adt(m, path, input_shape=SHAPE, q=2, rounding="floor", force=True)
     assert path.exists() and not rep.check.passed and rep.check.divergence > 1.0
 
 

@@ -253,7 +253,7 @@ def test_demo_tiny(tmp_path, mnist_dir, capsys):
 def test_compress_refuses_a_file_that_breaks_the_model_unless_forced(tmp_path, mnist_dir, capsys):
     out = tmp_path / "q2.adt"
     argv = ["compress", "--data", str(mnist_dir), "--preset", "lenet5-ada", "--epochs", "1", "--max-steps", "3",
-            "--subset", "256", "--q", "2", "--quiet", "-o", str(out)]
+            "--subset", "256", "--q", "2", "--rounding", "floor", "--quiet", "-o", str(out)]
     assert main(argv) == 1
     line = _one_line(capsys.readouterr().err)
     assert "refusing to write" in line and "max|diff|/max|torch|" in line and not out.exists()

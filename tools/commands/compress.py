@@ -112,10 +112,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "clipped) or pXX, a percentile of |w| such as p99.9 (default max)")
     e.add_argument("--groups", choices=GROUPINGS, default="kind",
                    help="quantizer groups: single, kind (cores/factors/other) or tensor (one per tensor) (default kind)")
-    e.add_argument("--rounding", choices=ROUNDINGS, default="floor",
-                   help="how a value picks its Eq. 13 level: floor (the paper's Eq. 13 exactly) or nearest "
-                        "(the closest level of the same grid: half the error, same file format and decoder; "
-                        "usually the more accurate file at the same size) (default floor)")
+    e.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
+                   help="how a value picks its Eq. 13 level: nearest (the closest level of the grid: half the "
+                        "error and no bias; same file format and decoder) or floor (the paper's Eq. 13 exactly, "
+                        "which moves every value down by half a step on average) (default nearest)")
     e.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs after training (default 0)")
     e.add_argument("--qat-lr", type=float, default=1e-3, help="learning rate of quantization-aware fine-tuning (default 0.001)")
     e.add_argument("--qat-schedule", choices=QAT_SCHEDULES, default="constant",
