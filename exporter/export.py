@@ -73,7 +73,8 @@ class ExportOptions:
     weights the runtime rebuilds from the written bytes).
 
     The written file is checked (:class:`ExportCheck`): run by the runtime on a calibration batch (the
-    first 64 test samples when test data is given, else 16 seeded N(0, 1) inputs), its outputs must
+    first 64 test samples when test data is given, else the example inputs, else 16 seeded N(0, 1)
+    inputs), its outputs must
     match torch running the file's own dequantized weights to ``ENGINE_TOLERANCE`` (else the graph or
     the engine is wrong), and the float model's outputs to ``check_tolerance`` (max |file - torch| /
     max |torch|: what quantization did to the function). Otherwise :class:`ExportCheckError` and no
