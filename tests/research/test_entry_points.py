@@ -29,11 +29,12 @@ MODULES = [
     ("research.benchmarks.onnx_conformance", "--out"),
     ("research.benchmarks.model_zoo", "--ratio"),
     ("research.benchmarks.bn_mnist", "--finetune-epochs"),
+    ("research.benchmarks.mode_groupings", "--ratios"),
     ("research.boards.report", "--results"),
 ]
 NEEDS_TORCH = {"research.reproduce.recipe", "research.reproduce.rounding", "research.reproduce.probe",
                "research.benchmarks.crosscheck_torch_runtime", "research.benchmarks.model_zoo",
-               "research.benchmarks.bn_mnist"}
+               "research.benchmarks.bn_mnist", "research.benchmarks.mode_groupings"}
 
 
 @pytest.mark.parametrize("module,word", MODULES)
