@@ -36,7 +36,7 @@ from adt.exporter.batchnorm import batchnorm_layers, recalibrate_batchnorm_
 from adt.runtime.format import dequantize, quantize, write_atomic
 from research.paths import RESULTS
 
-__all__ = ["ConvBnNet", "old_scheme_accuracy", "main"]
+__all__ = ["ConvBnNet", "trained_convbn", "old_scheme_accuracy", "main"]
 
 
 class _Block(nn.Module):
@@ -64,6 +64,16 @@ class ConvBnNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.block2(self.block1(torch.relu(self.bn(self.stem(x)))))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+def trained_convbn(epochs: int, data: str | None = None):
+    """(model, train_loader, test_loader): ``ConvBnNet`` trained for ``epochs`` on MNIST (seed 0, Adam lr
+    0.003, cosine schedule, batch 128), in eval mode."""
+    torch.manual_seed(0)
+    train_loader, test_loader = mnist_loaders(data, batch_size=128, seed=0)
+    model = ConvBnNet()
+    train(model, train_loader, TrainConfig(epochs=epochs, lr=0.003, batch_size=128, schedule="cosine"), progress=False)
+    return model.eval(), train_loader, test_loader
 
 
 def old_scheme_accuracy(model: nn.Module, test, q: int = 512) -> dict:
@@ -94,13 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     t0 = time.time()
-    train_loader, test_loader = mnist_loaders(args.data, batch_size=128, seed=0)
-    model = ConvBnNet()
-    train(model, train_loader, TrainConfig(epochs=args.epochs, lr=0.003, batch_size=128, schedule="cosine"),
-          progress=False)
-    model.eval()
+    model, train_loader, test_loader = trained_convbn(args.epochs, args.data)
     tmp = args.out.parent / "bn_mnist.adt.tmp"
     res: dict = {"benchmark": "research/benchmarks/bn_mnist.py", "command": " ".join(["python -m research.benchmarks.bn_mnist"] + (argv or [])),
                  "machine": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,

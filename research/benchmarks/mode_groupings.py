@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adt.exporter import TrainConfig, apply_ada_tucker, evaluate, mnist_loaders, train
+from adt.exporter import apply_ada_tucker, evaluate
 from adt.exporter.batchnorm import recalibrate_batchnorm_
 from adt.exporter.factorize import reconstruction_errors
 from adt.exporter.planner import LayerPlan, plan_layer
 from adt.runtime.format import write_atomic
-from research.benchmarks.bn_mnist import ConvBnNet
+from research.benchmarks.bn_mnist import trained_convbn
 from research.paths import RESULTS
 
 __all__ = ["structured_plan", "main"]
@@ -59,13 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "mode_groupings.json", help="results JSON (the .md beside it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     t0 = time.time()
-    train_loader, test_loader = mnist_loaders(args.data, batch_size=128, seed=0)
-    model = ConvBnNet()
-    train(model, train_loader, TrainConfig(epochs=args.epochs, lr=0.003, batch_size=128, schedule="cosine"),
-          progress=False)
-    model.eval()
+    model, train_loader, test_loader = trained_convbn(args.epochs, args.data)
     rows = []
     base = evaluate(model, test_loader)
     shape = tuple(model.get_submodule(LAYERS[0]).weight.shape)

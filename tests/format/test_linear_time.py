@@ -63,8 +63,10 @@ def _per_stream(data: bytes):
         reader._RUN_SYMBOLS = old
 
 
-def _same_file(a, b) -> None:
+def _same_file(a, b) -> int:
+    """Assert two decodes of one file are the same; return how many parameters were compared."""
     assert a.payload_bits == b.payload_bits
+    assert len(a.cores) == len(b.cores) and len(a.params) == len(b.params)
     for x, y in zip(a.cores, b.cores):
         assert x.bits == y.bits and x.symbols.shape == y.symbols.shape and np.array_equal(x.symbols, y.symbols)
     for x, y in zip(a.params, b.params):
@@ -74,12 +76,13 @@ def _same_file(a, b) -> None:
         assert len(x.factors) == len(y.factors)
         for m, r in zip(x.factors, y.factors):
             assert m.shape == r.shape and m.dtype == r.dtype and np.array_equal(m, r)
+    return len(a.params)
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_runs_decode_the_same_symbols_and_bits_as_one_stream_at_a_time(shared):
     data = many_params_file(300, shared_core=shared)
-    _same_file(read_adt(data), _per_stream(data))
+    assert _same_file(read_adt(data), _per_stream(data)) == 300
 
 
 def test_a_run_is_one_decode_call(monkeypatch):
