@@ -287,8 +287,10 @@ _DEQUANT_TEMP = 3 * _F64 + _F32
 _PLAIN_CHUNK = CHUNK_BYTES // _DEQUANT_TEMP   # symbols of a plain parameter dequantized at once (~1 MiB of temporaries)
 # Python objects, measured with tracemalloc and rounded up: a parameter's rebuild makes a few KiB of
 # them (array headers, tuples, lists; at most ~4 KiB for WRN-28-10's layers), and every weight kept
-# costs its array objects and the caller's dict entry (~0.5 KiB)
+# costs its array objects and the caller's dict entry (~0.5 KiB). A Tucker parameter adds objects per mode
+# (each factor's float64 copy, the contraction's views and chunk slices: up to ~0.6 KiB per mode at order 8)
 _PY_TEMP = 8 << 10
+_PY_PER_MODE = 1 << 10
 _PY_KEPT = 1 << 10
 
 
@@ -379,7 +381,8 @@ def rebuild_plan(f: AdtFile) -> RebuildPlan:
                 # the float32 weight written chunk by chunk, the float64 factors, the schedule's temporaries
                 work, largest = out + factors * _F64 + schedule.work, schedule.largest
             dequant = _dequant_temp(c, bool(new_core), factor_sizes) * _DEQUANT_TEMP
-            cost = ParamCost(p.name, out, new_core + factors * _F32 + max(work, dequant) + _PY_TEMP, new_core, largest,
+            py = _PY_TEMP + _PY_PER_MODE * len(sizes)
+            cost = ParamCost(p.name, out, new_core + factors * _F32 + max(work, dequant) + py, new_core, largest,
                              schedule.order if schedule else None, held=held, schedule=schedule)
             live.add(p.core)
             cores += new_core
