@@ -8,13 +8,16 @@
     export_adt(model, "lenet5.adt", input_shape=(1, 28, 28), q=512)
 
 The modules, in import order (each imports only those before it, and the runtime):
-``errors``, ``planner`` (reshapes and cores), ``models`` (the built-in registry), ``fakequant``
+``errors``, ``planner`` (reshapes and cores), ``models`` (the built-in registry), ``user_model``
+(``--model`` specs, saved models lifted to nn modules, safe checkpoint loading), ``fakequant``
 (Eq. 13 with a straight-through gradient), ``decompose`` (HOOI / CP / SCADA ALS in NumPy),
 ``factorize`` (the Tucker parametrization, apply ADA/SCADA/CP, init), ``data`` (MNIST loaders),
-``fit`` (the one training loop, accuracy), ``batchnorm`` (BatchNorm stored as scale and shift),
+``distributed`` (device, mixed precision, DDP under torchrun), ``fit`` (the one training loop, accuracy), ``batchnorm`` (BatchNorm stored as scale and shift),
 ``quantplan`` (inventory, groups, Q and b),
 ``qat`` (quantization-aware fine-tuning), ``onnx_graph`` (the weightless architecture),
-``export`` (the file and its report).
+``export`` (the file and its report), ``datasets`` (the user's data: IDX, .npz, image folders,
+module:factory, with the input convention the file records), ``size_budget`` (plan and fit to a
+file-size budget).
 
 Needs the ``export`` extra (torch, tensorly); the device-side runtime never imports this package.
 """
@@ -28,28 +31,38 @@ from .factorize import (
     shared_cores, tucker_layers,
 )
 from .fakequant import QuantSpec, fake_quant_ste
-from .fit import SCHEDULES, TrainConfig, TrainResult, evaluate, train
+from . import distributed
+from .distributed import AMP_MODES, is_main
+from .fit import SCHEDULES, EpochStats, TrainConfig, TrainResult, evaluate, train
 from .models import MODELS, BuiltinModel, build_model
+from .user_model import CheckpointLoad, UserModel, load_checkpoint, parse_model_args, resolve_model
 from .onnx_graph import architecture_bytes
 from .planner import (
-    PRESET_INFO, PRESETS, LayerPlan, load_overrides, model_params, plan_layer, plan_model, plan_params, plan_table,
-    preset,
+    DEFAULT_RATIOS, PRESET_INFO, PRESETS, LayerPlan, default_target, load_overrides, model_params, plan_layer,
+    plan_model, plan_params, plan_table, preset,
 )
 from .qat import QAT_SCHEDULES, QatResult, qat_finetune
 from .quantplan import DEFAULT_Q, GROUPINGS, KINDS, GroupSpec, QuantPlan, choose_b, make_quant_plan
+from .datasets import Dataset, load_dataset
+from .size_budget import SizeBudgetError, SizeEstimate, SizeFit, fit_to_size, parse_size, plan_for_size
 
 __all__ = [
     "AdtError", "PlanError", "ModelError", "CheckpointError", "TrainConfigError", "ExportCheckError",
     "PRESETS", "PRESET_INFO", "preset", "load_overrides", "LayerPlan", "model_params", "plan_layer", "plan_model",
     "plan_params", "plan_table",
     "MODELS", "BuiltinModel", "build_model",
+    "resolve_model", "parse_model_args", "load_checkpoint", "UserModel", "CheckpointLoad",
+    "default_target", "DEFAULT_RATIOS",
     "TuckerWeight", "apply_ada_tucker", "apply_scada_tucker", "tucker_layers", "shared_cores", "count_params",
     "freeze", "reconstruction_errors", "METHODS", "INITS",
     "QuantSpec", "fake_quant_ste",
-    "TrainConfig", "TrainResult", "train", "evaluate", "SCHEDULES",
+    "TrainConfig", "TrainResult", "EpochStats", "train", "evaluate", "SCHEDULES",
+    "distributed", "is_main", "AMP_MODES",
     "qat_finetune", "QatResult", "QAT_SCHEDULES",
     "QuantPlan", "GroupSpec", "make_quant_plan", "choose_b", "GROUPINGS", "KINDS", "DEFAULT_Q",
     "export_adt", "ExportOptions", "ExportReport", "ExportCheck", "dequantized_weights",
     "mnist_loaders", "mnist_test_set", "tensor_loader",
     "architecture_bytes",
+    "Dataset", "load_dataset",
+    "SizeBudgetError", "SizeEstimate", "SizeFit", "parse_size", "plan_for_size", "fit_to_size",
 ]

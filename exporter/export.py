@@ -30,6 +30,8 @@ from adt.runtime.format import AdtFile, AdtWriter, byte_breakdown, read_adt
 from adt.runtime.rebuild import rebuild_weights
 from adt.runtime.selfcheck import KEY as SELFCHECK_KEY
 from adt.runtime.selfcheck import make_selfcheck, probe_input
+from adt.runtime.onnx_proto import parse_model
+from adt.runtime.preprocess import INPUT_KEY, LABELS_KEY, InputConvention, check_labels, labels_to_json
 
 from .batchnorm import SCALE_SUFFIX, SHIFT_SUFFIX, batchnorm_ranks, inference_tensors, replace_with_affine_
 from .data import mnist_test_set
@@ -41,7 +43,7 @@ from .onnx_graph import architecture_model, example_inputs, input_names, referen
 from .quantplan import DEFAULT_Q, Inventory, QuantPlan, Quantized, inventory, make_quant_plan, quantize_model
 
 __all__ = [
-    "DEFAULT_CHECK_TOLERANCE", "ENGINE_TOLERANCE", "ExportCheck", "ExportOptions", "ExportReport", "check_file", "export_adt", "dequantized_weights", "quantized_model", "compact_name_map",
+    "DEFAULT_CHECK_TOLERANCE", "ENGINE_TOLERANCE", "ExportCheck", "ExportOptions", "ExportReport", "check_file", "export_adt", "PreparedExport", "prepare_export", "encode_adt", "dequantized_weights", "quantized_model", "compact_name_map",
     "strip_default_attributes",
 ]
 
@@ -80,7 +82,11 @@ class ExportOptions:
     max |torch|: what quantization did to the function). Otherwise :class:`ExportCheckError` and no
     file, unless ``force`` (the report then carries the check and its failure). ``selfcheck``: store
     a probe recipe and the runtime's outputs on it (about 100 bytes of metadata) for ``adt verify`` on
-    the device (:mod:`adt.runtime.selfcheck`)."""
+    the device (:mod:`adt.runtime.selfcheck`). ``input_convention``: how raw samples become this model's
+    input (:class:`adt.runtime.preprocess.InputConvention`; its ``model_shape`` must be the traced
+    sample shape, or its size for a flat model) and ``labels``: the class names (one per output class),
+    stored as the metadata entries ``input_convention`` and ``labels`` (FORMAT.md §4.1) so that
+    ``Model.predict`` and ``adt run --images`` need no flag. The check still runs on model-ready inputs."""
 
     input_shape: Sequence[int] | None = None
     example_inputs: Sequence[Any] | None = None
@@ -100,6 +106,8 @@ class ExportOptions:
     check_tolerance: float = DEFAULT_CHECK_TOLERANCE
     force: bool = False
     selfcheck: bool = False
+    input_convention: InputConvention | None = None
+    labels: Sequence[str] | None = None
 
 
 @dataclass
@@ -227,6 +235,11 @@ def _add_metadata(w: AdtWriter, inv: Inventory, plan: QuantPlan, opts: ExportOpt
             w.add_metadata("acc_quant", f"{accuracies[1]:.4f}")
     for k, v in (opts.metadata or {}).items():
         w.add_metadata(str(k), str(v))
+    # written whatever auto_metadata says: the device needs them to run the model right
+    if opts.input_convention is not None:
+        w.add_metadata(INPUT_KEY, opts.input_convention.to_json())
+    if opts.labels is not None:
+        w.add_metadata(LABELS_KEY, labels_to_json(opts.labels))
 
 
 def _write_tables(w: AdtWriter, inv: Inventory, plan: QuantPlan, qz: Quantized, rename: Mapping[str, str]) -> None:
@@ -286,6 +299,67 @@ def _report(path: str | Path | None, data: bytes, f: AdtFile, inv: Inventory, pl
     )
 
 
+def _setup(model: nn.Module, options: ExportOptions | None, fields_: Mapping[str, Any],
+           caller: str) -> tuple[ExportOptions, tuple[torch.Tensor, ...], tuple[int, ...]]:
+    """The options (``options`` with ``fields_`` set on top), the tensors to trace and one sample's shape."""
+    known = {f.name for f in fields(ExportOptions)}
+    unknown = sorted(set(fields_) - known)
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    opts = replace(options or ExportOptions(), **fields_)
+    input_shape = opts.input_shape if opts.input_shape is not None else getattr(model, "input_shape", None)
+    if input_shape is None and opts.example_inputs is None:
+        raise ModelError("export needs input_shape (one sample's shape, e.g. (1, 28, 28)), model.input_shape "
+                         "or example_inputs")
+    examples = example_inputs(input_shape if opts.example_inputs is None else None, opts.example_inputs)
+    _check_convention(opts, examples)
+    return opts, examples, tuple(int(d) for d in examples[0].shape[1:])
+
+
+def _check_convention(opts: ExportOptions, examples: tuple[torch.Tensor, ...]) -> None:
+    """``input_convention`` and ``labels`` fit the model (before any work); their metadata keys are
+    not given as free text."""
+    taken = sorted({INPUT_KEY, LABELS_KEY} & {str(k) for k in (opts.metadata or {})})
+    if taken:
+        raise ModelError(f"metadata key {taken[0]!r} is written from the input_convention / labels options, "
+                         "not from metadata")
+    conv = opts.input_convention
+    if conv is not None:
+        if not isinstance(conv, InputConvention):
+            raise ModelError(f"input_convention must be an InputConvention, got {type(conv).__name__}")
+        shape = tuple(int(d) for d in examples[0].shape[1:])
+        if len(examples) != 1 or not examples[0].is_floating_point():
+            raise ModelError("an input convention describes one float input; this model is traced with "
+                             f"{len(examples)} input(s) of dtype {examples[0].dtype}")
+        if shape != conv.model_shape and shape != (prod(conv.model_shape),):
+            raise ModelError(f"input_convention turns raw samples into {list(conv.model_shape)} ({conv.describe()}), "
+                             f"but the model takes samples of shape {list(shape)}")
+    if opts.labels is not None:
+        check_labels(opts.labels)
+
+
+def _check_label_count(arch: bytes, opts: ExportOptions) -> None:
+    """One label per output class, where the graph declares the class count."""
+    if opts.labels is None:
+        return
+    outputs = parse_model(arch).graph.outputs
+    shape = outputs[0].shape if len(outputs) == 1 else None
+    if not shape or len(shape) != 2 or not isinstance(shape[1], int):
+        raise ModelError("labels need a model with one output [N, classes]; its output is "
+                         + (f"{shape}" if len(outputs) == 1 else f"{len(outputs)} tensors"))
+    if shape[1] != len(opts.labels):
+        raise ModelError(f"{len(opts.labels)} labels given, the model outputs {shape[1]} classes")
+
+
+def _tables_writer(arch: bytes, inv: Inventory, plan: QuantPlan, qz: Quantized, rename: Mapping[str, str],
+                   tables: str) -> AdtWriter:
+    """A writer holding the architecture, the groups and every tensor: all of a file but its metadata."""
+    w = AdtWriter(tables=tables)
+    w.set_architecture(arch)
+    _write_tables(w, inv, plan, qz, rename)
+    return w
+
+
 def export_adt(model: nn.Module, path: str | Path | None, options: ExportOptions | None = None,
                **fields_: Any) -> ExportReport:
     """Quantize ``model`` (Eq. 13), write one ``.adt`` file to ``path`` (atomically; ``None`` only
@@ -293,29 +367,17 @@ def export_adt(model: nn.Module, path: str | Path | None, options: ExportOptions
 
     ``options``: an :class:`ExportOptions`; keyword arguments set its fields (on top of ``options``
     when both are given), e.g. ``export_adt(model, "m.adt", q=128, rounding="floor")``."""
-    known = {f.name for f in fields(ExportOptions)}
-    unknown = sorted(set(fields_) - known)
-    if unknown:
-        raise TypeError(f"export_adt() got an unexpected keyword argument {unknown[0]!r}")
-    opts = replace(options or ExportOptions(), **fields_)
-    input_shape = opts.input_shape if opts.input_shape is not None else getattr(model, "input_shape", None)
-    if input_shape is None and opts.example_inputs is None:
-        raise ModelError("export needs input_shape (one sample's shape, e.g. (1, 28, 28)), model.input_shape "
-                         "or example_inputs")
-    examples = example_inputs(input_shape if opts.example_inputs is None else None, opts.example_inputs)
-    input_shape = tuple(int(d) for d in examples[0].shape[1:])
+    opts, examples, input_shape = _setup(model, options, fields_, "export_adt")
     was_training = model.training
     model.eval()
     try:
         arch, inv, rename = _stored(model, examples, opts.compact_names)
+        _check_label_count(arch, opts)
         plan = _resolve_plan(inv, opts)
         qz = quantize_model(inv, plan)
 
         def tables_writer() -> AdtWriter:
-            w = AdtWriter(tables=opts.tables)
-            w.set_architecture(arch)
-            _write_tables(w, inv, plan, qz, rename)
-            return w
+            return _tables_writer(arch, inv, plan, qz, rename, opts.tables)
 
         # The accuracies and the self-check go into the metadata, so they are measured on a first
         # build of the same tables (metadata does not change what the runtime computes).
@@ -345,6 +407,67 @@ def export_adt(model: nn.Module, path: str | Path | None, options: ExportOptions
         return report
     finally:
         model.train(was_training)
+
+
+@dataclass
+class PreparedExport:
+    """A model traced once (its options, example inputs, architecture, inventory and table names) for
+    repeated :func:`encode_adt` calls that change only the quantizers."""
+
+    options: ExportOptions
+    examples: tuple[torch.Tensor, ...]
+    input_shape: tuple[int, ...]
+    arch: bytes
+    inv: Inventory
+    rename: dict[str, str]
+
+
+def prepare_export(model: nn.Module, options: ExportOptions | None = None, *, like: PreparedExport | None = None,
+                   **fields_: Any) -> PreparedExport:
+    """Trace ``model`` once as :func:`export_adt` does (ONNX architecture, what it reads, table names).
+    ``like``: a preparation of the same network under another plan (the same module paths, layers
+    Tucker or dense): its architecture and table names are reused and only the inventory is read from
+    ``model`` (the graph runs rebuilt dense weights, so a plan does not change it)."""
+    opts, examples, input_shape = _setup(model, options, fields_, "prepare_export")
+    was_training = model.training
+    model.eval()
+    try:
+        inv = None
+        if like is not None and like.options.compact_names == opts.compact_names:
+            inv = inventory(model, names=like.inv.order, ranks=batchnorm_ranks(frozen_copy(model), examples))
+            arch, rename = like.arch, like.rename
+        if inv is None or inv.order != like.inv.order:  # a layer's Tucker form moves its weight's table slot
+            arch, inv, rename = _stored(model, examples, opts.compact_names)
+        _check_label_count(arch, opts)
+    finally:
+        model.train(was_training)
+    return PreparedExport(opts, examples, input_shape, arch, inv, dict(rename))
+
+
+def encode_adt(model: nn.Module, options: ExportOptions | None = None, *, prepared: PreparedExport | None = None,
+               **fields_: Any) -> bytes:
+    """The file :func:`export_adt` writes for these options, built the same way but without measuring
+    accuracies (their metadata entries hold placeholders of the same length, so the length is the
+    written file's), without the check against torch and without writing anything: what a search over
+    quantizer settings needs (:mod:`adt.exporter.size_budget`). ``prepared``: a :func:`prepare_export`
+    of the same model and trace options (skips the ONNX export), made after the model's last change
+    (it holds a frozen copy of the plain tensors)."""
+    opts, _, _ = _setup(model, options, fields_, "encode_adt")
+    p = prepared if prepared is not None else prepare_export(model, opts)
+    plan = _resolve_plan(p.inv, opts)
+    qz = quantize_model(p.inv, plan)
+    selfcheck = None
+    if opts.selfcheck:
+        if len(p.examples) != 1 or not p.examples[0].is_floating_point():
+            raise ModelError("selfcheck stores a float probe: it needs a model of one float input")
+        probe = _tables_writer(p.arch, p.inv, plan, qz, p.rename, opts.tables).to_bytes()
+        selfcheck = _selfcheck(probe, p.input_shape)
+    w = _tables_writer(p.arch, p.inv, plan, qz, p.rename, opts.tables)
+    measured = opts.test_data is not None or opts.data_dir is not None
+    _add_metadata(w, p.inv, plan, opts, p.input_shape, (0.0, 0.0) if measured else None)
+    if selfcheck is not None:
+        w.add_metadata(SELFCHECK_KEY, selfcheck)
+    return w.to_bytes()
 
 
 def _selfcheck(data: bytes, input_shape: tuple[int, ...], seed: int = 0) -> str:

@@ -57,13 +57,21 @@ def example_inputs(input_shape: Sequence[int] | None = None, examples: Sequence[
 def _torch_export(model: nn.Module, examples: tuple[torch.Tensor, ...]) -> bytes:
     names = input_names(len(examples))
     buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            model, examples, buf, input_names=names, output_names=["output"], opset_version=OPSET,
-            do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL,
-            dynamic_axes={**{n: {0: "N"} for n in names}, "output": {0: "N"}}, dynamo=False,
-        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                model, examples, buf, input_names=names, output_names=["output"], opset_version=OPSET,
+                do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL,
+                dynamic_axes={**{n: {0: "N"} for n in names}, "output": {0: "N"}}, dynamo=False,
+            )
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch's exporter raises many types; the user needs one line
+        # e.g. SymbolicValueError "Unsupported: ONNX export of operator adaptive_avg_pool2d, output size
+        # that are not factor of input size" (VGG's 7x7 pool on a small input): the first line says it all
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ModelError(f"torch's ONNX exporter refused the model ({type(exc).__name__}): {first[:300]}") from exc
     return buf.getvalue()
 
 

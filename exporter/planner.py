@@ -57,8 +57,9 @@ from .errors import PlanError
 
 __all__ = [
     "MAX_MODE", "ALLOC_POWER", "MAX_ORDER", "MIN_NUMEL", "Target", "LayerPlan", "balanced_factorization",
-    "candidate_orders", "hypercube_plan", "plan_layer", "load_overrides", "plannable_layers", "plan_model",
+    "candidate_orders", "hypercube_plan", "plan_layer", "load_overrides", "plannable_layers", "layers_to_plan", "plan_model",
     "count_stored", "plan_params", "model_params", "plan_table", "left_dense", "PRESETS", "PRESET_INFO", "preset",
+    "DEFAULT_RATIOS", "default_target",
 ]
 
 MAX_MODE = 50
@@ -214,7 +215,13 @@ def next_core(core: tuple[int, ...], mode_sums: tuple[int, ...], caps: tuple[int
 def hypercube_plan(reshape: tuple[int, ...], budget: int) -> LayerPlan | None:
     """Largest near-hypercube core (dims differ by at most 1, k_i <= n_i) whose params fit
     ``budget``, grown from 1 x ... x 1 one cheapest mode at a time; None if not even rank 1 fits."""
-    reshape = tuple(reshape)
+    return _hypercube_plan(tuple(int(n) for n in reshape), int(budget))
+
+
+# plan_model's budget split calls this thousands of times with repeated arguments (identical layers,
+# the repeated plans of adt.exporter.size_budget); the result is an immutable LayerPlan
+@lru_cache(maxsize=1 << 16)
+def _hypercube_plan(reshape: tuple[int, ...], budget: int) -> LayerPlan | None:
     lp = LayerPlan(reshape, (1,) * len(reshape))
     if lp.params > budget:
         return None
@@ -312,14 +319,13 @@ def _is_dense(value: Any) -> bool:
     return value is None or value is False or (isinstance(value, str) and value.lower() == "dense")
 
 
-def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scada: bool = False,
-               max_mode: int = MAX_MODE, alloc_power: float = ALLOC_POWER,
-               min_numel: int = MIN_NUMEL, layers: list[str] | None = None) -> dict[str, LayerPlan]:
-    """Plan every Linear/Conv layer of ``model`` (or only ``layers``), keyed by module path.
-
-    ``target``: int total of stored parameters, float overall compression ratio, or None (then
-    every planned layer must be covered by ``overrides``). See the module docstring for the rule.
-    """
+def layers_to_plan(model: Any, overrides: Any = None, min_numel: int = MIN_NUMEL,
+                   layers: list[str] | None = None) -> tuple[dict[str, Any], dict[str, tuple[int, ...]],
+                                                             dict[str, tuple[int, ...]]]:
+    """``(overrides, shapes, all_shapes)``: the loaded overrides; the weight shapes of the layers to plan
+    (those of at least ``min_numel`` values, or exactly ``layers``, plus every overridden one); the
+    shapes of every Linear/Conv layer. An override or a ``layers`` entry that names no such layer
+    raises :class:`PlanError`."""
     over = load_overrides(overrides)
     shapes = plannable_layers(model, min_numel)
     all_shapes = plannable_layers(model, 1)
@@ -333,6 +339,18 @@ def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scad
         shapes = {n: all_shapes[n] for n in layers}
     for name in over:
         shapes.setdefault(name, all_shapes[name])
+    return over, shapes, all_shapes
+
+
+def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scada: bool = False,
+               max_mode: int = MAX_MODE, alloc_power: float = ALLOC_POWER,
+               min_numel: int = MIN_NUMEL, layers: list[str] | None = None) -> dict[str, LayerPlan]:
+    """Plan every Linear/Conv layer of ``model`` (or only ``layers``), keyed by module path.
+
+    ``target``: int total of stored parameters, float overall compression ratio, or None (then
+    every planned layer must be covered by ``overrides``). See the module docstring for the rule.
+    """
+    over, shapes, all_shapes = layers_to_plan(model, overrides, min_numel, layers)
 
     plan: dict[str, LayerPlan] = {}
     auto: dict[str, tuple[int, ...]] = {}
@@ -383,6 +401,33 @@ def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scad
             del auto[n]
         if not auto:
             return _in_model_order(plan, shapes)
+
+
+#: The ratios :func:`default_target` tries, in order: 10x first, then ever milder ones.
+DEFAULT_RATIOS: tuple[float, ...] = (10.0, 5.0, 3.0, 2.0, 1.5, 1.2)
+
+
+def default_target(model: Any, *, scada: bool = False, ratios: tuple[float, ...] = DEFAULT_RATIOS) -> float:
+    """The model target to use when none is given: the first ratio of ``ratios`` (default
+    :data:`DEFAULT_RATIOS`: 10, 5, 3, 2, 1.5, 1.2) that :func:`plan_model` meets for ``model``, i.e. it
+    plans at least one layer and the stored total (:func:`model_params`) is at most
+    ``count_stored(model) / ratio``. A milder ratio is tried when a stronger one cannot be met (most
+    values in layers that stay dense: BatchNorm, embeddings, small or prime-sized layers). Raises
+    :class:`PlanError` when none can be met, naming the biggest layers that stay dense and why."""
+    total_orig = count_stored(model)
+    for ratio in ratios:
+        try:
+            plan = plan_model(model, float(ratio), scada=scada)
+        except PlanError:
+            continue
+        if plan and model_params(model, plan, scada) <= int(total_orig / float(ratio)):
+            return float(ratio)
+    dense = sorted(left_dense(model, {}), key=lambda r: -r["values"])
+    listed = ", ".join(f"{r['layer']} ({r['type']}, {r['values']}: {r['reason']})" for r in dense[:3])
+    why = f"; biggest dense layers: {listed}" if listed else ""
+    raise PlanError(f"no default target fits this model: the planner meets none of the ratios "
+                    f"{', '.join(f'{r:g}' for r in ratios)} (of {total_orig} stored values){why}; "
+                    "give an explicit target or per-layer plan")
 
 
 def _too_small(model: Any, total: int, fixed: int, planned: Mapping[str, Any]) -> str:

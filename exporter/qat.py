@@ -7,6 +7,9 @@ straight-through gradient: Tucker cores and factors through ``TuckerWeight.core_
 latent float values keep training; exporting them with the SAME plan gives exactly the values the
 forward pass used, so the accuracy after QAT is the accuracy of the file. BatchNorm layers stay in
 eval mode (their running statistics are stored, and QAT does not re-estimate them).
+
+Device, mixed precision and data-parallel runs follow :func:`adt.exporter.fit.train` (rules in
+:mod:`adt.exporter.distributed`); the quantizer stays float32 under autocast.
 """
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from . import distributed
 from .errors import PlanError
 from .factorize import tucker_layers
 from .fakequant import PlainFakeQuant, remove_plain_fake_quant
-from .fit import DistillLoss, TrainResult, batch_loss, fit
+from .fit import DistillLoss, EpochStats, TrainResult, batch_loss, describe_epoch, fit
 from .quantplan import QuantPlan, inventory, make_quant_plan, weight_name
 
 __all__ = ["QAT_SCHEDULES", "QatResult", "enable_fake_quant", "disable_fake_quant", "qat_finetune"]
@@ -58,13 +62,15 @@ class QatResult:
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     last_lr: float | None = None  # the learning rate of the last step taken
+    images: int = 0               # global images seen
+    images_per_second: list[float] = field(default_factory=list)  # per epoch
 
 
 def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | None = None,
                  epochs: int = 2, lr: float = 1e-3, max_steps: int | None = None,
                  progress: bool = True, label_smoothing: float = 0.0, teacher: nn.Module | None = None,
                  distill_alpha: float = 0.9, distill_temperature: float = 4.0, schedule: str = "constant",
-                 **plan_kwargs: Any) -> QatResult:
+                 device: str = "auto", amp: str | bool = "auto", **plan_kwargs: Any) -> QatResult:
     """Fine-tune ``model`` for ``epochs`` with Adam at ``lr`` through the file's quantizers.
 
     ``schedule``: "constant" (``lr`` throughout) or "cosine" (``lr`` annealed to 0 over all steps, per
@@ -78,17 +84,29 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
 
     ``plan``: a resolved quantization plan, else one is made from ``plan_kwargs`` (q, b, groups,
     b_rule, rounding of :func:`make_quant_plan`) on the current values. Export afterwards with
-    ``export_adt(model, ..., plan=result.plan)``. The model is left with fake quantization OFF.
+    ``export_adt(model, ..., plan=result.plan)``. The model is left with fake quantization OFF, on the CPU.
+
+    ``device`` / ``amp``: as ``TrainConfig.device`` / ``TrainConfig.amp``. In a data-parallel run
+    (torchrun, :func:`adt.exporter.distributed.init`) the model is wrapped in DDP and each rank takes
+    its slice of every global batch of ``train_loader``, as in :func:`adt.exporter.fit.train`; only
+    rank 0 shows progress.
     """
     if epochs < 0:
         raise PlanError(f"QAT epochs must be >= 0, got {epochs}")
     if schedule not in QAT_SCHEDULES:
         raise PlanError(f"QAT schedule must be one of {QAT_SCHEDULES}, got {schedule!r}")
+    env = distributed.current()
+    dev = distributed.resolve_device(device, env)
+    precision = distributed.resolve_amp(amp, dev)
     if plan is None:
-        plan = make_quant_plan(model, **plan_kwargs)
+        plan = make_quant_plan(model, **plan_kwargs)  # on the CPU, before any move: the plan's b values
     result = QatResult(plan)
     if epochs == 0:
         return result
+    progress = progress and env.rank == 0
+    model.to(dev)
+    if teacher is not None:
+        teacher.to(dev)
     enable_fake_quant(model, plan)
     try:
         model.train()
@@ -96,7 +114,6 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
         params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
-        device = params[0].device if params else torch.device("cpu")
         opt = torch.optim.Adam(params, lr=lr)
         sched = None
         if schedule == "cosine":
@@ -110,15 +127,28 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
             distill = DistillLoss(distill_alpha, distill_temperature, label_smoothing)
             teacher.eval()
 
+        net = distributed.wrap(model, dev, env)
+
         def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return batch_loss(model, x.to(device), y.to(device), loss_fn, distill, teacher)
+            return batch_loss(net, x, y, loss_fn, distill, teacher)
+
+        def after_epoch(stats: EpochStats) -> None:
+            if progress:
+                from tqdm.auto import tqdm
+
+                tqdm.write("qat " + describe_epoch(stats, epochs))
 
         state = TrainResult()
-        result.last_lr = fit(model, train_loader, opt, loss_of, state, epochs=epochs, max_steps=max_steps,
-                             after_step=sched.step if sched is not None else None, progress=progress,
-                             desc="qat", postfix_every=1)
+        result.last_lr = fit(net, train_loader, opt, loss_of, state, epochs=epochs, max_steps=max_steps,
+                             after_step=sched.step if sched is not None else None, after_epoch=after_epoch,
+                             progress=progress, desc="qat", postfix_every=1, device=dev, precision=precision,
+                             env=env, scaler=precision.grad_scaler(dev))
         result.losses, result.steps = state.losses, state.steps
+        result.images, result.images_per_second = state.images, state.images_per_second
     finally:
         disable_fake_quant(model)
         model.eval()
+        model.to("cpu")  # export runs on the CPU
+        if teacher is not None:
+            teacher.to("cpu")
     return result

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["FAMILIES", "RATIOS", "train_briefly"]
+__all__ = ["FAMILIES", "RATIOS", "train_briefly", "resnet18", "mobilenet_v2"]
 
 
 def _cbr(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU):
@@ -298,3 +298,175 @@ def train_briefly(model: nn.Module, x: torch.Tensor, steps: int = 3) -> None:
         nn.functional.cross_entropy(out, torch.randint(0, out.shape[1], (len(x),))).backward()
         opt.step()
     model.eval()
+
+
+# --- full-size torchvision ResNet-18 and MobileNetV2 (issue 20 item 7) --------------------------------
+# Fixtures for `adt compress --model research.zoo:resnet18 --model-args num_classes=10` where torchvision
+# cannot be imported: the same modules, module paths (so torchvision state_dicts load unchanged), forward
+# and weight init as torchvision.models.resnet18 / mobilenet_v2, called the same way (weights=None only:
+# nothing is downloaded).
+def _no_weights(weights: object) -> None:
+    if weights is not None:
+        raise ValueError(f"research.zoo builds untrained models only (weights=None), got weights={weights!r}")
+
+
+class TVBasicBlock(nn.Module):
+    """torchvision.models.resnet.BasicBlock (expansion 1)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class TVResNet(nn.Module):
+    """torchvision.models.resnet.ResNet with BasicBlock (groups 1, width 64, no dilation)."""
+
+    def __init__(self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = 1000,
+                 zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], stride=2)
+        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * TVBasicBlock.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, TVBasicBlock):
+                    nn.init.constant_(m.bn2.weight, 0)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * TVBasicBlock.expansion:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * TVBasicBlock.expansion, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes * TVBasicBlock.expansion))
+        layers = [TVBasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * TVBasicBlock.expansion
+        layers += [TVBasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18(num_classes: int = 1000, zero_init_residual: bool = False, weights: None = None) -> nn.Module:
+    """torchvision.models.resnet18(weights=None, num_classes=..., zero_init_residual=...): 11,689,512
+    parameters at 1000 classes."""
+    _no_weights(weights)
+    return TVResNet((2, 2, 2, 2), num_classes=num_classes, zero_init_residual=zero_init_residual)
+
+
+def _make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
+    """torchvision.models._utils._make_divisible: round channels to a multiple of ``divisor``, never
+    dropping more than 10%."""
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class Conv2dNormActivation(nn.Sequential):
+    """torchvision.ops.misc.Conv2dNormActivation with BatchNorm2d: conv (no bias), BN, activation."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
+                 activation_layer: type[nn.Module] | None = nn.ReLU) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
+                                             bias=False), nn.BatchNorm2d(cout)]
+        if activation_layer is not None:
+            layers.append(activation_layer(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = cout
+
+
+class TVInvertedResidual(nn.Module):
+    """torchvision.models.mobilenetv2.InvertedResidual."""
+
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
+        super().__init__()
+        hidden_dim = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(Conv2dNormActivation(inp, hidden_dim, kernel_size=1, activation_layer=nn.ReLU6))
+        layers += [Conv2dNormActivation(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim, activation_layer=nn.ReLU6),
+                   nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup)]
+        self.conv = nn.Sequential(*layers)
+        self.out_channels = oup
+        self._is_cn = stride > 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class TVMobileNetV2(nn.Module):
+    """torchvision.models.mobilenetv2.MobileNetV2 (the default inverted-residual setting)."""
+
+    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, round_nearest: int = 8,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        input_channel, last_channel = 32, 1280
+        setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+                   [6, 320, 1, 1]]
+        input_channel = _make_divisible(input_channel * width_mult, round_nearest)
+        self.last_channel = _make_divisible(last_channel * max(1.0, width_mult), round_nearest)
+        features: list[nn.Module] = [Conv2dNormActivation(3, input_channel, stride=2, activation_layer=nn.ReLU6)]
+        for t, c, n, s in setting:
+            output_channel = _make_divisible(c * width_mult, round_nearest)
+            for i in range(n):
+                features.append(TVInvertedResidual(input_channel, output_channel, s if i == 0 else 1, expand_ratio=t))
+                input_channel = output_channel
+        features.append(Conv2dNormActivation(input_channel, self.last_channel, kernel_size=1, activation_layer=nn.ReLU6))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, round_nearest: int = 8, dropout: float = 0.2,
+                 weights: None = None) -> nn.Module:
+    """torchvision.models.mobilenet_v2(weights=None, num_classes=..., width_mult=...): 3,504,872
+    parameters at 1000 classes and width 1."""
+    _no_weights(weights)
+    return TVMobileNetV2(num_classes=num_classes, width_mult=width_mult, round_nearest=round_nearest, dropout=dropout)

@@ -10,6 +10,8 @@ import numpy as np
 from .errors import AdtBudgetError, AdtEngineError, AdtExecutionError, AdtInputError, AdtNoArchitectureError
 from .format import AdtArchitectureError, AdtFile, AdtReadError, read_adt, write_atomic
 from .onnx_proto import DTYPE_NAMES, DTYPES, OnnxModel, ValueInfo, add_initializers, parse_model
+from .preprocess import INPUT_KEY, AdtPreprocessError, InputConvention, read_convention, read_labels
+from .preprocess import top_k as _top_k
 from .rebuild import DEFAULT_MAX_MEMORY, _check_limit, _iter_weights, format_bytes
 
 __all__ = ["ENGINES", "Model", "Weights", "load"]
@@ -70,6 +72,11 @@ class Model:
     ``max_memory``: see :func:`load`. ``model.weights``: a read-only mapping name -> float32 array
     (:class:`Weights`).
 
+    Raw samples: ``model.predict(raw)`` (or ``model.preprocess(raw)`` then ``run``) applies the input
+    convention the file stores (:attr:`input_convention`, FORMAT.md §4.1) and returns class indices,
+    or the class names of :attr:`labels` when the file stores them. A malformed convention or label
+    list fails the load (:class:`~adt.runtime.preprocess.AdtPreprocessError`).
+
     Memory: every weight is held once. :func:`load` reads the file itself (a path or bytes) and passes
     ``release_symbols=True`` with ``source``: the decoded symbols of ``file`` (each plain parameter's
     and core's ``symbols`` become None) are dropped as soon as their weights are rebuilt, and the
@@ -96,6 +103,9 @@ class Model:
         self._source = (source, _stamp(source)) if release_symbols and source is not None else \
             (None if release_symbols else (file, None))
         self._names = {p.name: None for p in file.params}   # table order (a dict: fast membership)
+        # parsed once, before the rebuild: a malformed entry fails fast (it would give wrong answers later)
+        self.input_convention: InputConvention | None = read_convention(file.metadata)
+        self.labels: list[str] | None = read_labels(file.metadata)
         if file.architecture is not None:  # checked before the (costlier) rebuild: fail fast
             self._read_architecture(file.architecture, list(self._names))
         self._kept: dict[str, np.ndarray] = {}
@@ -250,6 +260,47 @@ class Model:
         return dict(zip(self.output_names, outs))
 
     __call__ = run
+
+    # -- raw samples --------------------------------------------------------------------------
+    def preprocess(self, raw: np.ndarray, convention: InputConvention | None = None) -> np.ndarray:
+        """The model input for the raw batch ``raw`` [N, *convention.shape]: the file's input convention
+        (or ``convention``, e.g. ``InputConvention.mnist()`` for a file that stores none) applied, and
+        flattened to [N, features] when the graph takes flat vectors."""
+        conv = convention if convention is not None else self.input_convention
+        if conv is None:
+            raise AdtPreprocessError(
+                f"this .adt file stores no input convention (metadata {INPUT_KEY!r}): pass model-ready float32 "
+                "input to Model.run, or name the convention: preprocess(raw, convention=InputConvention.mnist())")
+        x = conv.apply(raw)
+        if len(self.input_shape or []) == 2 and x.ndim > 2:  # an MLP exported without a Flatten node
+            x = x.reshape(len(x), -1)
+        return x
+
+    def predict(self, raw: np.ndarray, top_k: int = 1, batch_size: int = 256,
+                convention: InputConvention | None = None) -> np.ndarray:
+        """Classes of the raw batch ``raw`` (see :meth:`preprocess`): int64 indices [N] (``top_k=1``) or
+        [N, top_k] (most likely first), or the class names (a str array of that shape) when the file
+        stores :attr:`labels`. The output must be [N, classes]; run ``batch_size`` samples at a time."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise AdtInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        x = self.preprocess(raw, convention)
+        if len(x) == 0:
+            raise AdtInputError("predict: the batch is empty")
+        outs = []
+        for i in range(0, len(x), batch_size):
+            out = self.run(x[i:i + batch_size])
+            if not isinstance(out, np.ndarray) or out.ndim != 2:
+                shape = list(out.shape) if isinstance(out, np.ndarray) else f"{len(out)} outputs"
+                raise AdtInputError(f"predict needs one output [N, classes]; the model gives {shape}")
+            outs.append(out)
+        out = np.concatenate(outs)
+        if self.labels is not None and len(self.labels) != out.shape[1]:
+            raise AdtPreprocessError(f"the file stores {len(self.labels)} labels but the model outputs "
+                                     f"{out.shape[1]} classes")
+        idx, _ = _top_k(out, top_k)
+        if top_k == 1:
+            idx = idx[:, 0]
+        return np.asarray(self.labels)[idx] if self.labels is not None else idx
 
     # -- dense ONNX ---------------------------------------------------------------------------
     def onnx_bytes(self) -> bytes:

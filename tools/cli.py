@@ -35,7 +35,8 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("demo", "compress LeNet-5 for a short schedule, export, inspect and score it (needs [export])"),
     "compress": Command("compress", "train/convert a model with ADA-Tucker or SCADA-Tucker and export a .adt file "
                                     "(needs [export])"),
-    "run": Command("run", "run a .adt model on a .npy input or score it on MNIST (torch-free)"),
+    "run": Command("run", "run a .adt model on image files or a .npy batch (preprocessed by the file's input convention), or score "
+                           "it on a labelled test set (torch-free)"),
     "inspect": Command("inspect", "show where every byte of a .adt file goes and its true compression ratio"),
     "verify": Command("verify", "check a .adt file end to end: checksum, decode, rebuild, forward pass"),
     "bench": Command("bench", "time decode, rebuild and inference of a .adt file against the dense ONNX baseline; "

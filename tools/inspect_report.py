@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 
 from adt.runtime.format import CORE_CP, ENC_PLAIN, SECTION_ARCH, SECTION_META, AdtFile, byte_breakdown, read_adt
+from adt.runtime.preprocess import INPUT_KEY, LABELS_KEY, AdtPreprocessError, read_convention, read_labels
 
 __all__ = ["build_report", "render_text", "plot_report", "entropy_bits", "safe_text"]
 
 DISPLAY_LIMIT = 120  # characters of a name / metadata value shown by render_text
+LABELS_SHOWN = 20    # class names listed by render_text (the JSON report has them all)
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -194,7 +196,20 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
         "qh_ratio": (32 * raw / a_bar) if raw and a_bar else None,
     }
 
+    # -- the typed metadata entries (FORMAT.md §4.1): parsed, or the reason they cannot be --------
+    try:
+        conv = read_convention(f.metadata)
+        convention = None if conv is None else {**conv.to_dict(), "description": conv.describe()}
+    except AdtPreprocessError as exc:
+        convention = {"error": str(exc)}
+    try:
+        labels = read_labels(f.metadata)
+    except AdtPreprocessError as exc:
+        labels = {"error": str(exc)}
+
     return {
+        "input_convention": convention,
+        "labels": labels,
         "file": {
             "version": f"{f.version[0]}.{f.version[1]}",
             "bytes": f.file_size,
@@ -242,8 +257,24 @@ def render_text(report: dict) -> str:
     fi, t, pp = report["file"], report["totals"], report["paper"]
     out = [f".adt version {fi['version']}, {fi['bytes']:,} bytes, {len(report['layers'])} parameters, "
            f"{len(report['cores'])} cores, {fi['tables']} code table(s)"]
+    conv, labels = report.get("input_convention"), report.get("labels")
+    parsed = {INPUT_KEY: isinstance(conv, dict) and "error" not in conv, LABELS_KEY: isinstance(labels, list)}
     for k, v in fi["metadata"].items():
+        if parsed.get(k):
+            continue  # shown parsed below
         out.append(f"  {safe_text(k, 40)}: {safe_text(v)}")
+    if conv is None:
+        out.append("  input convention: none stored (raw samples need an explicit convention; see adt run --help)")
+    elif "error" in conv:
+        out.append(f"  input convention: INVALID, {safe_text(conv['error'])}")
+    else:
+        out.append(f"  input convention: {safe_text(conv['description'], None)}")
+    if isinstance(labels, dict):
+        out.append(f"  labels: INVALID, {safe_text(labels['error'])}")
+    elif labels is not None:
+        shown = ", ".join(safe_text(n, 40) for n in labels[:LABELS_SHOWN])
+        more = f", ... ({len(labels) - LABELS_SHOWN} more)" if len(labels) > LABELS_SHOWN else ""
+        out.append(f"  labels ({len(labels)}): {shown}{more}")
     groups = ", ".join(f"#{i}: Q={g['q']} b={g['b']:g} table {g['table']}" for i, g in enumerate(fi["groups"]))
     out.append(f"  quantizer groups: {groups or '-'}")
     if fi["architecture_bytes"] is not None:

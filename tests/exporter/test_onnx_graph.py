@@ -10,6 +10,7 @@ from adt.exporter.batchnorm import inference_tensors
 from adt.exporter.errors import ModelError
 from adt.exporter.models import MODELS, build_model
 from adt.exporter.onnx_graph import (
+    check_exportable,
     OPSET, architecture_bytes, frozen_copy, referenced_tensors, with_weights,
 )
 from adt.exporter.planner import LayerPlan
@@ -174,9 +175,16 @@ class _Det(nn.Module):
 
 
 def test_check_exportable_names_the_layer_before_any_work():
-    from adt.exporter.onnx_graph import check_exportable
-
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.ReLU(), _Det()), nn.Flatten())
     with pytest.raises(ModelError, match=r"layer '1\.1' needs op 'Det'"):
         check_exportable(m, (1, 5, 5))
     check_exportable(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten()), (1, 5, 5))
+
+
+def test_torch_exporter_refusal_is_one_typed_line():
+    """VGG's AdaptiveAvgPool2d((7, 7)) on a 2x2 map: torch's ONNX exporter raises its own error type with
+    an IR dump; ADT turns it into one ModelError line that says torch's exporter refused the op."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(), nn.Linear(196, 2))
+    with pytest.raises(ModelError, match="torch's ONNX exporter refused the model.*adaptive_avg_pool2d") as info:
+        check_exportable(model, (3, 2, 2))
+    assert "\n" not in str(info.value)

@@ -123,3 +123,19 @@ def test_qat_with_a_teacher_uses_the_distillation_loss():
     disable_fake_quant(m)
     assert res.losses[0] == pytest.approx(expected, rel=1e-4)
     assert res.losses[0] != pytest.approx(plain.losses[0], rel=1e-3)
+
+
+def test_qat_progress_shows_throughput_and_eta(capsys):
+    """The bar's postfix (refreshed every QAT step) and the per-epoch line carry images/s and the ETA."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(48, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (48,), generator=gen)
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 48, 16)]
+    res = qat_finetune(model(), loader, epochs=2, lr=1e-3, progress=True, q=64, device="cpu", amp="off")
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "img_s=" in text and "eta=" in text
+    lines = [s for s in text.splitlines() if s.startswith("qat epoch ")]
+    assert [s.split(":")[0] for s in lines] == ["qat epoch 1/2", "qat epoch 2/2"]
+    assert all(" img/s, ETA " in s for s in lines) and lines[-1].endswith("ETA 0:00")
+    assert res.images == 2 * 48 and len(res.images_per_second) == 2

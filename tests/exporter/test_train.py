@@ -101,7 +101,12 @@ def test_progress_output_and_threads(capsys):
     finally:
         torch.set_num_threads(before)
     out = capsys.readouterr()
-    assert "epoch 1/1: loss" in out.out + out.err and len(result.test_accuracy) == 1
+    text = out.out + out.err
+    assert "epoch 1/1: loss" in text and len(result.test_accuracy) == 1
+    # the per-epoch line reports throughput and the run's ETA (0 s left after the last epoch)
+    line = next(x for x in text.splitlines() if x.startswith("epoch 1/1: loss"))
+    assert " img/s, ETA 0:00" in line
+    assert result.images == 384 and result.images_per_second[0] > 0
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=0.0), dict(batch_size=0), dict(lr_decay=0),

@@ -31,10 +31,13 @@ MODULES = [
     ("research.benchmarks.bn_mnist", "--finetune-epochs"),
     ("research.benchmarks.mode_groupings", "--ratios"),
     ("research.boards.report", "--results"),
+    ("research.benchmarks.target_size", "--budgets"),
+    ("research.torchvision.families", "--ratio"),
 ]
 NEEDS_TORCH = {"research.reproduce.recipe", "research.reproduce.rounding", "research.reproduce.probe",
                "research.benchmarks.crosscheck_torch_runtime", "research.benchmarks.model_zoo",
-               "research.benchmarks.bn_mnist", "research.benchmarks.mode_groupings"}
+               "research.benchmarks.bn_mnist", "research.benchmarks.mode_groupings",
+               "research.benchmarks.target_size"}
 
 
 @pytest.mark.parametrize("module,word", MODULES)

@@ -66,7 +66,9 @@ def test_run_input_json_and_limit(files):
 
 def test_run_mnist_accuracy_json(files, mnist_dir):
     d, _ = files
-    out = adt("run", d / "lenet.adt", "--mnist", mnist_dir, "--limit", 300, "--json", "--batch-size", 128)
+    # the sample file stores no input convention: ADT's MNIST one is named explicitly
+    out = adt("run", d / "lenet.adt", "--mnist", mnist_dir, "--limit", 300, "--json", "--batch-size", 128,
+              "--assume-convention", "mnist")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     images, labels = load_mnist(mnist_dir, "test")
@@ -79,7 +81,8 @@ def test_run_mnist_accuracy_json(files, mnist_dir):
 def test_run_mnist_from_adt_data_and_flat_mlp_input(tmp_path, mnist_dir):
     """--mnist without DIR reads $ADT_DATA; a graph taking flat [N, 784] vectors gets flat images."""
     (tmp_path / "mlp.adt").write_bytes(flat_mlp_file())
-    out = adt("run", tmp_path / "mlp.adt", "--mnist", "--limit", 50, env={"ADT_DATA": str(mnist_dir)})
+    out = adt("run", tmp_path / "mlp.adt", "--mnist", "--limit", 50, "--assume-convention", "mnist",
+              env={"ADT_DATA": str(mnist_dir)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("accuracy ") and "/50) on the MNIST test set" in out.stdout
 
@@ -111,7 +114,7 @@ def test_run_mnist_without_dir_or_env(files):
 def test_run_needs_input_or_mnist(files):
     d, _ = files
     out = adt("run", d / "lenet.adt")
-    assert out.returncode == 2 and "one of the arguments --input --mnist is required" in out.stderr
+    assert out.returncode == 2 and "one of the arguments --images --input --data --mnist is required" in out.stderr
 
 
 def test_to_onnx(files, tmp_path):

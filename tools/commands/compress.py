@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +17,25 @@ import numpy as np
 import torch  # at module level on purpose: see the module docstring
 
 from adt.exporter import (
-    GROUPINGS, INITS, KINDS, METHODS, MODELS, PRESET_INFO, PRESETS, QAT_SCHEDULES, SCHEDULES, LayerPlan, TrainConfig,
-    apply_ada_tucker, apply_scada_tucker, choose_b, count_params, evaluate, export_adt, load_overrides, mnist_loaders,
+    GROUPINGS, INITS, KINDS, METHODS, PRESET_INFO, PRESETS, QAT_SCHEDULES, SCHEDULES, LayerPlan, TrainConfig,
+    apply_ada_tucker, apply_scada_tucker, choose_b, count_params, evaluate, export_adt, load_overrides,
     plan_model, qat_finetune, train,
 )
+from adt.exporter import distributed
 from adt.exporter.batchnorm import batchnorm_layers, recalibrate_batchnorm_
-from adt.exporter.export import DEFAULT_CHECK_TOLERANCE
+from adt.exporter.datasets import Dataset, load_dataset
+from adt.exporter.export import DEFAULT_CHECK_TOLERANCE, ExportOptions
+from adt.exporter.models import MODELS
 from adt.exporter.onnx_graph import check_exportable
-from adt.exporter.planner import left_dense
+from adt.exporter.planner import default_target, left_dense
+from adt.exporter.size_budget import fit_to_size, parse_size, plan_for_size
+from adt.exporter.user_model import load_checkpoint, resolve_model
 from adt.runtime.format import ROUNDINGS, TABLE_POLICIES, AdtError, check_quantizer
 from adt.runtime.mnist import resolve_data_dir
+from adt.runtime.preprocess import check_labels
 from adt.tools.errors import CommandError
 
-__all__ = ["add_arguments", "build_plan", "parse_per_kind", "parse_target", "run"]
+__all__ = ["add_arguments", "build_plan", "parse_per_kind", "parse_shape", "parse_target", "run"]
 
 
 def parse_per_kind(text: str, cast, what: str) -> Any:
@@ -62,25 +70,68 @@ def parse_target(text: str | None) -> int | float | None:
     return value
 
 
+def parse_shape(text: str | None, what: str = "--input-shape") -> tuple[int, ...] | None:
+    """``"3,32,32"`` (or ``3x32x32``) -> (3, 32, 32); every size >= 1."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.lower().replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise CommandError(f"{what} {text!r}: expected sizes >= 1 separated by commas, e.g. 3,32,32")
+    return shape
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model and plan")
-    m.add_argument("--model", choices=MODELS, default="lenet5",
-                   help="built-in model (default lenet5); MNIST models train on --data, the others export their "
-                        "architecture (--epochs 0)")
+    m.add_argument("--model", default="lenet5", metavar="SPEC",
+                   help="the model: a built-in name (lenet5, lenet5-relu, lenet300, resnet20), path/to/file.py:NAME "
+                        "or package.module:NAME (NAME an nn.Module class or a function returning one), or a saved "
+                        "model: a torch.export .pt2 file or TorchScript (default lenet5)")
+    m.add_argument("--model-args", metavar="K=V,...",
+                   help="keyword arguments for --model's class or function, Python literals: num_classes=10,width=0.5")
+    m.add_argument("--input-shape", metavar="C,H,W",
+                   help="one input sample's shape, when neither the model nor --data tells it (e.g. --epochs 0)")
     m.add_argument("--method", choices=METHODS,
                    help="ada (one core per layer) or scada (one shared core) (default: the preset's method, else ada)")
     m.add_argument("--preset", help=f"a named plan of adt.exporter.PRESETS (the paper's settings): {', '.join(PRESETS)}")
     m.add_argument("--target", help="model target: an int total of stored parameters, or a float compression "
-                                    "ratio (e.g. 166.0); the planner chooses reshapes and cores")
+                                    "ratio of stored values (e.g. 166.0); the planner chooses reshapes and cores")
+    m.add_argument("--target-size", metavar="SIZE",
+                   help="a file-size budget: 50KB (1 KB = 1,000 bytes), 48KiB (1,024), 2MB, or bytes; reshapes, "
+                        "cores and Q are chosen so that the written file, every byte counted, lands within "
+                        "0.97-1.00 of it")
     m.add_argument("--plan", metavar="FILE", help="per-layer plan overrides, a .json or .toml file "
                                                   "(layer -> {reshape, core, cp} | budget | ratio | \"dense\")")
     m.add_argument("--init", choices=INITS, default="scratch",
                    help="scratch (Kaiming, the paper's setting) or hooi (HOSVD+HOOI of the current dense weights) "
                         "(default scratch)")
     m.add_argument("--from-checkpoint", metavar="DENSE.pt",
-                   help="load a trained dense model's state_dict first (use with --init hooi)")
-    d = p.add_argument_group("data and training")
-    d.add_argument("--data", metavar="DIR", help="MNIST IDX folder (default: $ADT_DATA)")
+                   help="load a trained dense state_dict into --model first (torch.load with weights_only=True: "
+                        "a file that would run code is refused; use with --init hooi)")
+    m.add_argument("--non-strict", action="store_true",
+                   help="with --from-checkpoint: allow missing and unexpected keys (shapes must still match)")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="SPEC",
+                   help="training and test data: an MNIST-style IDX folder, an .npz with x_train, y_train, x_test, "
+                        "y_test (uint8 or float; NCHW or NHWC), an image folder (train/ and test/ sub-folders of "
+                        "one folder per class, or class folders alone: 20%% held out), or module:factory returning "
+                        "(train_dataset, test_dataset) (default for the MNIST built-ins: $ADT_DATA)")
+    d.add_argument("--layout", choices=("NCHW", "NHWC", "NHW", "NC"),
+                   help="the raw samples' layout when it cannot be inferred")
+    d.add_argument("--image-size", metavar="H,W", help="bring image files to this size (one number: square)")
+    d.add_argument("--resize", choices=("stretch", "center-crop"),
+                   help="how image files reach --image-size: stretch, or scale the shorter side and crop the centre")
+    d.add_argument("--color", choices=("L", "RGB"), help="decode image files as grayscale (L) or RGB")
+    d.add_argument("--mean", metavar="M[,M,...]",
+                   help="per-channel mean subtracted after dividing by --divisor (default: measured on the training data)")
+    d.add_argument("--std", metavar="S[,S,...]", help="per-channel standard deviation (default: measured)")
+    d.add_argument("--divisor", type=float, help="raw values are divided by this first (default 255 for uint8, else 1)")
+    d.add_argument("--labels", metavar="FILE",
+                   help="class names, one per line, stored in the file (default: the data's class folder names or "
+                        "an .npz 'classes' array)")
+    d = p.add_argument_group("training")
     d.add_argument("--subset", type=int, help="train on a seeded random subset of this many training images")
     d.add_argument("--epochs", type=int, default=1, help="training epochs (default 1)")
     d.add_argument("--max-steps", type=int, help="stop training after this many optimizer steps")
@@ -101,8 +152,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (default 4)")
     d.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     d.add_argument("--seed", type=int, default=0, help="seed for init, data order and subset (default 0)")
+    d.add_argument("--device", default="auto", metavar="DEV",
+                   help="auto (CUDA when available), cpu, cuda or cuda:N (default auto); under torchrun each process "
+                        "takes its local rank's GPU")
+    d.add_argument("--amp", default="auto", choices=distributed.AMP_MODES,
+                   help="mixed precision: auto (on for CUDA, off on the CPU), on, off, bf16 or fp16 (default auto)")
     d.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: LeNet-sized layers run faster on one thread than on two contended ones; raise it for big models)")
-    d.add_argument("--checkpoint", metavar="FILE", help="save training state here after every epoch")
+    d.add_argument("--checkpoint", metavar="FILE", help="save training state here after every epoch (rank 0 only "
+                                                       "under torchrun; a run resumes on any number of processes)")
     d.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     e = p.add_argument_group("quantization and export")
     e.add_argument("--q", default="512", help="Eq. 13 levels Q: a number, or per kind 'cores=512,factors=512,other=64' "
@@ -143,10 +200,16 @@ def _check(args: argparse.Namespace) -> None:
     if args.method is None:
         info = PRESET_INFO.get(args.preset or "", {}).get("method", "ada")
         args.method = info if info in METHODS else "ada"
-    if sum(x is not None for x in (args.preset, args.target)) > 1:
-        raise CommandError("give either --preset or --target, not both")
-    if args.preset is None and args.target is None and args.plan is None:
-        raise CommandError("say how to compress: --preset NAME, --target PARAMS|RATIO or --plan FILE")
+    if sum(x is not None for x in (args.preset, args.target, args.target_size)) > 1:
+        raise CommandError("give one of --preset, --target and --target-size")
+    if args.target_size is not None:
+        try:
+            args.target_size_bytes = parse_size(args.target_size)
+        except AdtError as exc:
+            raise CommandError(f"--target-size: {exc}") from None
+    args.input_shape_parsed = parse_shape(args.input_shape)
+    if args.non_strict and not args.from_checkpoint:
+        raise CommandError("--non-strict goes with --from-checkpoint")
     for name in ("epochs", "qat_epochs"):
         if getattr(args, name) < 0:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 0")
@@ -164,7 +227,7 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError(f"--distill must be in [0, 1] and --temperature > 0, got {args.distill} and {args.temperature}")
     if args.distill and not args.from_checkpoint:
         raise CommandError("--distill needs a teacher: --from-checkpoint DENSE.pt (the trained dense model)")
-    for name in ("plan", "from_checkpoint"):
+    for name in ("plan", "from_checkpoint", "labels"):
         v = getattr(args, name)
         if v is not None and not Path(v).is_file():
             raise CommandError(f"--{name.replace('_', '-')} {v!r}: no such file")
@@ -197,8 +260,10 @@ def _check_quant(q, b, rule: str) -> None:
         raise CommandError(f"--b-rule: {exc}") from None
 
 
-def build_plan(args: argparse.Namespace, model) -> dict:
-    """The per-layer plan from --preset, or --target (+ --plan overrides), or --plan alone."""
+def build_plan(args: argparse.Namespace, model, size_options: ExportOptions | None = None,
+               warn=lambda s: None) -> dict:
+    """The per-layer plan: --preset, or --target / --target-size (+ --plan overrides), or --plan alone,
+    or, when none is given, :func:`adt.exporter.planner.default_target` (announced through ``warn``)."""
     overrides = load_overrides(args.plan) if args.plan else None
     if args.preset is not None:
         if args.preset not in PRESETS:
@@ -214,50 +279,81 @@ def build_plan(args: argparse.Namespace, model) -> dict:
             else:
                 plan[name] = LayerPlan.coerce(value, where=f"--plan {name}")
         return plan
-    return plan_model(model, parse_target(args.target), overrides, scada=args.method == "scada")
-
-
-def _load_dense(model, path: str) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a one-line user error
-        raise CommandError(f"--from-checkpoint {path!r}: cannot read ({str(exc).splitlines()[0]})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if isinstance(state, torch.nn.Module):
-        state = state.state_dict()
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CommandError(f"--from-checkpoint {path!r} does not fit --model: {str(exc).splitlines()[0]}") from None
+    scada = args.method == "scada"
+    if args.target_size is not None:
+        plan, estimate = plan_for_size(model, args.target_size_bytes, size_options, scada=scada, overrides=overrides,
+                                       seed=args.seed)
+        warn(f"  --target-size {args.target_size}: {estimate.summary()}")
+        return plan
+    target = parse_target(args.target)
+    if target is None and args.plan is None:
+        target = default_target(model)
+        warn(f"no --preset, --target, --target-size or --plan: using the default target {target:g}x stored values "
+             "(adt.exporter.planner.default_target; pass --target or --target-size to choose)")
+    return plan_model(model, target, overrides, scada=scada)
 
 
 CHANCE_MARGIN = 0.05  # accuracy within 5 points of 1 / classes counts as "near chance"
 
 
-def _apply(args: argparse.Namespace, model, plan: dict, train_loader, test_loader, log) -> dict | None:
+def _apply(args: argparse.Namespace, model, plan: dict, data: Dataset | None, env, log, warn) -> dict | None:
     """Apply ADA/SCADA-Tucker. After a HOOI init with data, re-estimate BatchNorm statistics on 20 training
     batches (the old ones describe the uncompressed activations) and report test accuracy before and after;
     warn when it is still near chance."""
     apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
-    if args.init != "hooi" or test_loader is None:
+    if args.init != "hooi" or data is None:
         apply(model, plan, init=args.init, seed=args.seed)
         return None
-    out = {"dense": evaluate(model, test_loader)}
+    out = {"dense": evaluate(model, data.test_loader)}
     apply(model, plan, init=args.init, seed=args.seed)
-    out["hooi"] = evaluate(model, test_loader)
+    out["hooi"] = evaluate(model, data.test_loader)
     if any(True for _ in batchnorm_layers(model)):
-        out["recalibrated_batches"] = recalibrate_batchnorm_(model, train_loader, batches=20)
-        out["hooi_bn_recalibrated"] = evaluate(model, test_loader)
+        out["recalibrated_batches"] = recalibrate_batchnorm_(model, data.train_loader, batches=20)
+        out["hooi_bn_recalibrated"] = evaluate(model, data.test_loader)
     final = out.get("hooi_bn_recalibrated", out["hooi"])
     log(f"  HOOI init: test accuracy dense {out['dense']:.4f} -> HOOI {out['hooi']:.4f}"
         + (f" -> BatchNorm recalibrated {final:.4f}" if "hooi_bn_recalibrated" in out else ""))
-    classes = 10  # the built-in datasets are 10-class
+    classes = data.num_classes
     if final < 1 / classes + CHANCE_MARGIN:
         out["near_chance"] = True
-        log(f"  warning: after HOOI the model is near chance ({final:.4f} for {classes} classes): train it "
-            "(--epochs), ideally with the dense model as teacher (--distill 0.9 --from-checkpoint)")
+        warn(f"warning: after HOOI the model is near chance ({final:.4f} for {classes} classes): train it "
+             "(--epochs), ideally with the dense model as teacher (--distill 0.9 --from-checkpoint)")
     return out
+
+
+def _labels(args: argparse.Namespace, data: Dataset | None) -> list[str] | None:
+    """--labels FILE (one name per line), else the data's class names."""
+    if args.labels:
+        try:
+            names = [ln.strip() for ln in Path(args.labels).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"--labels {args.labels!r}: cannot read ({exc})") from None
+        try:
+            names = check_labels(names)
+        except AdtError as exc:
+            raise CommandError(f"--labels {args.labels!r}: {exc}") from None
+        if data is not None and len(names) != data.num_classes:
+            raise CommandError(f"--labels {args.labels!r} has {len(names)} names, the data has {data.num_classes} classes")
+        return names
+    return list(data.classes) if data is not None and data.classes else None
+
+
+def _load_data(args: argparse.Namespace, builtin_dataset: str | None, progress: bool, warn) -> Dataset | None:
+    """The --data set (the MNIST built-ins default to $ADT_DATA)."""
+    spec = args.data
+    if spec is None and builtin_dataset == "mnist":
+        spec = str(resolve_data_dir(None))  # $ADT_DATA, else a one-line error naming --data and the variable
+    if spec is None:
+        return None
+    data = load_dataset(spec, layout=args.layout, image_size=args.image_size, color=args.color, resize=args.resize,
+                        mean=args.mean, std=args.std, divisor=args.divisor, subset=args.subset, seed=args.seed,
+                        batch_size=args.batch_size, progress=progress)
+    for note in data.notes:
+        warn(f"  data: {note}")
+    if data.convention is None:
+        warn("  warning: --data is a module:factory whose samples arrive preprocessed: the file records no input "
+             "convention (give --mean/--std/--divisor to record one), so devices must feed model-ready inputs")
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,30 +361,55 @@ def run(args: argparse.Namespace) -> int:
     q = parse_per_kind(args.q, int, "q")
     b = parse_per_kind(args.b, float, "b") if args.b is not None else None
     _check_quant(q, b, args.b_rule)
-    progress = not args.quiet and not args.json
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Under torchrun every process runs this command; they join one process group here and leave it at the end.
+    with distributed.session(args.device) as env:
+        return _run(args, q, b, env)
 
-    builtin = MODELS[args.model]
-    mnist = builtin.dataset == "mnist"
-    data_dir = None
-    if mnist:
-        data_dir = resolve_data_dir(args.data)  # --data, else $ADT_DATA, else a one-line error naming both
-    elif args.epochs or args.qat_epochs:
-        raise CommandError(f"--model {args.model} has no built-in dataset; use --epochs 0 --qat-epochs 0 "
-                           "(architecture export) or train it with the Python API")
 
+def _run(args: argparse.Namespace, q, b, env) -> int:
+    main = distributed.is_main()
+    progress = not args.quiet and not args.json and main
+    log = print if main and not args.json else (lambda s: None)
+    warn = (lambda s: print(s, file=sys.stderr)) if main else (lambda s: None)
+
+    builtin = MODELS.get(args.model)
+    data = _load_data(args, builtin.dataset if builtin else None, progress, warn)
     torch.manual_seed(args.seed)
-    model = builtin.build()
+    # a TorchScript file keeps no example input: the sample shape comes from --input-shape or the data
+    um = resolve_model(args.model, args.model_args, input_shape=args.input_shape_parsed
+                       or (data.input_shape if data is not None else None))
+    model = um.module
+    if data is None and (args.epochs or args.qat_epochs or args.init == "hooi" and args.from_checkpoint):
+        raise CommandError(f"--model {args.model} has no built-in dataset: give --data (an IDX folder, .npz, image "
+                           "folder or module:factory), or --epochs 0 --qat-epochs 0 to export the architecture")
+    input_shape = args.input_shape_parsed or (data.input_shape if data is not None else None) or um.input_shape
+    if input_shape is None:
+        raise CommandError(f"--model {args.model}: one input sample's shape is unknown: give --input-shape C,H,W "
+                           "or --data")
+    labels = _labels(args, data)
     teacher = None
     if args.from_checkpoint:
-        _load_dense(model, args.from_checkpoint)
+        load_checkpoint(model, args.from_checkpoint, strict=not args.non_strict)
         if args.distill:  # the dense model, before its layers become Tucker forms, teaches the student
             import copy
             teacher = copy.deepcopy(model).requires_grad_(False)
-    check_exportable(model, builtin.input_shape)  # an op the runtime cannot run: refused before any work
-    plan = build_plan(args, model)
-    log = print if not args.json else (lambda s: None)
+    check_exportable(model, input_shape)  # an op the runtime cannot run: refused before any work
+
+    if args.compact_names and data is not None and data.convention is not None:
+        warn("  warning: --compact-names stores no metadata, so no input convention: devices must preprocess inputs "
+             f"themselves ({data.convention.describe()}) or name it with `adt run --assume-convention`")
+    options = ExportOptions(
+        input_shape=tuple(input_shape), q=q, b=b, groups=args.groups, b_rule=args.b_rule, rounding=args.rounding,
+        tables=args.tables, compact_names=args.compact_names, auto_metadata=not args.compact_names,
+        model_name=um.name, check_tolerance=args.check_tolerance, force=args.force, selfcheck=args.selfcheck,
+        input_convention=None if args.compact_names or data is None else data.convention,
+        labels=None if args.compact_names else labels,
+        metadata=None if args.compact_names else {"train": f"epochs={args.epochs} lr={args.lr} seed={args.seed}"
+                                                           + (f" qat={args.qat_epochs}" if args.qat_epochs else "")},
+    )
+    plan = build_plan(args, model, options, warn)
     dense = left_dense(model, plan)
     for row in dense:
         if not row["type"].startswith("BatchNorm"):  # those are one line below
@@ -296,51 +417,65 @@ def run(args: argparse.Namespace) -> int:
     norms = sum(row["type"].startswith("BatchNorm") for row in dense)
     if norms:
         log(f"  left dense: {norms} BatchNorm layers (stored as per-channel scale and shift)")
-    train_loader = test_loader = None
-    if mnist:
-        train_loader, test_loader = mnist_loaders(data_dir, batch_size=args.batch_size, subset=args.subset,
-                                                  seed=args.seed)
-    init_report = _apply(args, model, plan, train_loader, test_loader, log)
-    log(f"{args.model} {args.method}-tucker: {len(plan)} layers, {count_params(model)} stored parameters")
+    init_report = _apply(args, model, plan, data, env, log, warn)
+    log(f"{um.name} {args.method}-tucker: {len(plan)} layers, {count_params(model)} stored parameters")
 
     train_res = qat_res = None
     t0 = time.perf_counter()
-    test_data = test_loader
-    if mnist:
-        if args.epochs:
-            cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
-                              decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
-                              checkpoint=args.checkpoint, resume=args.resume, threads=args.threads,
-                              schedule=args.schedule, weight_decay=args.weight_decay,
-                              label_smoothing=args.label_smoothing,
-                              distill_alpha=args.distill if teacher is not None else 0.0,
-                              distill_temperature=args.temperature)
-            train_res = train(model, train_loader, cfg, test_loader=None, progress=progress, teacher=teacher)
-        if args.qat_epochs:
-            qat_res = qat_finetune(model, train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
-                                   schedule=args.qat_schedule,
-                                   label_smoothing=args.label_smoothing, q=q, b=b, groups=args.groups,
-                                   b_rule=args.b_rule, rounding=args.rounding)
+    if data is not None and args.epochs:
+        cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
+                          decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
+                          checkpoint=args.checkpoint, resume=args.resume, threads=args.threads,
+                          schedule=args.schedule, weight_decay=args.weight_decay,
+                          label_smoothing=args.label_smoothing,
+                          distill_alpha=args.distill if teacher is not None else 0.0,
+                          distill_temperature=args.temperature, device=args.device, amp=args.amp)
+        train_res = train(model, data.train_loader, cfg, test_loader=None, progress=progress, teacher=teacher)
+    if data is not None and args.qat_epochs:
+        qat_q = q
+        if args.target_size is not None:  # QAT trains with the levels the file will use
+            qat_q = fit_to_size(model, args.target_size_bytes, replace(options, test_data=None)).q or q
+        qat_res = qat_finetune(model, data.train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
+                               schedule=args.qat_schedule, label_smoothing=args.label_smoothing, q=qat_q, b=b,
+                               groups=args.groups, b_rule=args.b_rule, rounding=args.rounding, device=args.device,
+                               amp=args.amp)
     train_time = time.perf_counter() - t0
 
-    report = export_adt(
-        model, args.output, input_shape=builtin.input_shape, q=q, b=b, groups=args.groups,
-        b_rule=args.b_rule, rounding=args.rounding, plan=qat_res.plan if qat_res else None, tables=args.tables,
-        compact_names=args.compact_names, auto_metadata=not args.compact_names, model_name=args.model,
-        test_data=test_data, check_tolerance=args.check_tolerance, force=args.force, selfcheck=args.selfcheck,
-        metadata=None if args.compact_names else {"train": f"epochs={args.epochs} lr={args.lr} seed={args.seed}"
-                                                           + (f" qat={args.qat_epochs}" if args.qat_epochs else "")},
-    )
+    options = replace(options, test_data=data.test_loader if data is not None else None,
+                      plan=qat_res.plan if qat_res else None)
+    fit = None
+    if args.target_size is not None:
+        fit = fit_to_size(model, args.target_size_bytes, options)
+        options = fit.options
+    report = None
+    if main:  # one writer: rank 0
+        report = export_adt(model, args.output, options)
+    distributed.barrier()
+    if not main:
+        return 0
     out = report.to_dict()
-    out.update(model=args.model, method=args.method, plan={k: v.to_dict() for k, v in plan.items()},
+    out.update(model=um.name, model_spec=args.model, method=args.method,
+               plan={k: v.to_dict() for k, v in plan.items()},
                train_seconds=round(train_time, 2), train_steps=train_res.steps if train_res else 0,
                final_loss=(train_res.epoch_losses[-1] if train_res and train_res.epoch_losses else None),
-               qat_steps=qat_res.steps if qat_res else 0, init_report=init_report)
+               images_per_second=(train_res.images_per_second[-1] if train_res and train_res.images_per_second
+                                  else None),
+               qat_steps=qat_res.steps if qat_res else 0, init_report=init_report, world_size=env.world_size,
+               data=None if data is None else {"kind": data.kind, "source": str(data.source),
+                                               "classes": data.num_classes, "input_shape": list(data.input_shape)},
+               target_size=None if fit is None else {"budget_bytes": fit.budget_bytes, "file_bytes": report.file_bytes,
+                                                     "ratio": report.file_bytes / fit.budget_bytes,
+                                                     "in_window": fit.in_window, "q": fit.describe_q(),
+                                                     "note": fit.note})
     if args.json:
-        print(json.dumps(out, indent=2, sort_keys=True))
+        print(json.dumps(out, indent=2, sort_keys=True, default=str))
         return 0
     print(f"wrote {args.output}: {report.file_bytes} bytes, true ratio {report.true_ratio:.1f}x "
           f"({report.dense_float32_bytes} float32 bytes / file bytes)")
+    if fit is not None:
+        print(f"  target size {fit.budget_bytes:,} bytes: the file is {report.file_bytes / fit.budget_bytes:.4f} of it"
+              f" ({'inside' if fit.in_window else 'OUTSIDE'} 0.97-1.00; Q {fit.describe_q()})"
+              + (f"; {fit.note}" if fit.note else ""))
     print(f"  stored values {report.stored_values} (raw ratio {report.raw_ratio:.1f}), mean code "
           f"{report.mean_code_bits:.2f} bits, paper Eq. 14 formula ratio {report.paper_eq14_ratio:.1f}x")
     shown = "; ".join(f"{g['label']} Q={g['q']} b={g['b']:.4g}" for g in report.groups[:4])
@@ -348,8 +483,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  quantizers ({report.grouping}, b rule {report.b_rule}, {report.rounding} rounding): {shown}{more}")
     check = report.check
     print(f"  check {'passed' if check.passed else 'FAILED (written with --force)'}: {check.summary()}")
+    if options.input_convention is not None:
+        print(f"  input convention: {options.input_convention.describe()}"
+              + (f"; {len(labels)} class names" if labels else ""))
     if report.acc_float is not None:
         print(f"  test accuracy: float {report.acc_float:.4f}, quantized {report.acc_quantized:.4f} "
               f"(error {100 * (1 - report.acc_quantized):.2f}%)")
-    print(f"  training {train_time:.1f} s" + (f", {train_res.steps} steps" if train_res else ""))
+    print(f"  training {train_time:.1f} s" + (f", {train_res.steps} steps" if train_res else "")
+          + (f", {env.world_size} processes" if env.world_size > 1 else ""))
     return 0

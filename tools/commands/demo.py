@@ -21,6 +21,7 @@ from adt.exporter import (
 )
 from adt.runtime.format import AdtFile, byte_breakdown, read_adt
 from adt.runtime.mnist import resolve_data_dir
+from adt.runtime.preprocess import InputConvention
 from adt.tools.errors import CommandError
 from adt.tools.scoring import score_file
 
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"3. quantizing (Eq. 13, Q={args.q}, biases Q={args.q_other}), Huffman coding, writing {out_path} ...")
     rep = export_adt(model, out_path, input_shape=MODELS[MODEL].input_shape, plan=qplan,
                      q={"cores": args.q, "factors": args.q, "other": args.q_other}, model_name=MODEL,
-                     test_data=(x, y), metadata={"preset": PRESET, "epochs": str(args.epochs)})
+                     test_data=(x, y), metadata={"preset": PRESET, "epochs": str(args.epochs)},
+                     input_convention=InputConvention.mnist())  # so `adt run FILE --mnist` / --images need no flag
 
     f = read_adt(out_path)  # read back and fully validated: checksum, tables, payload
     scored = score_file(out_path, x, y)
