@@ -141,8 +141,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
         if engine == args.engines[0]:
             arrays.update({f"w:{k}": np.asarray(v) for k, v in model.weights.items()})
             report["weights_sha256"] = weights_digest(model.weights)
-        # the model's declared input (e.g. [N, 784] for an MLP without Flatten), in --batch-size batches
-        x_in = model_input(model, x)
+        # the file's own input convention on the raw uint8 images where it stores one (what `adt run` and
+        # Model.predict do on the device), else ADT's MNIST normalisation; then the model's declared input
+        # (e.g. [N, 784] for an MLP without Flatten), in --batch-size batches
+        conv = model.input_convention
+        if conv is not None:
+            x_in = model.preprocess(conv.conform(images[:n]))
+            report["input_convention"] = conv.to_dict()
+        else:
+            x_in = model_input(model, x)
         t_run, out = median_time(lambda model=model, x_in=x_in: predict(model, x_in, args.batch_size), args.repeats)
         pred = out.argmax(axis=1)
         arrays[f"out:{engine}"] = out

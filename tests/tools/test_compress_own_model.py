@@ -279,3 +279,50 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
     one, two = one.run(one.preprocess(x)), two.run(two.preprocess(x))
     # the same training up to float reduction order: outputs agree far inside one quantization step's effect
     assert np.abs(one - two).max() <= 1e-3 * np.abs(one).max()
+
+
+def test_module_factory_data(tmp_path, mynet, capsys):
+    """`--data file.py:factory` returning (train_dataset, test_dataset) of preprocessed tensors: the run
+    says the file records no input convention, and the file then takes model-ready float input."""
+    (tmp_path / "mydata.py").write_text(textwrap.dedent('''
+        import torch
+        from torch.utils.data import TensorDataset
+
+
+        def make():
+            g = torch.Generator().manual_seed(0)
+            y = torch.randint(0, 3, (60,), generator=g)
+            x = torch.randn(60, 3, 12, 12, generator=g) + torch.nn.functional.one_hot(y, 3).float()[:, :, None, None]
+            return TensorDataset(x[:48], y[:48]), TensorDataset(x[48:], y[48:])
+    '''))
+    out = tmp_path / "fac.adt"
+    code, stdout, err = _run(["compress", "--model", f"{mynet}:MyNet", "--model-args", "num_classes=3", "--data",
+                              f"{tmp_path / 'mydata.py'}:make", "--target", "1.5", "--epochs", "1", "--batch-size", "16",
+                              "--quiet", "--json", "-o", out], capsys)
+    assert code == 0, err
+    assert "records no input convention" in err
+    report = json.loads(stdout)
+    assert report["data"]["kind"] == "factory" and report["data"]["input_shape"] == [3, 12, 12]
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(np.float32))
+    code, stdout, err = _run(["run", out, "--input", tmp_path / "x.npy", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["preprocessed"] is False
+
+
+def test_torchscript_file_as_model(tmp_path, mynet, capsys, monkeypatch):
+    """A traced TorchScript file: converted to an ExportedProgram (its sample shape from --data), its convs
+    and linears lifted back to modules, then compressed like any model."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mynet as user  # noqa: E402 - the user's file, put on sys.path above
+
+    torch.manual_seed(0)
+    traced = torch.jit.trace(user.MyNet(num_classes=3).eval(), torch.zeros(2, 3, 12, 12))
+    torch.jit.save(traced, tmp_path / "mynet.ts")
+    npz = _npz(tmp_path / "d.npz", 60, seed=6)
+    out = tmp_path / "ts.adt"
+    code, stdout, err = _run(["compress", "--model", tmp_path / "mynet.ts", "--data", npz, "--target", "1.5",
+                              "--epochs", "1", "--batch-size", "30", "--quiet", "--json", "-o", out], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    # the second conv (1,152 weights; the others are under the planner's 256) lifted at its own module path
+    assert report["check"]["passed"] and list(report["plan"]) == ["features.3"]
