@@ -11,7 +11,9 @@ The modules, in import order (each imports only those before it, and the runtime
 ``errors``, ``planner`` (reshapes and cores), ``models`` (the built-in registry), ``user_model``
 (``--model`` specs, saved models lifted to nn modules, safe checkpoint loading), ``fakequant``
 (Eq. 13 with a straight-through gradient), ``decompose`` (HOOI / CP / SCADA ALS in NumPy),
-``factorize`` (the Tucker parametrization, apply ADA/SCADA/CP, init), ``data`` (MNIST loaders),
+``factorize`` (the Tucker parametrization, apply ADA/SCADA/CP, init), ``admm`` (ADMM training toward Tucker or TT ranks), ``mtd`` (Mixed Tensor
+Decomposition: Tucker or CP per layer), ``tensor_train`` (TT parametrization and planner; not
+exportable before format 2.0), ``data`` (MNIST loaders),
 ``distributed`` (device, mixed precision, DDP under torchrun), ``fit`` (the one training loop, accuracy), ``batchnorm`` (BatchNorm stored as scale and shift),
 ``quantplan`` (inventory, groups, Q and b),
 ``qat`` (quantization-aware fine-tuning), ``onnx_graph`` (the weightless architecture),
@@ -41,6 +43,11 @@ from .planner import (
     DEFAULT_RATIOS, PRESET_INFO, PRESETS, LayerPlan, default_target, load_overrides, model_params, plan_layer,
     plan_model, plan_params, plan_table, preset,
 )
+from .admm import AdmmDecomposed, AdmmResult, admm_then_tt, admm_then_tucker, admm_train
+from .mtd import MTD_PROXIES, MtdLayer, MtdReport, apply_mtd, plan_mtd
+from .tensor_train import (
+    TT_INITS, TTPlan, TTWeight, apply_tt, plan_model_tt, plan_tt, tt_layers, tt_model_params, tt_plan_table,
+)
 from .qat import QAT_SCHEDULES, QatResult, qat_finetune
 from .quantplan import DEFAULT_Q, GROUPINGS, KINDS, GroupSpec, QuantPlan, choose_b, make_quant_plan
 from .datasets import Dataset, load_dataset
@@ -58,6 +65,10 @@ __all__ = [
     "QuantSpec", "fake_quant_ste",
     "TrainConfig", "TrainResult", "EpochStats", "train", "evaluate", "SCHEDULES",
     "distributed", "is_main", "AMP_MODES",
+    "admm_train", "admm_then_tucker", "admm_then_tt", "AdmmResult", "AdmmDecomposed",
+    "plan_mtd", "apply_mtd", "MtdReport", "MtdLayer", "MTD_PROXIES",
+    "TTPlan", "TTWeight", "TT_INITS", "plan_tt", "plan_model_tt", "apply_tt", "tt_layers", "tt_model_params",
+    "tt_plan_table",
     "qat_finetune", "QatResult", "QAT_SCHEDULES",
     "QuantPlan", "GroupSpec", "make_quant_plan", "choose_b", "GROUPINGS", "KINDS", "DEFAULT_Q",
     "export_adt", "ExportOptions", "ExportReport", "ExportCheck", "dequantized_weights",

@@ -40,6 +40,7 @@ from .factorize import frozen_copy, tucker_layers
 from .fakequant import remove_plain_fake_quant
 from .fit import evaluate
 from .onnx_graph import architecture_model, example_inputs, input_names, referenced_tensors
+from .tensor_train import refuse_tt_export
 from .quantplan import DEFAULT_Q, Inventory, QuantPlan, Quantized, inventory, make_quant_plan, quantize_model
 
 __all__ = [
@@ -302,6 +303,7 @@ def _report(path: str | Path | None, data: bytes, f: AdtFile, inv: Inventory, pl
 def _setup(model: nn.Module, options: ExportOptions | None, fields_: Mapping[str, Any],
            caller: str) -> tuple[ExportOptions, tuple[torch.Tensor, ...], tuple[int, ...]]:
     """The options (``options`` with ``fields_`` set on top), the tensors to trace and one sample's shape."""
+    refuse_tt_export(model)  # no TT section before format 2.0: refuse before any work
     known = {f.name for f in fields(ExportOptions)}
     unknown = sorted(set(fields_) - known)
     if unknown:

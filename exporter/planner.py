@@ -51,13 +51,14 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 from .errors import PlanError
 
 __all__ = [
     "MAX_MODE", "ALLOC_POWER", "MAX_ORDER", "MIN_NUMEL", "Target", "LayerPlan", "balanced_factorization",
-    "candidate_orders", "hypercube_plan", "plan_layer", "load_overrides", "plannable_layers", "layers_to_plan", "plan_model",
+    "candidate_orders", "hypercube_plan", "plan_layer", "load_overrides", "plannable_layers", "layers_to_plan",
+    "largest_fitting", "plan_model",
     "count_stored", "plan_params", "model_params", "plan_table", "left_dense", "PRESETS", "PRESET_INFO", "preset",
     "DEFAULT_RATIOS", "default_target",
 ]
@@ -342,6 +343,24 @@ def layers_to_plan(model: Any, overrides: Any = None, min_numel: int = MIN_NUMEL
     return over, shapes, all_shapes
 
 
+def largest_fitting(plans_for: Callable[[float], Any], cost: Callable[[Any], float], budget: int) -> Any:
+    """The plans ``plans_for(scale)`` at the largest scale whose ``cost`` fits ``budget`` (bisection over
+    60 steps after doubling the upper end until it no longer fits), or None when none fits. Shared by
+    the Tucker and TT planners: both split a model budget over layers by one common scale."""
+    lo, hi = 0.0, float(max(budget, 1))
+    while cost(plans_for(hi)) <= budget and hi < 1e12:  # grow until it no longer fits
+        hi *= 2.0
+    best = None
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        p = plans_for(mid)
+        if cost(p) <= budget:
+            best, lo = p, mid
+        else:
+            hi = mid
+    return best
+
+
 def plan_model(model: Any, target: Target | None, overrides: Any = None, *, scada: bool = False,
                max_mode: int = MAX_MODE, alloc_power: float = ALLOC_POWER,
                min_numel: int = MIN_NUMEL, layers: list[str] | None = None) -> dict[str, LayerPlan]:
@@ -502,17 +521,7 @@ def _split_budget(auto: dict[str, tuple[int, ...]], budget: int, max_mode: int, 
     def cost(p: dict[str, LayerPlan] | None) -> float:
         return math.inf if p is None else sum(lp.params for lp in p.values())
 
-    lo, hi = 0.0, float(max(budget, 1))
-    while cost(plans_for(hi)) <= budget and hi < 1e12:  # grow until it no longer fits
-        hi *= 2.0
-    best = None
-    for _ in range(60):
-        mid = (lo + hi) / 2.0
-        p = plans_for(mid)
-        if cost(p) <= budget:
-            best, lo = p, mid
-        else:
-            hi = mid
+    best = largest_fitting(plans_for, cost, budget)
     if best is None:
         raise PlanError(f"target of {total} parameters is too small: {fixed} are fixed (biases, "
                         f"unplanned layers) and the planned layers need more than the {budget} left")
@@ -597,7 +606,9 @@ def model_params(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False)
 
 def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False,
                dense: bool = False) -> list[dict[str, Any]]:
-    """One row per planned layer: path, weight shape, reshape, core, stored params, ratio.
+    """One row per planned layer: path, weight shape, reshape, core, cp, method ("tucker" or "cp",
+    as :func:`adt.exporter.mtd.plan_mtd` chose; "dense" for ``dense`` rows; the SCADA shared-core
+    row has none), stored params, ratio.
 
     With ``scada`` the shared core is listed once, as its own row named "(shared core)", and the
     layer rows count factors only. With ``dense`` every module left dense follows as a row with
@@ -611,7 +622,7 @@ def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False,
         lp.validate(shapes[name], name)
         params = lp.factor_params if scada else lp.params
         rows.append({"layer": name, "shape": list(shapes[name]), "reshape": list(lp.reshape),
-                     "core": list(lp.core), "cp": lp.cp, "params": params,
+                     "core": list(lp.core), "cp": lp.cp, "method": "cp" if lp.cp else "tucker", "params": params,
                      "ratio": round(lp.numel / params, 2)})
     if scada and rows:
         d = max(LayerPlan.coerce(p).order for p in plan.values())
@@ -624,7 +635,7 @@ def plan_table(model: Any, plan: Mapping[str, LayerPlan], scada: bool = False,
                      "cp": False, "params": math.prod(top.core), "ratio": None})
     if dense:
         rows += [{"layer": r["layer"], "shape": None, "reshape": None, "core": None, "cp": False,
-                  "params": r["values"], "ratio": 1.0, "dense": f"{r['type']}: {r['reason']}"}
+                  "method": "dense", "params": r["values"], "ratio": 1.0, "dense": f"{r['type']}: {r['reason']}"}
                  for r in left_dense(model, plan)]
     return rows
 

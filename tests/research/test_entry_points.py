@@ -32,12 +32,13 @@ MODULES = [
     ("research.benchmarks.mode_groupings", "--ratios"),
     ("research.boards.report", "--results"),
     ("research.benchmarks.target_size", "--budgets"),
+    ("research.benchmarks.admm_mnist", "--rho"),
     ("research.torchvision.families", "--ratio"),
 ]
 NEEDS_TORCH = {"research.reproduce.recipe", "research.reproduce.rounding", "research.reproduce.probe",
                "research.benchmarks.crosscheck_torch_runtime", "research.benchmarks.model_zoo",
                "research.benchmarks.bn_mnist", "research.benchmarks.mode_groupings",
-               "research.benchmarks.target_size"}
+               "research.benchmarks.target_size", "research.benchmarks.admm_mnist"}
 
 
 @pytest.mark.parametrize("module,word", MODULES)
