@@ -12,8 +12,9 @@ The modules, in import order (each imports only those before it, and the runtime
 (``--model`` specs, saved models lifted to nn modules, safe checkpoint loading), ``fakequant``
 (Eq. 13 with a straight-through gradient), ``decompose`` (HOOI / CP / SCADA ALS in NumPy),
 ``factorize`` (the Tucker parametrization, apply ADA/SCADA/CP, init), ``admm`` (ADMM training toward Tucker or TT ranks), ``mtd`` (Mixed Tensor
-Decomposition: Tucker or CP per layer), ``tensor_train`` (TT parametrization and planner; not
-exportable before format 2.0), ``data`` (MNIST loaders),
+Decomposition: Tucker or CP per layer), ``tensor_train`` (TT parametrization and planner; stored as
+format 2.0 TT parameters), ``methods`` (the seven methods behind ``--method``: plan, size, apply),
+``data`` (MNIST loaders),
 ``distributed`` (device, mixed precision, DDP under torchrun), ``fit`` (the one training loop, accuracy), ``batchnorm`` (BatchNorm stored as scale and shift),
 ``quantplan`` (inventory, groups, Q and b),
 ``qat`` (quantization-aware fine-tuning), ``onnx_graph`` (the weightless architecture),
@@ -45,6 +46,7 @@ from .planner import (
 )
 from .admm import AdmmDecomposed, AdmmResult, admm_then_tt, admm_then_tucker, admm_train
 from .mtd import MTD_PROXIES, MtdLayer, MtdReport, apply_mtd, plan_mtd
+from .methods import METHOD_NAMES, Method, get_method
 from .tensor_train import (
     TT_INITS, TTPlan, TTWeight, apply_tt, plan_model_tt, plan_tt, tt_layers, tt_model_params, tt_plan_table,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "distributed", "is_main", "AMP_MODES",
     "admm_train", "admm_then_tucker", "admm_then_tt", "AdmmResult", "AdmmDecomposed",
     "plan_mtd", "apply_mtd", "MtdReport", "MtdLayer", "MTD_PROXIES",
+    "METHOD_NAMES", "Method", "get_method",
     "TTPlan", "TTWeight", "TT_INITS", "plan_tt", "plan_model_tt", "apply_tt", "tt_layers", "tt_model_params",
     "tt_plan_table",
     "qat_finetune", "QatResult", "QAT_SCHEDULES",

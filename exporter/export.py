@@ -40,12 +40,12 @@ from .factorize import frozen_copy, tucker_layers
 from .fakequant import remove_plain_fake_quant
 from .fit import evaluate
 from .onnx_graph import architecture_model, example_inputs, input_names, referenced_tensors
-from .tensor_train import refuse_tt_export
 from .quantplan import DEFAULT_Q, Inventory, QuantPlan, Quantized, inventory, make_quant_plan, quantize_model
+from .tensor_train import tt_layers
 
 __all__ = [
     "DEFAULT_CHECK_TOLERANCE", "ENGINE_TOLERANCE", "ExportCheck", "ExportOptions", "ExportReport", "check_file", "export_adt", "PreparedExport", "prepare_export", "encode_adt", "dequantized_weights", "quantized_model", "compact_name_map",
-    "strip_default_attributes",
+    "strip_default_attributes", "layer_kinds", "structural_method",
 ]
 
 
@@ -87,7 +87,9 @@ class ExportOptions:
     input (:class:`adt.runtime.preprocess.InputConvention`; its ``model_shape`` must be the traced
     sample shape, or its size for a flat model) and ``labels``: the class names (one per output class),
     stored as the metadata entries ``input_convention`` and ``labels`` (FORMAT.md §4.1) so that
-    ``Model.predict`` and ``adt run --images`` need no flag. The check still runs on model-ready inputs."""
+    ``Model.predict`` and ``adt run --images`` need no flag. The check still runs on model-ready inputs.
+    ``method``: the metadata entry ``method`` (how the file was made, e.g. ``"mtd"``, ``"admm-tt"``);
+    by default what its layers are (:func:`structural_method`)."""
 
     input_shape: Sequence[int] | None = None
     example_inputs: Sequence[Any] | None = None
@@ -109,6 +111,7 @@ class ExportOptions:
     selfcheck: bool = False
     input_convention: InputConvention | None = None
     labels: Sequence[str] | None = None
+    method: str | None = None
 
 
 @dataclass
@@ -208,10 +211,25 @@ def _resolve_plan(inv: Inventory, opts: ExportOptions) -> QuantPlan:
     return opts.plan
 
 
-def _method(inv: Inventory) -> str:
-    if not inv.cores:
+def layer_kinds(inv: Inventory) -> dict[str, str]:
+    """How each factored weight is stored: ``"tucker"``, ``"cp"`` or ``"tt"`` (weight name -> kind)."""
+    kinds = {n: "cp" if inv.cores[st.core].cp else "tucker" for n, st in inv.tucker.items()}
+    kinds.update({n: "tt" for n in inv.tt})
+    return kinds
+
+
+def structural_method(inv: Inventory) -> str:
+    """What the file's layers are: ``dense``, ``ada`` (one Tucker core per layer), ``scada`` (one
+    core shared by several layers), ``cp``, ``tt``, or ``mixed`` (more than one of Tucker/CP/TT)."""
+    kinds = set(layer_kinds(inv).values())
+    if not kinds:
         return "dense"
-    return "scada" if len(inv.cores) == 1 and len(inv.tucker) > 1 else "ada"
+    if len(kinds) > 1:
+        return "mixed"
+    kind = kinds.pop()
+    if kind == "tucker":
+        return "scada" if len(inv.cores) == 1 and len(inv.tucker) > 1 else "ada"
+    return kind
 
 
 def _add_metadata(w: AdtWriter, inv: Inventory, plan: QuantPlan, opts: ExportOptions, input_shape: tuple[int, ...],
@@ -225,7 +243,7 @@ def _add_metadata(w: AdtWriter, inv: Inventory, plan: QuantPlan, opts: ExportOpt
         w.add_metadata("producer", f"adt {ver}")
         if opts.model_name:
             w.add_metadata("model", opts.model_name)
-        w.add_metadata("method", _method(inv))
+        w.add_metadata("method", opts.method or structural_method(inv))
         # Q and b of every group are in the tensor table already; say only how they were chosen
         rules = "/".join(sorted({g.rule for g in plan.groups}))
         w.add_metadata("quant", f"eq13 groups={plan.grouping} b={rules}"
@@ -251,6 +269,8 @@ def _write_tables(w: AdtWriter, inv: Inventory, plan: QuantPlan, qz: Quantized, 
         g = gids[plan.param_group[name]]
         if name in inv.tucker:
             w.add_tucker(rename[name], inv.shapes[name], core=inv.tucker[name].core, factors=qz.params[name], group=g)
+        elif name in inv.tt:
+            w.add_tt(rename[name], inv.shapes[name], cores=qz.params[name], group=g)
         else:
             w.add_plain(rename[name], qz.params[name][0], group=g)
 
@@ -303,7 +323,6 @@ def _report(path: str | Path | None, data: bytes, f: AdtFile, inv: Inventory, pl
 def _setup(model: nn.Module, options: ExportOptions | None, fields_: Mapping[str, Any],
            caller: str) -> tuple[ExportOptions, tuple[torch.Tensor, ...], tuple[int, ...]]:
     """The options (``options`` with ``fields_`` set on top), the tensors to trace and one sample's shape."""
-    refuse_tt_export(model)  # no TT section before format 2.0: refuse before any work
     known = {f.name for f in fields(ExportOptions)}
     unknown = sorted(set(fields_) - known)
     if unknown:
@@ -573,6 +592,8 @@ def _without_fake_quant(model: nn.Module) -> nn.Module:
     m = copy.deepcopy(model)
     for _, _, tw in tucker_layers(m):
         tw.core_quant = tw.factor_quant = None
+    for _, _, tt in tt_layers(m):
+        tt.quant = None
     remove_plain_fake_quant(m)
     return m
 

@@ -3,9 +3,9 @@
 The quantizers are resolved once (:func:`adt.exporter.quantplan.make_quant_plan`: Q, and b from the
 values at the start), then every stored tensor is fake-quantized in the forward pass with a
 straight-through gradient: Tucker cores and factors through ``TuckerWeight.core_quant`` /
-``factor_quant``, plain parameters (biases, BatchNorm affine) through a small parametrization. The
-latent float values keep training; exporting them with the SAME plan gives exactly the values the
-forward pass used, so the accuracy after QAT is the accuracy of the file. BatchNorm layers stay in
+``factor_quant``, TT cores through ``TTWeight.quant``, plain parameters (biases, BatchNorm affine)
+through a small parametrization. The latent float values keep training; exporting them with the SAME
+plan gives exactly the values the forward pass used, so the accuracy after QAT is the accuracy of the file. BatchNorm layers stay in
 eval mode (their running statistics are stored, and QAT does not re-estimate them).
 
 Device, mixed precision and data-parallel runs follow :func:`adt.exporter.fit.train` (rules in
@@ -26,6 +26,7 @@ from .factorize import tucker_layers
 from .fakequant import PlainFakeQuant, remove_plain_fake_quant
 from .fit import DistillLoss, EpochStats, TrainResult, batch_loss, describe_epoch, fit
 from .quantplan import QuantPlan, inventory, make_quant_plan, weight_name
+from .tensor_train import tt_layers
 
 __all__ = ["QAT_SCHEDULES", "QatResult", "enable_fake_quant", "disable_fake_quant", "qat_finetune"]
 
@@ -40,6 +41,8 @@ def enable_fake_quant(model: nn.Module, plan: QuantPlan) -> None:
         name = weight_name(path)
         tw.core_quant = plan.core_spec(inv.cores[inv.tucker[name].core].name)
         tw.factor_quant = plan.param_spec(name)
+    for path, _, tt in tt_layers(model):
+        tt.quant = plan.param_spec(weight_name(path))  # the TT parameter's group, as in the file
     params = dict(model.named_parameters())
     for name in inv.plain:
         if name not in params or name not in plan.param_group:
@@ -53,6 +56,8 @@ def disable_fake_quant(model: nn.Module) -> None:
     """Turn every fake quantizer off (in place); the model computes in float again."""
     for _, _, tw in tucker_layers(model):
         tw.core_quant = tw.factor_quant = None
+    for _, _, tt in tt_layers(model):
+        tt.quant = None
     remove_plain_fake_quant(model)
 
 

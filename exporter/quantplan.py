@@ -1,7 +1,8 @@
 """What a model stores, and which Eq. 13 quantizer each stored value uses.
 
 :func:`inventory` lists every stored tensor in table order: Tucker cores (a SCADA shared core once),
-Tucker factors, and plain tensors (biases, untouched layers, and each BatchNorm as its per-channel
+Tucker factors, tensor-train cores (one TT parameter per TT layer: its cores are that parameter's
+values, quantized like factors), and plain tensors (biases, untouched layers, and each BatchNorm as its per-channel
 ``scale`` and ``shift``: :mod:`adt.exporter.batchnorm` says why).
 Nothing is left out, so the file alone runs the model and its size is the honest size.
 
@@ -43,6 +44,7 @@ from .batchnorm import SCALE_SUFFIX, SHIFT_SUFFIX, affine_tensors, inference_ten
 from .errors import ModelError, PlanError
 from .factorize import TuckerWeight, frozen_copy, tucker_layers
 from .fakequant import QuantSpec
+from .tensor_train import TTWeight, tt_layers
 
 __all__ = [
     "KINDS", "GROUPINGS", "DEFAULT_Q", "StoredCore", "StoredTucker", "Inventory", "inventory",
@@ -82,8 +84,8 @@ class StoredTucker:
 class Inventory:
     """Every stored tensor of a model, in table order: ``cores``, ``tucker`` (weight name ->
     :class:`StoredTucker`), ``plain`` (name -> float tensor of the frozen model), ``order`` (table
-    order of the names), ``shapes`` (name -> dense shape) and ``norm`` (the plain tensors that are
-    BatchNorm scales and shifts)."""
+    order of the names), ``shapes`` (name -> dense shape), ``norm`` (the plain tensors that are
+    BatchNorm scales and shifts) and ``tt`` (weight name -> :class:`TTWeight`)."""
 
     cores: list[StoredCore]
     tucker: dict[str, StoredTucker]
@@ -91,6 +93,11 @@ class Inventory:
     order: list[str]
     shapes: dict[str, tuple[int, ...]]
     norm: set[str] = field(default_factory=set)
+    tt: dict[str, TTWeight] = field(default_factory=dict)
+
+    def factored(self, name: str) -> bool:
+        """Whether ``name`` is stored as factors (Tucker) or TT cores rather than plain values."""
+        return name in self.tucker or name in self.tt
 
     @property
     def core_names(self) -> list[str]:
@@ -123,12 +130,14 @@ def inventory(model: nn.Module, names: Sequence[str] | None = None, ranks: Mappi
             core_index[key] = len(cores)
             cores.append(StoredCore(tw.core, tw.cp, tw.order, name))
         tucker[name] = StoredTucker(tw, core_index[key])
-    for name in tucker:
+    tt = {weight_name(path): tw for path, _, tw in tt_layers(model) if weight_name(path) in keep}
+    for name in [*tucker, *tt]:
         if name not in tensors:
-            raise ModelError(f"Tucker layer weight {name!r} is not in the frozen model's state_dict")
-    plain = {k: tensors[k] for k in order if k not in tucker}
+            raise ModelError(f"{'Tucker' if name in tucker else 'TT'} layer weight {name!r} is not in the frozen "
+                             "model's state_dict")
+    plain = {k: tensors[k] for k in order if k not in tucker and k not in tt}
     shapes = {k: tuple(int(d) for d in tensors[k].shape) for k in order}
-    return Inventory(cores, tucker, plain, order, shapes, {k for k in plain if k in norm_names})
+    return Inventory(cores, tucker, plain, order, shapes, {k for k in plain if k in norm_names}, tt)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,10 +224,18 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def _tensor_values(inv: Inventory) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
-    """Float32 values of every core, and of every table entry (Tucker: its factors; plain: [values])."""
+    """Float32 values of every core, and of every table entry (Tucker: its factors; TT: its cores;
+    plain: [values])."""
     core_vals = [_numpy(c.tensor) for c in inv.cores]
-    param_vals = {name: ([_numpy(m) for m in inv.tucker[name].weight.factors] if name in inv.tucker
-                         else [_numpy(inv.plain[name])]) for name in inv.order}
+
+    def values(name: str) -> list[np.ndarray]:
+        if name in inv.tucker:
+            return [_numpy(m) for m in inv.tucker[name].weight.factors]
+        if name in inv.tt:
+            return [_numpy(g) for g in inv.tt[name].cores]
+        return [_numpy(inv.plain[name])]
+
+    param_vals = {name: values(name) for name in inv.order}
     return core_vals, param_vals
 
 
@@ -228,8 +245,8 @@ Members = list[tuple[str, str, list[tuple[str, Any]]]]  # (label, kind, [("core"
 def _members(inv: Inventory, groups: str) -> tuple[Members, str]:
     """The quantizer groups of ``groups`` grouping, merged until a file can hold one code table each."""
     cores = [("core", i) for i in range(len(inv.cores))]  # index here, name in the plan
-    factors = [("param", n) for n in inv.order if n in inv.tucker]
-    others = [("param", n) for n in inv.order if n not in inv.tucker and n not in inv.norm]
+    factors = [("param", n) for n in inv.order if inv.factored(n)]
+    others = [("param", n) for n in inv.order if not inv.factored(n) and n not in inv.norm]
     norms = [("param", n) for n in inv.order if n in inv.norm]
 
     def by_kind(per_norm_tensor: bool) -> Members:
@@ -247,7 +264,7 @@ def _members(inv: Inventory, groups: str) -> tuple[Members, str]:
         return [("all", "other", cores + factors + others + norms)], ""
     if groups == "tensor":
         members: Members = [(f"core of {c.name}", "cores", [("core", i)]) for i, c in enumerate(inv.cores)]
-        members += [(n, "factors" if n in inv.tucker else "norm" if n in inv.norm else "other", [("param", n)])
+        members += [(n, "factors" if inv.factored(n) else "norm" if n in inv.norm else "other", [("param", n)])
                     for n in inv.order]
         if len(members) <= MAX_TABLES:
             return members, ""
@@ -310,7 +327,7 @@ class Quantized:
     """Eq. 13 symbols of everything the file stores (what the writer receives)."""
 
     cores: list[np.ndarray]                      # core i symbols (CP: the diagonal)
-    params: dict[str, list[np.ndarray]]          # Tucker: factor symbols; plain: [symbols]
+    params: dict[str, list[np.ndarray]]          # Tucker: factor symbols; TT: core symbols; plain: [symbols]
 
 
 def quantize_model(inv: Inventory, plan: QuantPlan) -> Quantized:

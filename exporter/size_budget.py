@@ -49,12 +49,11 @@ from adt.runtime.format.limits import MAX_Q
 
 from .errors import PlanError
 from .export import ExportOptions, ExportReport, encode_adt, export_adt, prepare_export
-from .factorize import apply_ada_tucker, apply_scada_tucker, tucker_layers
-from .planner import (
-    MAX_MODE, MIN_NUMEL, LayerPlan, balanced_factorization, candidate_orders, count_stored, layers_to_plan,
-    model_params, plan_layer, plan_model, plan_params,
-)
+from .factorize import tucker_layers
+from .methods import Method, get_method
+from .planner import MAX_MODE, MIN_NUMEL, LayerPlan, count_stored
 from .quantplan import DEFAULT_Q, KINDS, QuantPlan, make_quant_plan
+from .tensor_train import tt_layers
 
 __all__ = [
     "WINDOW", "AIM", "MIN_Q", "PROXIES", "SizeBudgetError", "parse_size", "format_size", "SizeEstimate",
@@ -197,43 +196,22 @@ class SizeEstimate:
 
 
 def smallest_plan(model: nn.Module, overrides: Any = None, scada: bool = False, max_mode: int = MAX_MODE,
-                  min_numel: int = MIN_NUMEL) -> dict[str, LayerPlan]:
-    """The plan :func:`plan_model` would approach at the smallest target: every layer it plans gets
-    a rank-1 core (ADA: at the order with the fewest parameters; SCADA: one shared 1 x ... x 1 core at
-    each layer's first order), overridden layers keep their override, and a layer whose rank-1 form
-    is not smaller than its weight stays dense."""
-    over, shapes, all_shapes = layers_to_plan(model, overrides, min_numel)
-    plan: dict[str, LayerPlan] = {}
-    for name, shape in shapes.items():
-        n = math.prod(shape)
-        if name in over:
-            value = over[name]
-            if value is False or (isinstance(value, str) and value.lower() == "dense"):
-                continue
-            plan[name] = plan_layer(shape, value, max_mode, where=name)
-            continue
-        orders = candidate_orders(n, max_mode)
-        if not orders:
-            continue
-        if scada:
-            lp = LayerPlan(balanced_factorization(n, orders[0]), (1,) * orders[0])
-        else:
-            lp = min((LayerPlan(balanced_factorization(n, d), (1,) * d) for d in orders), key=lambda p: p.params)
-        if lp.params < n:
-            plan[name] = lp
-    if scada and plan:  # one shared core: an override of the highest order fixes it, else 1 x ... x 1
-        d = max(lp.order for lp in plan.values())
-        tops = {lp.core for name, lp in plan.items() if name in over and lp.order == d}
-        core = tops.pop() if len(tops) == 1 else (1,) * d
-        plan = {name: LayerPlan(lp.reshape, core[: lp.order]) for name, lp in plan.items()}
-    return {n: plan[n] for n in all_shapes if n in plan}
+                  min_numel: int = MIN_NUMEL, method: str | Method | None = None) -> dict[str, Any]:
+    """The plan the planner of ``method`` (default ``"scada"`` if ``scada`` else ``"ada"``) approaches at
+    the smallest target: rank 1 everywhere (:meth:`adt.exporter.methods.Method.smallest`)."""
+    return _method(method, scada).smallest(model, overrides, max_mode=max_mode, min_numel=min_numel)
 
 
-def _proxy_copy(model: nn.Module, plan: Mapping[str, LayerPlan], scada: bool, proxy: str, seed: int) -> nn.Module:
-    """A copy of ``model`` compressed with ``plan`` and carrying ``proxy`` values."""
+def _method(method: str | Method | None, scada: bool) -> Method:
+    if isinstance(method, Method):
+        return method
+    return get_method(method if method is not None else "scada" if scada else "ada")
+
+
+def _proxy_copy(model: nn.Module, plan: Mapping[str, Any], method: Method, proxy: str, seed: int) -> nn.Module:
+    """A copy of ``model`` compressed with ``plan`` by ``method`` and carrying ``proxy`` values."""
     inst = copy.deepcopy(model)
-    apply = apply_scada_tucker if scada else apply_ada_tucker
-    apply(inst, dict(plan), init="hooi" if proxy == "hooi" else "scratch", seed=seed)
+    method.apply(inst, dict(plan), init="hooi" if proxy == "hooi" else "scratch", seed=seed)
     if proxy == "gaussian":
         # Trained Tucker values are bell-shaped, not uniform like the scratch init. Measured on LeNet-5
         # (ratio 20, Q = 512): uniform init values code to 8.98 bits each, trained ones to 8.41-8.43
@@ -243,8 +221,10 @@ def _proxy_copy(model: nn.Module, plan: Mapping[str, LayerPlan], scada: bool, pr
         gen = torch.Generator().manual_seed(int(seed))
         seen: set[int] = set()
         with torch.no_grad():
-            for _, _, tw in tucker_layers(inst):
-                for p in [tw.core, *tw.factors]:
+            stored = [[tw.core, *tw.factors] for _, _, tw in tucker_layers(inst)]
+            stored += [list(tt.cores) for _, _, tt in tt_layers(inst)]
+            for tensors in stored:
+                for p in tensors:
                     if id(p) in seen:
                         continue
                     seen.add(id(p))
@@ -256,12 +236,14 @@ def _proxy_copy(model: nn.Module, plan: Mapping[str, LayerPlan], scada: bool, pr
 def plan_for_size(model: nn.Module, budget_bytes: int | str, options: ExportOptions | None = None, *,
                   scada: bool = False, overrides: Any = None, proxy: str = "gaussian", seed: int = 0,
                   aim: float = AIM, window: tuple[float, float] = WINDOW, rounds: int = 6,
-                  max_mode: int = MAX_MODE, min_numel: int = MIN_NUMEL,
-                  **fields_: Any) -> tuple[dict[str, LayerPlan], SizeEstimate]:
+                  max_mode: int = MAX_MODE, min_numel: int = MIN_NUMEL, method: str | Method | None = None,
+                  **fields_: Any) -> tuple[dict[str, Any], SizeEstimate]:
     """Plan reshapes and cores of the dense ``model`` (not changed) so that its ``.adt`` file lands
     just under ``budget_bytes`` (an int, or text for :func:`parse_size`). ``options`` / ``fields_``: the
     :class:`ExportOptions` the file will be exported with (q, groups, rounding, tables, compact_names,
-    input_shape, metadata, ...), since they change its size. ``scada``, ``overrides``, ``max_mode``,
+    input_shape, metadata, ...), since they change its size. ``method``: whose planner and layers
+    (:data:`adt.exporter.methods.METHOD_NAMES`; default ``"scada"`` if ``scada`` else ``"ada"``; ``mtd``
+    is sized with its ADA plan, which fixes each layer's budget). ``overrides``, ``max_mode``,
     ``min_numel``: as for :func:`plan_model`. ``proxy``: see :data:`PROXIES` and the module docstring.
     Each of at most ``rounds`` rounds aims the proxy file at ``aim`` x budget and the search stops at the
     first one inside ``window`` x budget; else the file closest to the aim under the budget wins.
@@ -277,23 +259,24 @@ def plan_for_size(model: nn.Module, budget_bytes: int | str, options: ExportOpti
         raise PlanError("plan_for_size chooses the quantizers' groups from q, b and groups: give those, not a "
                         "resolved QuantPlan (that belongs to a model already compressed)")
     total = count_stored(model)
-    kw = dict(overrides=overrides, scada=scada, max_mode=max_mode, min_numel=min_numel)
+    meth = _method(method, scada)
+    kw = dict(max_mode=max_mode, min_numel=min_numel)
 
     # One ONNX export per set of Tucker layers: the graph is the same for every plan, but a layer's
     # Tucker form moves its weight's slot in the table order (and so its compact name).
     traced: dict[frozenset[str], Any] = {}
 
     def encode(plan: Mapping[str, LayerPlan]) -> _Measure:
-        inst = _proxy_copy(model, plan, scada, proxy, seed)
+        inst = _proxy_copy(model, plan, meth, proxy, seed)
         key = frozenset(plan)
         traced[key] = prepare_export(inst, opts, like=traced.get(key))
         return _measure(encode_adt(inst, opts, prepared=traced[key]))
 
-    def values(plan: Mapping[str, LayerPlan]) -> tuple[int, int]:
-        stored = model_params(model, plan, scada) if plan else total
-        return stored, stored - (plan_params(plan, scada) if plan else 0)
+    def values(plan: Mapping[str, Any]) -> tuple[int, int]:
+        stored = meth.stored(model, plan) if plan else total
+        return stored, stored - (meth.factored(plan) if plan else 0)
 
-    small = smallest_plan(model, overrides, scada, max_mode, min_numel)
+    small = meth.smallest(model, overrides, **kw)
     if not small:
         raise SizeBudgetError("no layer of the model can be compressed (no Linear/Conv layer with a Tucker form "
                               "smaller than its weight): its file size is fixed; export it to see it")
@@ -325,7 +308,7 @@ def plan_for_size(model: nn.Module, budget_bytes: int | str, options: ExportOpti
             break
         tried.add(nxt)
         try:
-            plan = plan_model(model, nxt, **kw)
+            plan = meth.plan(model, nxt, overrides, **kw)
         except PlanError:
             break  # below what the planner can split: the smallest plan is the answer
         m = encode(plan)
@@ -411,7 +394,7 @@ def _group_kinds(inv: Any, plan: QuantPlan) -> list[str]:
     for key, g in plan.core_group.items():
         kinds[g] = kinds[g] or "cores"
     for name, g in plan.param_group.items():
-        kind = "factors" if name in inv.tucker else "norm" if name in inv.norm else "other"
+        kind = "factors" if inv.factored(name) else "norm" if name in inv.norm else "other"
         kinds[g] = kinds[g] or kind
     return [k or "other" for k in kinds]
 

@@ -22,8 +22,9 @@ every bond >= 2 (or full ranks). A model budget is split over layers in proporti
 scaled by bisection, then topped up one bond step at a time; a layer whose TT form would store as
 many values as its dense weight stays dense.
 
-THIS IS EXPORTER-SIDE ONLY: the .adt format has no TT section yet (format 2.0, next session), so
-:func:`adt.exporter.export_adt` refuses a model with TT layers (:func:`refuse_tt_export`).
+:func:`adt.exporter.export_adt` stores every TT layer as a TT parameter (FORMAT.md version 2.0,
+parameter encoding 2): its quantized cores, rebuilt by the runtime in the cheapest contraction order.
+A file with a TT layer is written as version 2.0; a file without one stays 1.0.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .errors import ModelError, PlanError
+from .fakequant import QuantSpec
 from .factorize import SCHEMES, SUPPORTED, _ordered_plan, _register, target_variance
 from .planner import (
     ALLOC_POWER, MAX_MODE, MIN_NUMEL, _is_dense, _too_small, balanced_factorization, candidate_orders,
@@ -44,15 +46,13 @@ from .planner import (
 )
 
 __all__ = [
-    "TT_INITS", "TT_FORMAT_MESSAGE", "TTPlan", "TTTarget", "TTWeight", "tt_to_tensor", "tt_contraction_cost", "tt_params", "tt_max_ranks",
-    "plan_tt", "plan_model_tt", "tt_model_params", "tt_plan_table", "apply_tt", "tt_layers", "refuse_tt_export",
+    "TT_INITS", "TTPlan", "TTTarget", "TTWeight", "tt_to_tensor", "tt_contraction_cost", "tt_params", "tt_max_ranks",
+    "plan_tt", "plan_model_tt", "tt_model_params", "tt_plan_table", "apply_tt", "tt_layers",
 ]
 
 #: How TT cores start: random (``scratch``, Kaiming/Glorot variance of the rebuilt weight) or the
 #: TT-SVD of the layer's current dense weight (``svd``).
 TT_INITS = ("scratch", "svd")
-#: Why a TT model cannot be exported yet.
-TT_FORMAT_MESSAGE = "TT layers need format 2.0, not yet written"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,6 +408,9 @@ class TTWeight(nn.Module):
         self.order = len(self.reshape)
         self.cores = nn.ParameterList(list(cores))
         self.init_error: float | None = None
+        # quantization-aware training: every core through this Eq. 13 fake quantizer (they share the
+        # parameter's group in the file); None computes in float
+        self.quant: QuantSpec | None = None
         if math.prod(self.reshape) != math.prod(self.shape):
             raise PlanError(f"TT reshape {self.reshape} has {math.prod(self.reshape)} elements, "
                             f"weight {self.shape} has {math.prod(self.shape)}")
@@ -472,8 +475,12 @@ class TTWeight(nn.Module):
         return tw
 
     def to_tensor(self) -> Tensor:
-        """The rebuilt weight in the layer's shape (the cheaper sweep, :func:`tt_to_tensor`)."""
-        return tt_to_tensor(list(self.cores)).reshape(self.shape)
+        """The rebuilt weight in the layer's shape (the cheaper sweep, :func:`tt_to_tensor`), from
+        fake-quantized cores when ``quant`` is set."""
+        cores = list(self.cores)
+        if self.quant is not None:
+            cores = [self.quant(g) for g in cores]
+        return tt_to_tensor(cores).reshape(self.shape)
 
     def forward(self, original: Tensor) -> Tensor:  # noqa: ARG002 - the empty placeholder
         return self.to_tensor()
@@ -533,13 +540,3 @@ def tt_layers(model: nn.Module) -> list[tuple[str, nn.Module, TTWeight]]:
         if parametrize.is_parametrized(module, "weight"):
             out += [(name, module, p) for p in module.parametrizations.weight if isinstance(p, TTWeight)]
     return out
-
-
-def refuse_tt_export(model: nn.Module) -> None:
-    """Raise :class:`ModelError` when ``model`` has TT layers: the .adt format cannot store them yet,
-    and baking them into dense weights would silently write an uncompressed file."""
-    found = [name for name, _, _ in tt_layers(model)]
-    if found:
-        raise ModelError(f"{TT_FORMAT_MESSAGE}: the model has TT layer(s) {', '.join(repr(n) for n in found[:3])}"
-                         + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-                         + "; compress with Tucker or CP to export, or keep the TT model in PyTorch")

@@ -1,4 +1,5 @@
-"""Rebuild dense float32 weights from a decoded .adt file (dequantize, then Tucker mode products).
+"""Rebuild dense float32 weights from a decoded .adt file (dequantize, then Tucker mode products or
+tensor-train matrix products).
 
 ``W = reshape(G x_1 M_1 x_2 ... x_d M_d, shape)`` with core ``G`` of dims ``(k_1..k_d)`` and factors
 ``M_i`` of shape ``(n_i, k_i)``. Every product is computed in float64 and rounded once to float32,
@@ -21,6 +22,12 @@ parameter that uses it, and when the rebuild read the file itself (a path or byt
 no :class:`AdtFile`) it also drops the decoded symbols of each plain parameter and core once rebuilt
 (``Param.symbols`` / ``Core.symbols`` become None), so that no value is held twice.
 
+Tensor train (format 2.0, encoding 2): ``T[j_1..j_d] = G_1[0,j_1,:] G_2[:,j_2,:] ... G_d[:,j_d,0]`` with
+cores ``G_k`` of shape ``(r_{k-1}, n_k, r_k)``. The cores are multiplied as a matrix chain in the
+cheapest order (:func:`tt_contraction_order`, a DP over the d <= 8 cores), every product in float64 on
+row-major views (no transposes), the last one in row blocks cast straight into the float32 weight
+(:func:`tt_into`), so a TT weight, too, never exists as a whole float64 array.
+
 Memory budget: before anything is rebuilt, :func:`rebuild_plan` works out from the validated tensor
 table alone (shapes, core dims, factor shapes) what the rebuild will hold at its peak: every float32
 weight already rebuilt (the caller keeps them), every dequantized core still needed by a later
@@ -42,12 +49,13 @@ from typing import Container, Iterator, Sequence
 import numpy as np
 
 from .errors import AdtBudgetError
-from .format import CORE_CP, ENC_PLAIN, AdtError, AdtFile, AdtTableError, read_adt
+from .format import CORE_CP, ENC_PLAIN, ENC_TT, ENC_TUCKER, AdtError, AdtFile, AdtTableError, read_adt
 
 __all__ = [
-    "CHUNK_BYTES", "DEFAULT_MAX_MEMORY", "MAX_ARRAY_BYTES", "WHOLE_BYTES", "ParamCost", "RebuildPlan",
+    "CHUNK_BYTES", "DEFAULT_MAX_MEMORY", "MAX_ARRAY_BYTES", "WHOLE_BYTES", "ParamCost", "RebuildPlan", "TTOrder",
     "TuckerSchedule", "check_rebuild_budget", "contraction_order", "cp_to_tensor", "format_bytes", "iter_weights",
-    "rebuild_plan", "rebuild_weights", "tucker_into", "tucker_schedule", "tucker_to_tensor",
+    "rebuild_plan", "rebuild_weights", "tt_contraction_order", "tt_into", "tt_to_tensor", "tucker_into",
+    "tucker_schedule", "tucker_to_tensor",
 ]
 
 DEFAULT_MAX_MEMORY = 256 << 20
@@ -279,6 +287,156 @@ def cp_to_tensor(diag: np.ndarray, factors: Sequence[np.ndarray]) -> np.ndarray:
     return np.einsum(spec, g, *(np.asarray(m, dtype=np.float64) for m in factors), optimize="greedy")
 
 
+# -- tensor train -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TTOrder:
+    """How the cores of a tensor train are multiplied (:func:`tt_contraction_order`). ``merges``: in
+    execution order, ``(a, b, c)`` merges the contracted segments ``[a..b]`` and ``[b+1..c]`` (0-based
+    core indices, inclusive); the last merge is the whole train. ``cost``: multiply-adds of all merges.
+    ``largest``: elements of the largest intermediate other than the result; ``peak``: elements of the
+    intermediates (not the cores, not the result) alive at once when the merges run in this order
+    and the last one is written block by block into the result (``block``: its elements)."""
+
+    merges: tuple[tuple[int, int, int], ...]
+    cost: int
+    largest: int
+    peak: int
+    block: int
+
+
+def _tt_dims(reshape: Sequence[int], ranks: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    n = tuple(int(x) for x in reshape)
+    if not n or len(ranks) != len(n) - 1:
+        raise AdtTableError(f"tensor train: {len(n)} reshape dims need {max(len(n) - 1, 0)} ranks, got {len(ranks)}")
+    return n, (1,) + tuple(int(r) for r in ranks) + (1,)
+
+
+@lru_cache(maxsize=4096)
+def tt_contraction_order(reshape: tuple[int, ...], ranks: tuple[int, ...],
+                         chunk_bytes: int = CHUNK_BYTES) -> TTOrder:
+    """The cheapest order of the matrix products of a tensor train (FORMAT.md §10): a matrix-chain DP
+    over the d <= 8 cores, where merging segments ``[a..b]`` (an ``(r_{a-1}, N_ab, r_b)`` tensor) and
+    ``[b+1..c]`` costs ``r_{a-1} N_ab r_b N_(b+1)c r_c`` multiply-adds and gives an ``(r_{a-1},
+    N_ac, r_c)`` tensor (``N``: the product of the segment's ``n_k``). Ties go to the smallest split,
+    so the order, hence the float64 sums, are fixed. ``ranks``: ``(r_1..r_{d-1})``."""
+    n, r = _tt_dims(reshape, ranks)
+    d = len(n)
+    npre = [1]
+    for x in n:
+        npre.append(npre[-1] * x)
+
+    def size(a: int, c: int) -> int:      # elements of the contracted segment [a..c]
+        return r[a] * (npre[c + 1] // npre[a]) * r[c + 1]
+
+    cost = {(a, a): 0 for a in range(d)}
+    split: dict[tuple[int, int], int] = {}
+    for span in range(1, d):
+        for a in range(d - span):
+            c = a + span
+            best = None
+            for b in range(a, c):
+                v = cost[a, b] + cost[b + 1, c] + r[a] * (npre[b + 1] // npre[a]) * r[b + 1] * (npre[c + 1] // npre[b + 1]) * r[c + 1]
+                if best is None or v < best[0]:
+                    best = (v, b)
+            cost[a, c], split[a, c] = best
+    merges: list[tuple[int, int, int]] = []
+    largest = 0
+
+    def walk(a: int, c: int) -> tuple[int, int]:
+        """Post-order over the merge tree, left operand first: (peak of intermediates while the
+        segment is made, its own elements if it is an intermediate, else 0 for a core)."""
+        nonlocal largest
+        if a == c:
+            return 0, 0
+        b = split[a, c]
+        pl, sl = walk(a, b)
+        pr, sr = walk(b + 1, c)
+        merges.append((a, b, c))
+        own = size(a, c)
+        if (a, c) == (0, d - 1):   # the result: written block by block into the float32 weight
+            return max(pl, sl + pr, sl + sr + _tt_block(n, r, b, chunk_bytes)), 0
+        largest = max(largest, own)
+        return max(pl, sl + pr, sl + sr + own), own
+
+    peak, _ = walk(0, d - 1)
+    block = _tt_block(n, r, split[0, d - 1], chunk_bytes) if d > 1 else 0
+    return TTOrder(tuple(merges), cost[0, d - 1], largest, peak, block)
+
+
+def _tt_block(n: tuple[int, ...], r: tuple[int, ...], b: int, chunk_bytes: int) -> int:
+    """Elements of one float64 block of the last merge: rows of the left operand ``(N_left, r_b)``
+    times the ``N_right`` columns, about ``chunk_bytes`` (at least one row)."""
+    left, right = prod(n[:b + 1]), prod(n[b + 1:])
+    return _tt_rows(left, right, chunk_bytes) * right
+
+
+def _tt_rows(left: int, right: int, chunk_bytes: int) -> int:
+    return max(1, min(left, chunk_bytes // (_F64 * right))) if right else 1
+
+
+def _tt_check(cores: Sequence[np.ndarray]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(reshape, inner ranks) of a list of TT cores; AdtTableError if they do not chain."""
+    if not cores:
+        raise AdtTableError("tensor train: no cores")
+    prev = 1
+    for k, g in enumerate(cores):
+        if g.ndim != 3 or g.shape[0] != prev:
+            raise AdtTableError(f"tensor train: core {k} has shape {g.shape}, expected ({prev}, n, r)")
+        prev = g.shape[2]
+    if prev != 1:
+        raise AdtTableError(f"tensor train: the last core has shape {cores[-1].shape}, expected (r, n, 1)")
+    return tuple(int(g.shape[1]) for g in cores), tuple(int(g.shape[2]) for g in cores[:-1])
+
+
+def tt_into(cores: Sequence[np.ndarray], out: np.ndarray, order: TTOrder | None = None) -> np.ndarray:
+    """The tensor train of ``cores`` rounded to float32 into ``out`` (float32, dims ``(n_1..n_d)``):
+    every product in float64, in ``order`` (default :func:`tt_contraction_order`'s); the last merge
+    runs in row blocks written straight into ``out``, so no float64 copy of the whole weight exists
+    (each element is the same float64 dot product as in one whole product: bit-identical)."""
+    reshape, ranks = _tt_check(cores)
+    if out.shape != reshape or out.dtype != np.float32:
+        raise AdtTableError(f"output of shape {out.shape} ({out.dtype}), expected {reshape} (float32)")
+    if order is None:
+        order = tt_contraction_order(reshape, ranks)
+    g64 = [np.asarray(g, dtype=np.float64) for g in cores]
+    if len(g64) == 1:
+        out[...] = g64[0].reshape(reshape)
+        return out
+    seg: dict[tuple[int, int], np.ndarray] = {(k, k): g for k, g in enumerate(g64)}
+    *inner, (a, b, c) = order.merges
+    for a_, b_, c_ in inner:
+        left, right = seg.pop((a_, b_)), seg.pop((b_ + 1, c_))
+        ra, rb = left.shape[0], left.shape[2]
+        # (r_a N_left, r_b) @ (r_b, N_right r_c) is already the (r_a, N_left N_right, r_c) layout: no transposes
+        res = left.reshape(-1, rb) @ right.reshape(rb, -1)
+        seg[a_, c_] = res.reshape(ra, -1, right.shape[2])
+        del left, right, res
+    rb = seg[a, b].shape[2]
+    left, right = seg.pop((a, b)).reshape(-1, rb), seg.pop((b + 1, c)).reshape(rb, -1)
+    flat = out.reshape(left.shape[0], right.shape[1])
+    rows = max(1, order.block // right.shape[1])   # the block rebuild_plan counted
+    buf = np.empty((min(rows, left.shape[0]), right.shape[1]), np.float64)
+    for lo in range(0, left.shape[0], rows):
+        hi = min(lo + rows, left.shape[0])
+        flat[lo:hi] = np.matmul(left[lo:hi], right, out=buf[:hi - lo])   # rounded once to float32
+    return out
+
+
+def tt_to_tensor(cores: Sequence[np.ndarray]) -> np.ndarray:
+    """The tensor train ``T[j_1..j_d] = G_1[0, j_1, :] G_2[:, j_2, :] ... G_d[:, j_d, 0]`` (float64,
+    dims ``(n_1..n_d)``) of cores ``G_k`` of shape ``(r_{k-1}, n_k, r_k)``, ``r_0 = r_d = 1``, in the
+    cheapest order (:func:`tt_contraction_order`)."""
+    g64 = [np.asarray(g, dtype=np.float64) for g in cores]
+    reshape, ranks = _tt_check(g64)
+    order = tt_contraction_order(reshape, ranks)
+    seg: dict[tuple[int, int], np.ndarray] = {(k, k): g for k, g in enumerate(g64)}
+    for a, b, c in order.merges:
+        left, right = seg.pop((a, b)), seg.pop((b + 1, c))
+        seg[a, c] = (left.reshape(-1, left.shape[2]) @ right.reshape(left.shape[2], -1)).reshape(
+            left.shape[0], -1, right.shape[2])
+    return seg[0, len(g64) - 1].reshape(reshape)
+
+
 # -- memory budget ----------------------------------------------------------------------------------
 _F32, _F64 = 4, 8
 # dequantize(): a float64 copy of the symbols and up to two float64 temporaries (numpy elides the
@@ -300,8 +458,8 @@ class ParamCost:
     at once, its own float32 result included; ``output``: the float32 weight kept afterwards;
     ``cached``: a dequantized core first used here and kept until its last parameter is rebuilt;
     ``intermediate``: the largest float64 intermediate (0 for a plain parameter); ``order``: the
-    Tucker contraction order the figures are for and ``schedule`` its chunked schedule (the rebuild
-    uses them: computed once); ``held``: the weights and cores earlier parameters left behind when
+    Tucker contraction order the figures are for and ``schedule`` its chunked schedule, ``tt`` a
+    tensor train's merge order (the rebuild uses them: computed once); ``held``: the weights and cores earlier parameters left behind when
     this one's rebuild starts."""
 
     name: str
@@ -312,6 +470,7 @@ class ParamCost:
     order: tuple[int, ...] | None = None
     held: int = 0
     schedule: TuckerSchedule | None = None
+    tt: TTOrder | None = None
 
     @property
     def total(self) -> int:
@@ -359,7 +518,7 @@ def rebuild_plan(f: AdtFile) -> RebuildPlan:
     """The memory :func:`iter_weights` will need for ``f`` when the caller keeps every weight (as
     ``load`` does), computed from the tensor table alone: nothing is dequantized or rebuilt."""
     costs: list[ParamCost] = []
-    last_use = {p.core: i for i, p in enumerate(f.params) if p.encoding != ENC_PLAIN}
+    last_use = {p.core: i for i, p in enumerate(f.params) if p.encoding == ENC_TUCKER}
     live: set[int] = set()
     kept = cores = 0
     for idx, p in enumerate(f.params):
@@ -367,6 +526,8 @@ def rebuild_plan(f: AdtFile) -> RebuildPlan:
         held = kept + cores + idx * _PY_KEPT
         if p.encoding == ENC_PLAIN:
             cost = ParamCost(p.name, out, out + min(p.numel, _PLAIN_CHUNK) * _DEQUANT_TEMP + _PY_TEMP, held=held)
+        elif p.encoding == ENC_TT:
+            cost = _tt_cost(p, out, held)
         else:
             c = f.cores[p.core]
             new_core = 0 if p.core in live else c.stored_count * _F32
@@ -394,6 +555,22 @@ def rebuild_plan(f: AdtFile) -> RebuildPlan:
     top = max(costs, key=lambda c: c.total, default=None)
     peak = max(top.total if top else 0, kept + cores + len(costs) * _PY_KEPT)
     return RebuildPlan(tuple(costs), peak, top.name if top else None, kept)
+
+
+def _tt_cost(p, out: int, held: int) -> ParamCost:
+    """A TT parameter's rebuild: its float32 cores (dequantized), their float64 copies, the
+    intermediates of :func:`tt_contraction_order`'s order and the block of its last merge, and the
+    float32 weight; or the dequantization's temporaries, whichever is more."""
+    reshape, ranks = p.reshape, p.ranks
+    order = tt_contraction_order(reshape, ranks)
+    sizes = [int(m.size) for m in p.factors]
+    stored = sum(sizes)
+    work = out + stored * _F64 + order.peak * _F64
+    batched = stored if len(sizes) > 1 and stored <= _BATCH_DEQUANT else 0
+    dequant = max(batched, max(sizes)) * _DEQUANT_TEMP
+    py = _PY_TEMP + _PY_PER_MODE * len(sizes)
+    largest = max(order.largest, order.block) * _F64
+    return ParamCost(p.name, out, stored * _F32 + max(work, dequant) + py, 0, largest, held=held, tt=order)
 
 
 MAX_ARRAY_BYTES = sys.maxsize
@@ -462,13 +639,14 @@ def _iter_weights(f: AdtFile, max_memory: int | None, release: bool,
     just these parameters (the budget checked is the whole file's, an upper bound)."""
     plan = check_rebuild_budget(f, max_memory)
     last_use = {p.core: i for i, p in enumerate(f.params)
-                if p.encoding != ENC_PLAIN and (only is None or p.name in only)}
+                if p.encoding == ENC_TUCKER and (only is None or p.name in only)}
     core_cache: dict[int, np.ndarray] = {}
     for idx, (p, cost) in enumerate(zip(f.params, plan.params)):
         if only is not None and p.name not in only:
             continue
         try:
-            w = _rebuild(f, p, core_cache, cost.schedule)
+            w = (_rebuild_tt(f, p, cost.tt) if p.encoding == ENC_TT
+                 else _rebuild(f, p, core_cache, cost.schedule))
         except AdtError:
             raise
         except MemoryError:
@@ -479,7 +657,7 @@ def _iter_weights(f: AdtFile, max_memory: int | None, release: bool,
         if p.encoding == ENC_PLAIN:
             if release:
                 p.symbols = None
-        elif last_use[p.core] == idx:
+        elif p.encoding == ENC_TUCKER and last_use[p.core] == idx:
             del core_cache[p.core]
             if release:
                 f.cores[p.core].symbols = None
@@ -509,6 +687,15 @@ def _rebuild(f: AdtFile, p, core_cache: dict[int, np.ndarray], schedule: TuckerS
         return tucker_to_tensor(core_cache[p.core], factors, schedule.order).astype(np.float32).reshape(p.shape)
     out = np.empty(tuple(int(m.shape[0]) for m in factors), dtype=np.float32)
     tucker_into(core_cache[p.core], factors, out, schedule)
+    return out.reshape(p.shape)
+
+
+def _rebuild_tt(f: AdtFile, p, order: TTOrder | None) -> np.ndarray:
+    """A TT parameter: its cores dequantized (float32), multiplied in float64 in ``order`` and
+    rounded once into the float32 weight (:func:`tt_into`)."""
+    cores = _dequantize_factors(f, p)
+    out = np.empty(p.reshape, dtype=np.float32)
+    tt_into(cores, out, order)
     return out.reshape(p.shape)
 
 

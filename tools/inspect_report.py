@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from adt.runtime.format import CORE_CP, ENC_PLAIN, SECTION_ARCH, SECTION_META, AdtFile, byte_breakdown, read_adt
+from adt.runtime.format import CORE_CP, ENC_PLAIN, ENC_TT, SECTION_ARCH, SECTION_META, AdtFile, byte_breakdown, read_adt
 from adt.runtime.preprocess import INPUT_KEY, LABELS_KEY, AdtPreprocessError, read_convention, read_labels
 
 __all__ = ["build_report", "render_text", "plot_report", "entropy_bits", "safe_text"]
@@ -79,7 +79,7 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     # Which parameters use each core: a core used by more than one is a SCADA shared core.
     users: dict[int, list[str]] = {i: [] for i in range(len(f.cores))}
     for p in f.params:
-        if p.encoding != ENC_PLAIN:
+        if p.core is not None:
             users[p.core].append(p.name)
 
     # -- bytes per section, and the payload split (bits) ------------------------------------------
@@ -103,9 +103,15 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     for p in f.params:
         numel = p.numel
         core_bits = 0
+        ranks = None
         if p.encoding == ENC_PLAIN:
             arrays = [p.symbols.reshape(-1)]
             method, core_dims, core_idx, core_share_bits = "plain", None, None, 0.0
+        elif p.encoding == ENC_TT:
+            # a tensor train has no shared core: its own TT cores are all its values
+            arrays = [g.reshape(-1) for g in p.factors]
+            method, core_dims, core_idx, core_share_bits = "TT", None, None, 0.0
+            ranks = list(p.ranks)
         else:
             arrays = [m.reshape(-1) for m in p.factors]
             c = f.cores[p.core]
@@ -124,7 +130,7 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
         layers.append({
             "name": p.name, "shape": list(p.shape), "numel": numel,
             "reshape": list(p.reshape) if p.reshape is not None else None,
-            "core": core_idx, "core_dims": core_dims, "method": method, "group": p.group,
+            "core": core_idx, "core_dims": core_dims, "tt_ranks": ranks, "method": method, "group": p.group,
             # own values and their payload bits: factors or plain values, plus the core unless shared
             "stored_values": int(sym.size),
             "bits": bits,
@@ -174,11 +180,13 @@ def build_report(source: AdtFile | bytes | str | os.PathLike) -> dict:
     # -- the paper's formula ratios (Sec. 3): values, not bytes ------------------------------------
     n_shared = sum(1 for u in users.values() if len(u) > 1)
     n_own = sum(1 for u in users.values() if len(u) == 1)
-    equation = ("no decomposed parameters" if not n_shared and not n_own else
+    n_tt = sum(1 for p in f.params if p.encoding == ENC_TT)
+    equation = ("no decomposed parameters" if not n_shared and not n_own and not n_tt else
+                "tensor-train values (Eq. 11's counting applied to TT cores)" if not n_shared and not n_own else
                 "Eq. 12 (SCADA-Tucker)" if n_shared and not n_own else
                 "Eq. 11/12 (own and shared cores)" if n_shared else "Eq. 11 (ADA-Tucker)")
-    tucker = [p for p in f.params if p.encoding != ENC_PLAIN]
-    tucker_cores = sorted({p.core for p in tucker})
+    tucker = [p for p in f.params if p.encoding != ENC_PLAIN]   # every decomposed parameter (Tucker, CP, TT)
+    tucker_cores = sorted({p.core for p in tucker if p.core is not None})
     n_tucker = sum(p.numel for p in tucker)
     stored_tucker = sum(f.cores[i].stored_count for i in tucker_cores) + sum(p.stored_count for p in tucker)
     raw = _ratio(totals["parameters"], stored_values)
@@ -295,10 +303,11 @@ def render_text(report: dict) -> str:
         out += _table(["core", "kind", "dims", "users", "values", "bits", "avg bits", "entropy"], rows, {0, 3, 4, 5, 6, 7})
 
     out += ["", "Parameters (stored values and bits include the parameter's own core; avg bits = payload bits"
-                " per value; entropy = empirical, bits per value)"]
+                " per value; entropy = empirical, bits per value; a TT parameter's core column: its ranks r_1..r_(d-1))"]
     rows = []
     for r in report["layers"]:
-        rows.append([safe_text(r["name"], 48), _dims(r["shape"]), _dims(r["reshape"]), _dims(r["core_dims"]),
+        core = _dims(r["core_dims"]) if r.get("tt_ranks") is None else "r=" + (_dims(r["tt_ranks"]) if r["tt_ranks"] else "-")
+        rows.append([safe_text(r["name"], 48), _dims(r["shape"]), _dims(r["reshape"]), core,
                      r["method"], f"{r['stored_values']:,}", f"{r['bits']:,}", _fmt_bits(r["avg_code_bits"]),
                      _fmt_bits(r["entropy_bits"]), _fmt_ratio(r["ratio"])])
     out += _table(["name", "shape", "reshape", "core", "method", "stored", "bits", "avg bits", "entropy", "ratio"],
@@ -370,7 +379,7 @@ def plot_report(report: dict, path: str | os.PathLike, top: int = 20) -> None:
         ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
         ax.xaxis.set_major_locator(MaxNLocator(5))
 
-    colors = {"ADA": "#4c72b0", "CP": "#55a868", "SCADA shared core": "#c44e52", "plain": "#999999"}
+    colors = {"ADA": "#4c72b0", "CP": "#55a868", "SCADA shared core": "#c44e52", "TT": "#8172b2", "plain": "#999999"}
     method_of = {safe_text(r["name"], 32): r["method"] for r in shown}
     y2 = range(len(lnames))
     bars = a2.barh(list(y2), lbytes, color=[colors.get(method_of.get(n, ""), "#dddddd") for n in lnames])

@@ -9,9 +9,12 @@ For each vector NAME this writes:
               file back): ``core{i}_symbols`` (uint16, as stored: the diagonal for a CP core),
               ``core{i}_values`` (float32, dense: CP expanded), ``param{i}_symbols`` /
               ``param{i}_values`` for plain parameters, ``param{i}_factor{j}_symbols`` /
-              ``param{i}_factor{j}_values`` for Tucker factors
+              ``param{i}_factor{j}_values`` for Tucker factors, ``param{i}_core{j}_symbols`` /
+              ``param{i}_core{j}_values`` (shape (r_{j-1}, n_j, r_j)) for the cores of a tensor-train
+              parameter and ``param{i}_weight``, its rebuilt float32 weight (an einsum in float64 of
+              values whose products and sums are exact there, rounded once)
   NAME.json   everything else a decoder must report: metadata, groups, cores, parameters (name,
-              shape, encoding, group, core, reshape), architecture (length + SHA-256), section layout
+              shape, encoding, group, core, reshape, TT ranks), architecture (length + SHA-256), section layout
 
 tests/format/test_vectors.py decodes every vector and compares, and regenerates the bytes (golden test).
 """
@@ -82,6 +85,13 @@ class Spec:
                             "reshape": [int(f.shape[0]) for f in factors], "factors": factors})
         self.w.add_tucker(name, shape, core, factors, group)
 
+    def tt(self, name: str, shape: tuple[int, ...], cores: list[np.ndarray], group: int) -> None:
+        cores = [np.asarray(g, dtype=np.uint16) for g in cores]
+        self.params.append({"name": name, "shape": list(shape), "encoding": "tt", "group": group,
+                            "reshape": [int(g.shape[1]) for g in cores],
+                            "ranks": [int(g.shape[2]) for g in cores[:-1]], "cores": cores})
+        self.w.add_tt(name, shape, cores, group)
+
     # -- expected outputs ------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -100,6 +110,12 @@ class Spec:
             if p["encoding"] == "plain":
                 out[f"param{i}_symbols"] = p["symbols"]
                 out[f"param{i}_values"] = dequantize(p["symbols"], q, b)
+            elif p["encoding"] == "tt":
+                vals = [dequantize(g, q, b) for g in p["cores"]]
+                for j, (g, v) in enumerate(zip(p["cores"], vals)):
+                    out[f"param{i}_core{j}_symbols"] = g
+                    out[f"param{i}_core{j}_values"] = v
+                out[f"param{i}_weight"] = tt_dense(vals).reshape(p["shape"]).astype(np.float32)
             else:
                 for j, f in enumerate(p["factors"]):
                     out[f"param{i}_factor{j}_symbols"] = f
@@ -117,7 +133,7 @@ class Spec:
                 "bytes": len(self.arch), "sha256": hashlib.sha256(self.arch).hexdigest()},
             "groups": [{"q": q, "b": float(np.float32(b))} for q, b in self.groups],
             "cores": [{"kind": c["kind"], "dims": c["dims"], "group": c["group"]} for c in self.cores],
-            "params": [{k: v for k, v in p.items() if k not in ("symbols", "factors")} for p in self.params],
+            "params": [{k: v for k, v in p.items() if k not in ("symbols", "factors", "cores")} for p in self.params],
             "tables": len(f.tables),
             "sections": [{"kind": s.kind, "name": s.name, "offset": s.offset, "length": s.length} for s in f.sections],
             "payload_bits": f.payload_bits,
@@ -125,6 +141,14 @@ class Spec:
             # only under the zlib that wrote them (what they inflate to is compared everywhere).
             "zlib": zlib.ZLIB_RUNTIME_VERSION if self.arch is not None else None,
         }
+
+
+def tt_dense(values: list[np.ndarray]) -> np.ndarray:
+    """FORMAT.md §10's tensor train as one float64 einsum: T[j_1..j_d] = G_1[0,j_1,:] ... G_d[:,j_d,0]."""
+    d = len(values)
+    ranks, modes = "ABCDEFGHI"[:d + 1], "abcdefgh"[:d]
+    spec = ",".join(ranks[k] + modes[k] + ranks[k + 1] for k in range(d)) + "->" + ranks[0] + modes + ranks[d]
+    return np.einsum(spec, *(np.asarray(v, np.float64) for v in values))[0, ..., 0]
 
 
 def laplace_symbols(rng: np.random.Generator, shape, q: int, b: float, scale: float) -> np.ndarray:
@@ -197,6 +221,17 @@ def build() -> dict[str, Spec]:
     g = s.group(512, 3.0)
     s.plain("w", laplace_symbols(rng, (4,), 512, 3.0, 0.5), g)
     v["arch"] = s
+
+    # 8. A tensor-train weight (format 2.0): shape (4, 6) reshaped (2, 2, 2, 3), ranks (2, 3, 2), and a
+    #    plain bias. Q = 512, b = 3: every value is a multiple of 3/256, so the float64 products and
+    #    sums of the rebuild are exact whatever their order and the expected weight is exact too.
+    rng = np.random.default_rng(20240008)
+    s = Spec()
+    g = s.group(512, 3.0)
+    dims = [(1, 2, 2), (2, 2, 3), (3, 2, 2), (2, 3, 1)]
+    s.tt("fc.weight", (4, 6), [laplace_symbols(rng, d, 512, 3.0, 0.6) for d in dims], g)
+    s.plain("fc.bias", laplace_symbols(rng, (4,), 512, 3.0, 0.1), g)
+    v["tt"] = s
     return v
 
 

@@ -306,7 +306,7 @@ class FuzzCase:
     tables: list[dict[int, int]]
     groups: list[list]           # [mode, Q, b (4 raw bytes), table]
     cores: list[list]            # [kind, dims, group]   (CP: dims = [rank] * order)
-    params: list[list]           # [name, shape, encoding, group, core, reshape]
+    params: list[list]           # [name, shape, encoding, group, core, reshape]; TT: core = the ranks list
     core_syms: list
     param_syms: list
     arch_fmt: int = 1
@@ -334,9 +334,14 @@ class FuzzCase:
             out.append((g, n, self.core_syms[i] if i < len(self.core_syms) else None))
         for i, (name, shape, enc, g, c, reshape) in enumerate(self.params):
             syms = self.param_syms[i] if i < len(self.param_syms) else None
-            if enc != 1:
+            if enc == 2:        # tensor train: cores of r_{k-1} * n_k * r_k values
+                r = [1] + _tt_ranks(c, reshape) + [1]
+                for j, n in enumerate(reshape):
+                    out.append((g, r[j] * n * r[j + 1], syms[j] if syms and j < len(syms) else None))
+            elif enc != 1:
                 out.append((g, _prod(shape), syms[0] if syms else None))
             else:
+                c = c if isinstance(c, int) else 0
                 if not (0 <= c < len(self.cores)):
                     return None
                 kdims = self.cores[c][1]
@@ -407,7 +412,10 @@ class FuzzCase:
             t += string(name) + uvarint(len(shape)) + b"".join(uvarint(d) for d in shape) + bytes([enc & 0xFF])
             t += uvarint(g)
             if enc == 1:
-                t += uvarint(c) + b"".join(uvarint(n) for n in reshape)
+                t += uvarint(c if isinstance(c, int) else 0) + b"".join(uvarint(n) for n in reshape)
+            elif enc == 2:
+                t += uvarint(len(reshape)) + b"".join(uvarint(n) for n in reshape)
+                t += b"".join(uvarint(x) for x in _tt_ranks(c, reshape))
         sections.append((4, bytes(t)))
         sections.append((5, self._payload(rng)))
         sections += self.extras
@@ -443,6 +451,11 @@ class FuzzCase:
         return bytes(out)
 
 
+def _tt_ranks(c, reshape) -> list[int]:
+    """A TT parameter's ranks: its list, or all 1 when a mutation made a Tucker parameter a TT one."""
+    return list(c) if isinstance(c, list) else [1] * max(len(reshape) - 1, 0)
+
+
 def _prod(xs) -> int:
     p = 1
     for x in xs:
@@ -469,7 +482,10 @@ def case_from_bytes(name: str, data: bytes) -> FuzzCase:
     core_syms = [np.asarray(c.symbols).reshape(-1) for c in f.cores]
     params, psyms = [], []
     for p in f.params:
-        if int(p.encoding) == 1:
+        if int(p.encoding) == 2:
+            params.append([p.name, list(p.shape), 2, p.group, list(p.ranks), list(p.reshape)])
+            psyms.append([np.asarray(m).reshape(-1) for m in p.factors])
+        elif int(p.encoding) == 1:
             reshape = [m.shape[0] for m in p.factors]
             params.append([p.name, list(p.shape), 1, p.group, p.core, reshape])
             psyms.append([np.asarray(m).reshape(-1) for m in p.factors])
@@ -477,7 +493,8 @@ def case_from_bytes(name: str, data: bytes) -> FuzzCase:
             params.append([p.name, list(p.shape), 0, p.group, 0, []])
             psyms.append([np.asarray(p.symbols).reshape(-1)])
     meta = [(k.encode(), v.encode()) for k, v in f.metadata.items()]
-    return FuzzCase(name, meta, arch, tables, groups, cores, params, core_syms, psyms, arch_fmt=fmt)
+    return FuzzCase(name, meta, arch, tables, groups, cores, params, core_syms, psyms, arch_fmt=fmt,
+                    version=tuple(f.version))
 
 
 # ==================================================================================================
@@ -995,6 +1012,9 @@ def m_param(c: FuzzCase, r: random.Random) -> str:
         p[2] = r.choice([0, 1, 2, 255])
     elif f == "group":
         p[3] = r.choice([0, 1, len(c.groups), 2 ** 31])
+    elif f == "core" and p[2] == 2 and isinstance(p[4], list) and p[4]:   # a TT rank
+        j = r.randrange(len(p[4]))
+        p[4][j] = r.choice([0, 1, 2, p[4][j] + 1, 2 ** 14, 2 ** 31])
     elif f == "core":
         p[4] = r.choice([0, 1, len(c.cores), 2 ** 31])
     elif f == "reshape" and p[5]:
@@ -1067,7 +1087,7 @@ def m_sections(c: FuzzCase, r: random.Random) -> str:
     elif op == "count":
         c.count_lie = r.choice([-1, 1, 20])
     elif op == "version":
-        c.version = r.choice([(1, 1), (1, 255), (2, 0), (0, 0)])
+        c.version = r.choice([(1, 1), (1, 255), (2, 0), (3, 0), (0, 0)])   # 2.x reads like 1.x without TT
     else:
         c.bad_crc = True
     return f"sections {op}"

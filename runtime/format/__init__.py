@@ -4,8 +4,8 @@ Torch-free by design: this package ships to the device with the runtime.
 """
 from .accounting import ByteBreakdown, SectionBytes, byte_breakdown
 from .container import (
-    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13,
-    REQUIRED_SECTIONS, SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD,
+    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TT, ENC_TUCKER,
+    QUANT_EQ13, REQUIRED_SECTIONS, SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD,
     SECTION_TENSORS, AdtFile, ArchFormat, Core, CoreKind, Encoding, Param, QuantGroup, QuantMode, SectionInfo,
     SectionKind,
 )
@@ -23,8 +23,8 @@ __all__ = [
     # file model and constants
     "AdtFile", "Core", "Param", "QuantGroup", "SectionInfo",
     "ArchFormat", "CoreKind", "Encoding", "QuantMode", "SectionKind",
-    "ARCH_ONNX_DEFLATE", "ARCH_ONNX_DEFLATE_DICT1", "CORE_CP", "CORE_TUCKER", "ENC_PLAIN", "ENC_TUCKER",
-    "QUANT_EQ13", "REQUIRED_SECTIONS", "SECTION_ARCH", "SECTION_CODES", "SECTION_META", "SECTION_NAMES",
+    "ARCH_ONNX_DEFLATE", "ARCH_ONNX_DEFLATE_DICT1", "CORE_CP", "CORE_TUCKER", "ENC_PLAIN", "ENC_TT",
+    "ENC_TUCKER", "QUANT_EQ13", "REQUIRED_SECTIONS", "SECTION_ARCH", "SECTION_CODES", "SECTION_META", "SECTION_NAMES",
     "SECTION_PAYLOAD", "SECTION_TENSORS",
     # reading, writing, accounting
     "read_adt", "AdtWriter", "TABLE_POLICIES", "write_atomic", "byte_breakdown", "ByteBreakdown", "SectionBytes",

@@ -5,7 +5,9 @@
 
 * file = header (magic + version) + section table + every section (file order) + CRC-32 checksum;
 * payload section x 8 bits = core bits + factor bits + plain-bias bits + other plain bits + padding,
-  using the per-array ``bits`` the reader fills while decoding.
+  using the per-array ``bits`` the reader fills while decoding. "cores" are the Tucker/CP cores of the
+  core list; a tensor-train parameter's own cores (format 2.0) are its decomposed weight like a Tucker
+  parameter's factors, so they count under "factors" (no new part: reports of 1.x files are unchanged).
 
 Both sums are checked and raise :class:`AssertionError` (explicitly, so ``python -O`` cannot skip
 them) when they do not add up: that is a reader bug, never a property of the user's file.
@@ -97,7 +99,7 @@ def byte_breakdown(f: AdtFile) -> ByteBreakdown:
     plain = [p for p in f.params if p.encoding == ENC_PLAIN]
     bits = {
         "cores": sum(c.bits for c in f.cores),
-        "factors": sum(p.bits for p in f.params if p.encoding != ENC_PLAIN),
+        "factors": sum(p.bits for p in f.params if p.encoding != ENC_PLAIN),   # Tucker factors and TT cores
         "plain biases": sum(p.bits for p in plain if is_bias(p.name)),
         "other plain parameters": sum(p.bits for p in plain if not is_bias(p.name)),
     }

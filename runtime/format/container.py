@@ -17,7 +17,7 @@ from .quantizer import dequantize
 __all__ = [
     "AdtFile", "ArchFormat", "Core", "CoreKind", "Encoding", "Param", "QuantGroup", "QuantMode",
     "SectionInfo", "SectionKind", "ARCH_ONNX_DEFLATE", "ARCH_ONNX_DEFLATE_DICT1", "CORE_CP", "CORE_TUCKER",
-    "ENC_PLAIN", "ENC_TUCKER", "QUANT_EQ13", "REQUIRED_SECTIONS", "SECTION_ARCH", "SECTION_CODES",
+    "ENC_PLAIN", "ENC_TT", "ENC_TUCKER", "QUANT_EQ13", "REQUIRED_SECTIONS", "SECTION_ARCH", "SECTION_CODES",
     "SECTION_META", "SECTION_NAMES", "SECTION_PAYLOAD", "SECTION_TENSORS",
 ]
 
@@ -47,10 +47,12 @@ class CoreKind(_Kind):
 
 
 class Encoding(_Kind):
-    """How a parameter is stored: plain (quantized dense values) or as Tucker factors of a core."""
+    """How a parameter is stored: plain (quantized dense values), as Tucker factors of a core, or
+    (from format version 2.0 on) as the cores of a tensor train."""
 
     PLAIN = 0
     TUCKER = 1
+    TT = 2
 
 
 class QuantMode(_Kind):
@@ -85,6 +87,7 @@ CORE_TUCKER = CoreKind.TUCKER
 CORE_CP = CoreKind.CP
 ENC_PLAIN = Encoding.PLAIN
 ENC_TUCKER = Encoding.TUCKER
+ENC_TT = Encoding.TT
 QUANT_EQ13 = QuantMode.EQ13
 ARCH_ONNX_DEFLATE = ArchFormat.ONNX_DEFLATE
 ARCH_ONNX_DEFLATE_DICT1 = ArchFormat.ONNX_DEFLATE_DICT1
@@ -122,7 +125,9 @@ class Core:
 
 @dataclass
 class Param:
-    """One named model parameter: stored plain (quantized dense) or as Tucker factors of a core."""
+    """One named model parameter: stored plain (quantized dense), as Tucker factors of a core, or as
+    a tensor train (TT): ``factors`` then holds the d TT cores, symbol arrays of shape
+    ``(r_{k-1}, n_k, r_k)`` with ``r_0 = r_d = 1``, and ``core`` is None."""
 
     name: str
     shape: tuple[int, ...]
@@ -130,12 +135,24 @@ class Param:
     group: int
     symbols: np.ndarray | None = None                    # plain: the values, shape == self.shape
     core: int | None = None                              # tucker: index into AdtFile.cores
-    factors: list[np.ndarray] = field(default_factory=list)  # tucker: (n_i, k_i) symbol matrices
+    factors: list[np.ndarray] = field(default_factory=list)  # tucker: (n_i, k_i) matrices; TT: (r, n, r) cores
     bits: int = 0                                        # payload bits of this parameter (reader)
 
     @property
     def reshape(self) -> tuple[int, ...] | None:
-        return tuple(int(f.shape[0]) for f in self.factors) if self.encoding == ENC_TUCKER else None
+        """The dims ``(n_1..n_d)`` the parameter is rebuilt in before its reshape to ``shape``."""
+        if self.encoding == ENC_TUCKER:
+            return tuple(int(f.shape[0]) for f in self.factors)
+        if self.encoding == ENC_TT:
+            return tuple(int(f.shape[1]) for f in self.factors)
+        return None
+
+    @property
+    def ranks(self) -> tuple[int, ...] | None:
+        """A TT parameter's ranks ``(r_1..r_{d-1})`` (``r_0 = r_d = 1`` are implicit); None otherwise."""
+        if self.encoding != ENC_TT:
+            return None
+        return tuple(int(f.shape[2]) for f in self.factors[:-1])
 
     @property
     def numel(self) -> int:

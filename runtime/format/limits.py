@@ -1,14 +1,17 @@
 """Hard limits of the .adt format (FORMAT.md, "Limits"). A reader rejects anything beyond them."""
 
 MAGIC = b"ADT\x1a"
-MAJOR_VERSION = 1
+MAJOR_VERSION = 2                    # the newest major version this reader implements (FORMAT.md §13)
 MINOR_VERSION = 0
+READ_MAJORS = (1, 2)                 # every major version this reader implements; others: AdtVersionError
+BASE_MAJOR = 1                       # what the writer writes when nothing needs more, so 1.x readers keep working
+TT_MIN_MAJOR = 2                     # parameter encoding 2 (tensor train) exists from this major version on
 
 MAX_SECTIONS = 16
 MAX_SECTION_BYTES = 1 << 26          # any non-payload section: 64 MiB
 MAX_PAYLOAD_BYTES = 1 << 32          # 4 GiB of coded bits
 MAX_VARINT_BYTES = 9                 # values < 2**63
-MAX_ORDER = 8                        # ndim of a shape, order of a Tucker core
+MAX_ORDER = 8                        # ndim of a shape, order of a Tucker core, cores of a tensor train
 MAX_DIM = (1 << 31) - 1
 MAX_TENSOR_ELEMENTS = 1 << 28        # dense elements of one parameter (1 GiB of float32)
 MAX_TOTAL_ELEMENTS = 1 << 30         # dense elements of all parameters together

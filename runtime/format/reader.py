@@ -18,7 +18,8 @@ from . import limits as L
 from .archdict import ONNX_DICT_V1
 from .binary import Cursor, read_exact
 from .container import (
-    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13, REQUIRED_SECTIONS,
+    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TT, ENC_TUCKER, QUANT_EQ13,
+    REQUIRED_SECTIONS,
     SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD, SECTION_TENSORS,
     AdtFile, Core, CoreKind, Param, QuantGroup, QuantMode, SectionInfo, SectionKind,
 )
@@ -89,8 +90,10 @@ def _read_header(buf: bytes) -> tuple[tuple[int, int], list[SectionInfo], int]:
     head = buf[:4]
     if head != L.MAGIC[:len(head)]:
         raise AdtMagicError(f"magic is {bytes(head)!r}, expected {L.MAGIC!r}: not a .adt file")
-    if len(buf) >= 5 and buf[4] != L.MAJOR_VERSION:
-        raise AdtVersionError(f"file has major version {buf[4]}, this reader reads major version {L.MAJOR_VERSION}")
+    if len(buf) >= 5 and buf[4] not in L.READ_MAJORS:
+        raise AdtVersionError(
+            f"file has major version {buf[4]}, this reader reads major versions "
+            f"{' and '.join(map(str, L.READ_MAJORS))}")
     if len(buf) < MIN_FILE_BYTES:
         raise AdtTruncatedError(f"file is {len(buf)} bytes, the smallest .adt file is {MIN_FILE_BYTES}")
     major, minor = read_exact(buf, 4, 2, "version")
@@ -281,7 +284,33 @@ def _dims(cur: Cursor, n: int, what: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGroup], list[Core], list[Param]]:
+def _read_tt(cur: Cursor, name: str, shape: tuple[int, ...], numel: int) -> list[np.ndarray]:
+    """A TT parameter's fields after its group (FORMAT.md §7.3, encoding 2): order, reshape, ranks.
+    Returns placeholders of the cores' shapes ``(r_{k-1}, n_k, r_k)`` that hold no memory (zero
+    strides) until the payload fills them, so a hostile rank costs nothing before the payload check."""
+    what = f"parameter {name!r}"
+    d = cur.varint(f"{what} TT order", limit=L.MAX_ORDER, minimum=1)
+    reshape = _dims(cur, d, f"{what} TT reshape")
+    if prod(reshape) != numel:
+        raise AdtTableError(
+            f"tensor table: {what} TT reshape {reshape} has {prod(reshape)} elements, shape {shape} has {numel}")
+    inner = tuple(cur.varint(f"{what} TT rank {k}", limit=L.MAX_DIM, minimum=1) for k in range(1, d))
+    ranks = (1,) + inner + (1,)
+    sizes = [ranks[k] * reshape[k] * ranks[k + 1] for k in range(d)]
+    for k, n in enumerate(sizes):
+        if n > L.MAX_TENSOR_ELEMENTS:
+            raise AdtLimitError(
+                f"tensor table: {what} TT core {k} ({ranks[k]}, {reshape[k]}, {ranks[k + 1]}) has {n} values, "
+                f"limit {L.MAX_TENSOR_ELEMENTS}")
+    if sum(sizes) > L.MAX_TENSOR_ELEMENTS:
+        raise AdtLimitError(
+            f"tensor table: {what} TT cores with ranks {inner} have {sum(sizes)} values in all, limit {L.MAX_TENSOR_ELEMENTS}")
+    empty = np.zeros((), np.uint16)
+    return [np.broadcast_to(empty, (ranks[k], reshape[k], ranks[k + 1])) for k in range(d)]
+
+
+def _read_tensors(cur: Cursor, codes: list[HuffmanCode],
+                  major: int = L.MAJOR_VERSION) -> tuple[list[QuantGroup], list[Core], list[Param]]:
     groups = []
     for i in range(cur.varint("group count", limit=L.MAX_GROUPS)):
         mode = cur.u8(f"group {i} mode")
@@ -332,16 +361,25 @@ def _read_tensors(cur: Cursor, codes: list[HuffmanCode]) -> tuple[list[QuantGrou
                 f"tensor table: parameter {name!r} shape {shape} ({numel} elements, {total} in all) exceeds "
                 f"{L.MAX_TENSOR_ELEMENTS} per tensor / {L.MAX_TOTAL_ELEMENTS} in all"
             )
-        enc = _small(cur, ENC_TUCKER)
+        enc = _small(cur, ENC_TT)
         if enc is None:
             enc = cur.u8(f"parameter {name!r} encoding")
-        if enc not in (ENC_PLAIN, ENC_TUCKER):
-            raise AdtTableError(f"tensor table: parameter {name!r} has encoding {enc}, expected {ENC_PLAIN} (plain) or {ENC_TUCKER} (Tucker)")
+        if enc not in (ENC_PLAIN, ENC_TUCKER, ENC_TT):
+            raise AdtTableError(
+                f"tensor table: parameter {name!r} has encoding {enc}, expected {ENC_PLAIN} (plain), "
+                f"{ENC_TUCKER} (Tucker) or {ENC_TT} (tensor train)")
+        if enc == ENC_TT and major < L.TT_MIN_MAJOR:
+            # a 1.x reader would reject encoding 2, so a 1.x file cannot hold it (FORMAT.md §13)
+            raise AdtTableError(
+                f"tensor table: parameter {name!r} has encoding {ENC_TT} (tensor train), which needs version "
+                f"{L.TT_MIN_MAJOR}.0; the file is version {major}.x")
         group = _small(cur, len(groups) - 1)
         if group is None:
             group = _ref(cur, f"parameter {name!r} group", len(groups), "groups")
         if enc == ENC_PLAIN:
             params.append(Param(name, shape, ENC_PLAIN, group))
+        elif enc == ENC_TT:
+            params.append(Param(name, shape, ENC_TT, group, factors=_read_tt(cur, name, shape, numel)))
         else:
             ci = _small(cur, len(cores) - 1)
             if ci is None:
@@ -369,6 +407,9 @@ def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
     for p in params:
         if p.encoding == ENC_PLAIN:
             plan.append((None, p.group, p.numel, p, None))
+        elif p.encoding == ENC_TT:
+            for j, f in enumerate(p.factors):
+                plan.append((None, p.group, f.size, p, j))
         else:
             dims = cores[p.core].dims
             for j, f in enumerate(p.factors):
@@ -381,8 +422,16 @@ def _read_payload(cur: Cursor, codes, groups, cores, params) -> int:
         )
     total = sum(n for _, _, n, _, _ in plan)
     if total > 8 * nbytes:
+        # name the first stream that cannot fit (a TT parameter's ranks can ask for far more values than
+        # its shape has): only on this error path, so a valid file pays nothing for it
+        upto = 0
+        for item in plan:
+            upto += item[2]
+            if upto > 8 * nbytes:
+                break
         raise AdtPayloadError(
-            f"payload: {total} coded values need at least {total} bits, the payload has only {8 * nbytes}"
+            f"payload: {total} coded values need at least {total} bits, the payload has only {8 * nbytes} "
+            f"({_what(item)} ends at value {upto})"
         )
     view = cur.view(nbytes, "bitstream")
     try:
@@ -463,7 +512,9 @@ def _what(item) -> str:
     ci, _, _, slot, j = item
     if ci is not None:
         return f"core {ci}"
-    return f"parameter {slot.name!r}" + ("" if j is None else f" factor {j}")
+    if j is None:
+        return f"parameter {slot.name!r}"
+    return f"parameter {slot.name!r} " + (f"TT core {j}" if slot.encoding == ENC_TT else f"factor {j}")
 
 
 def _decode_one(bits: bitarray, pos: int, codes, groups, cores, item) -> int:
@@ -486,6 +537,9 @@ def _store(slot, j, sym: np.ndarray, nbits: int, cores) -> None:
     elif j is None:
         slot.symbols = sym.reshape(slot.shape)
         slot.bits = nbits
+    elif slot.encoding == ENC_TT:
+        slot.factors[j] = sym.reshape(slot.factors[j].shape)   # the placeholder's (r_{k-1}, n_k, r_k)
+        slot.bits += nbits
     else:
         slot.factors[j] = sym.reshape(-1, cores[slot.core].dims[j])
         slot.bits += nbits
@@ -522,7 +576,7 @@ def _read_buffer(buf: bytes, max_architecture_bytes: int) -> AdtFile:
         c = cursor(SECTION_ARCH)
         arch = _read_architecture(c, max_architecture_bytes)
     codes = _read_codes(cursor(SECTION_CODES))
-    groups, cores, params = _read_tensors(cursor(SECTION_TENSORS), codes)
+    groups, cores, params = _read_tensors(cursor(SECTION_TENSORS), codes, version[0])
     nbits = _read_payload(cursor(SECTION_PAYLOAD), codes, groups, cores, params)
     return AdtFile(
         version=version, metadata=meta, architecture=arch, tables=codes, groups=groups, cores=cores,

@@ -28,8 +28,8 @@ from . import limits as L
 from .archdict import ONNX_DICT_V1
 from .binary import encode_string, encode_varint
 from .container import (
-    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TUCKER, QUANT_EQ13,
-    SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_PAYLOAD, SECTION_TENSORS, ArchFormat, CoreKind, Encoding,
+    ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TT, ENC_TUCKER,
+    QUANT_EQ13, SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_PAYLOAD, SECTION_TENSORS, ArchFormat, CoreKind, Encoding,
     SectionKind,
 )
 from .errors import AdtError, AdtWriterError
@@ -81,7 +81,9 @@ class _Param:
     encoding: Encoding
     group: int
     core: int | None
-    arrays: list[np.ndarray]   # flattened: plain, one array; Tucker, the factors in mode order
+    arrays: list[np.ndarray]   # flattened: plain, one array; Tucker, the factors in mode order; TT, the cores
+    reshape: tuple[int, ...] = ()   # TT only: (n_1..n_d)
+    ranks: tuple[int, ...] = ()     # TT only: (r_1..r_{d-1})
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,8 @@ class AdtWriter:
         return len(self._cores) - 1
 
     def _add_param(self, name: str, shape: Sequence[int], encoding: Encoding, group: int,
-                   core: int | None, arrays: list[np.ndarray]) -> None:
+                   core: int | None, arrays: list[np.ndarray], reshape: tuple[int, ...] = (),
+                   ranks: tuple[int, ...] = ()) -> None:
         self._enter(WriterPhase.PARAMS, "add parameter")
         self._check_group(group, f"parameter {name!r}", arrays)
         if not name or len(name.encode()) > L.MAX_NAME_BYTES:
@@ -216,7 +219,7 @@ class AdtWriter:
             raise AdtWriterError(f"more than {L.MAX_PARAMS} parameters")
         self._names.add(name)
         self._total_elements += numel
-        self._params.append(_Param(name, shape, encoding, group, core, arrays))
+        self._params.append(_Param(name, shape, encoding, group, core, arrays, reshape, ranks))
 
     def add_plain(self, name: str, symbols: np.ndarray, group: int) -> None:
         """A parameter stored as quantized dense values; its shape is ``symbols.shape``."""
@@ -243,7 +246,44 @@ class AdtWriter:
             )
         self._add_param(name, shape, ENC_TUCKER, group, core, [m.reshape(-1) for m in mats])
 
+    def add_tt(self, name: str, shape: Sequence[int], cores: Sequence[np.ndarray], group: int) -> None:
+        """A parameter stored as a tensor train (format version 2.0): rebuilt as reshape(T, shape) with
+        ``T[j_1..j_d] = G_1[0, j_1, :] G_2[:, j_2, :] ... G_d[:, j_d, 0]``. ``cores[k]`` is a 3-D
+        ``(r_{k-1}, n_k, r_k)`` symbol array with ``r_0 = r_d = 1``, consecutive ranks matching and
+        ``prod(n_k) == prod(shape)``, 1 <= d <= 8. A file with a TT parameter is written as version 2.0."""
+        what = f"parameter {name!r}"
+        mats = [_symbols(g, f"{what} TT core {k}") for k, g in enumerate(cores)]
+        if not 1 <= len(mats) <= L.MAX_ORDER:
+            raise AdtWriterError(f"{what}: a tensor train needs 1..{L.MAX_ORDER} cores, got {len(mats)}")
+        prev = 1
+        for k, g in enumerate(mats):
+            if g.ndim != 3 or g.shape[0] != prev or not 1 <= g.shape[1] <= L.MAX_DIM or not 1 <= g.shape[2] <= L.MAX_DIM:
+                raise AdtWriterError(
+                    f"{what}: TT core {k} must be ({prev}, n_{k + 1}, r_{k + 1}) with n, r in 1..{L.MAX_DIM}, got {g.shape}")
+            if g.size > L.MAX_TENSOR_ELEMENTS:
+                raise AdtWriterError(f"{what}: TT core {k} has {g.size} values, limit {L.MAX_TENSOR_ELEMENTS}")
+            prev = int(g.shape[2])
+        if prev != 1:
+            raise AdtWriterError(f"{what}: the last TT core must have rank 1 on its right, got {mats[-1].shape}")
+        stored = sum(int(g.size) for g in mats)
+        if stored > L.MAX_TENSOR_ELEMENTS:
+            raise AdtWriterError(f"{what}: TT cores have {stored} values in all, limit {L.MAX_TENSOR_ELEMENTS}")
+        reshape = tuple(int(g.shape[1]) for g in mats)
+        ranks = tuple(int(g.shape[2]) for g in mats[:-1])
+        if prod(reshape) != prod(int(d) for d in shape):
+            raise AdtWriterError(
+                f"{what}: TT reshape {reshape} has {prod(reshape)} elements, shape {tuple(shape)} has {prod(shape)}")
+        self._add_param(name, shape, ENC_TT, group, None, [g.reshape(-1) for g in mats], reshape, ranks)
+
     # -- output ----------------------------------------------------------------------------------
+    @property
+    def version(self) -> tuple[int, int]:
+        """The version the file is written as: the lowest that can hold it (FORMAT.md §13), so a
+        file without TT parameters stays a 1.0 file that every 1.x reader reads."""
+        if any(p.encoding == ENC_TT for p in self._params):
+            return (L.TT_MIN_MAJOR, 0)
+        return (L.BASE_MAJOR, 0)
+
     def _streams(self) -> list[_Stream]:
         """The symbol arrays in payload order: cores, then parameters (factors in mode order)."""
         out = [_Stream(c.group, c.symbols) for c in self._cores]
@@ -295,6 +335,9 @@ class AdtWriter:
                 t += encode_varint(p.core)
                 reshape = [a.size // k for a, k in zip(p.arrays, self._cores[p.core].dims)]
                 t += b"".join(encode_varint(n) for n in reshape)
+            elif p.encoding == ENC_TT:
+                t += encode_varint(len(p.reshape)) + b"".join(encode_varint(n) for n in p.reshape)
+                t += b"".join(encode_varint(r) for r in p.ranks)
 
         bits = bitarray(endian="big")
         for st in streams:
@@ -315,7 +358,7 @@ class AdtWriter:
             sections.append((SECTION_ARCH, bytes([fmt]) + encode_varint(len(self._arch)) + deflated))
         sections += [(SECTION_CODES, codes_body), (SECTION_TENSORS, bytes(t)), (SECTION_PAYLOAD, payload)]
 
-        out = bytearray(L.MAGIC + bytes([L.MAJOR_VERSION, L.MINOR_VERSION]))
+        out = bytearray(L.MAGIC + bytes(self.version))
         out += encode_varint(len(sections))
         for kind, body in sections:
             out += bytes([kind]) + encode_varint(len(body))

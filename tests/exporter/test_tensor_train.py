@@ -1,5 +1,5 @@
 """Tensor-train weights: the rebuild against an independent einsum, TT-SVD exactness, TT layers against
-dense layers, planner value counts, init variance, training, and the export refusal."""
+dense layers, planner value counts, init variance, training, and the export to a format 2.0 file."""
 import math
 
 import numpy as np
@@ -13,7 +13,7 @@ from adt.exporter import (
     plan_model_tt, plan_tt, train, tt_layers, tt_model_params, tt_plan_table,
 )
 from adt.exporter.data import tensor_loader
-from adt.exporter.tensor_train import TT_FORMAT_MESSAGE, tt_contraction_cost, tt_max_ranks, tt_to_tensor
+from adt.exporter.tensor_train import tt_contraction_cost, tt_max_ranks, tt_to_tensor
 
 torch.set_num_threads(1)
 
@@ -267,14 +267,41 @@ def test_training_a_tt_model_reduces_the_loss():
     assert all(not torch.equal(b, a) for b, a in zip(before, after))  # every core trained
 
 
-def test_export_refuses_a_tt_model_before_writing(tmp_path):
+@pytest.mark.parametrize("engine", ["numpy", "onnxruntime"])
+def test_a_tt_model_exports_to_a_version_2_file_the_runtime_runs(tmp_path, engine):
+    """The file stores each TT layer as a TT parameter (FORMAT.md 2.0): the runtime's rebuild of the
+    file's cores is the torch model with those quantized values, on both engines; Tucker files stay 1.0."""
+    import adt.runtime as rt
+    from adt.exporter.export import dequantized_weights, quantized_model
+    from adt.exporter.quantplan import make_quant_plan
+    from adt.runtime.format import ENC_TT, read_adt
+
+    torch.manual_seed(0)
     model = build_model("lenet5")
-    apply_tt(model, plan_model_tt(model, 20.0), seed=0)
+    plan = plan_model_tt(model, 20.0)
+    apply_tt(model, plan, seed=0)
     out = tmp_path / "tt.adt"
-    with pytest.raises(ModelError, match=TT_FORMAT_MESSAGE):
-        export_adt(model, out, input_shape=(1, 28, 28))
-    assert not out.exists()
-    assert TT_FORMAT_MESSAGE == "TT layers need format 2.0, not yet written"
+    rep = export_adt(model, out, input_shape=(1, 28, 28), q=4096)
+    assert rep.check.passed
+    f = read_adt(out)
+    assert f.version == (2, 0) and f.metadata["method"] == "tt"
+    tt_params = {p.name: p for p in f.params if p.encoding == ENC_TT}
+    assert set(tt_params) == {f"{name}.weight" for name in plan}
+    for name, tp in plan.items():
+        p = tt_params[f"{name}.weight"]
+        assert p.reshape == tp.reshape and p.ranks == tp.ranks[1:-1]
+        assert [g.shape for g in p.factors] == [tuple(cs) for cs in tp.core_shapes]
+    assert rep.stored_values == count_params(model)
+    x = torch.randn(4, 1, 28, 28)
+    qplan = make_quant_plan(model, q=4096)
+    with torch.no_grad():
+        expected = quantized_model(model, dequantized_weights(model, qplan))(x).numpy()
+    got = rt.load(out, engine=engine).run(x.numpy())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
+    # without TT layers nothing changes: the file is still a 1.0 file (old runtimes read it)
+    dense = tmp_path / "dense.adt"
+    export_adt(build_model("lenet300"), dense, input_shape=(784,))
+    assert read_adt(dense).version == (1, 0)
 
 
 def test_apply_tt_checks_the_whole_plan_before_changing_anything():

@@ -72,6 +72,14 @@ def tucker_param(name: str, shape: list[int], grp: int, core_idx: int, reshape: 
     return plain_param(name, shape, grp, enc=1) + varint(core_idx) + b"".join(varint(n) for n in reshape)
 
 
+def tt_param(name: str, shape: list[int], grp: int, reshape: list[int], ranks: list[int],
+             order: int | None = None) -> bytes:
+    """A tensor-train parameter (encoding 2, FORMAT.md §7.3); ``order`` overrides the declared d."""
+    d = len(reshape) if order is None else order
+    return (plain_param(name, shape, grp, enc=2) + varint(d) + b"".join(varint(n) for n in reshape)
+            + b"".join(varint(r) for r in ranks))
+
+
 def tensors(groups: list[bytes], cores: list[bytes], params: list[bytes]) -> bytes:
     return b"".join(varint(len(x)) + b"".join(x) for x in (groups, cores, params))
 

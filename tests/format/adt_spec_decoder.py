@@ -84,7 +84,9 @@ def dequantize(s: int, q: int, b: float) -> float:
 
 def decode(data: bytes, dictionary: bytes) -> dict:
     r = Reader(data)
-    assert r.take(4) == b"ADT\x1a" and r.u8() == 1
+    assert r.take(4) == b"ADT\x1a"
+    major = r.u8()
+    assert major in (1, 2)  # §13: majors 1 and 2
     minor = r.u8()
     entries = [(r.u8(), r.varint()) for _ in range(r.varint())]
     offset, bodies = r.pos, {}
@@ -93,7 +95,7 @@ def decode(data: bytes, dictionary: bytes) -> dict:
         offset += length
     assert offset == len(data) - 4
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
-    out = {"minor": minor, "metadata": {}, "architecture": None}
+    out = {"major": major, "minor": minor, "metadata": {}, "architecture": None}
 
     if 1 in bodies:  # §4
         m = Reader(data, *bodies[1])
@@ -139,6 +141,15 @@ def decode(data: bytes, dictionary: bytes) -> dict:
         if p["encoding"] == 1:
             p["core"] = t.varint()
             p["reshape"] = [t.varint() for _ in cores[p["core"]]["dims"]]
+        elif p["encoding"] == 2:  # §7.3 tensor train: order, reshape, ranks (r_0 = r_d = 1 implicit)
+            assert major >= 2
+            d = t.varint()
+            assert 1 <= d <= 8
+            p["reshape"] = [t.varint() for _ in range(d)]
+            assert _prod(p["reshape"]) == _prod(p["shape"])
+            p["ranks"] = [t.varint() for _ in range(d - 1)]
+        else:
+            assert p["encoding"] == 0
         params.append(p)
 
     bits = Bits(data[bodies[5][0]:bodies[5][1]])  # §8
@@ -160,6 +171,9 @@ def decode(data: bytes, dictionary: bytes) -> dict:
     for p in params:
         if p["encoding"] == 0:
             p["symbols"] = symbols(_prod(p["shape"]), p["group"])
+        elif p["encoding"] == 2:  # §8: cores G_1..G_d, each r_{k-1} n_k r_k values, row-major
+            r = [1] + p["ranks"] + [1]
+            p["tt_cores"] = [symbols(r[k] * n * r[k + 1], p["group"]) for k, n in enumerate(p["reshape"])]
         else:
             ks = cores[p["core"]]["dims"]
             p["factors"] = [symbols(n * k, p["group"]) for n, k in zip(p["reshape"], ks)]
@@ -171,7 +185,26 @@ def decode(data: bytes, dictionary: bytes) -> dict:
             item["values"] = [dequantize(s, g["q"], g["b"]) for s in item["symbols"]]
         if "factors" in item:
             item["factor_values"] = [[dequantize(s, g["q"], g["b"]) for s in f] for f in item["factors"]]
+        if "tt_cores" in item:
+            item["tt_core_values"] = [[dequantize(s, g["q"], g["b"]) for s in c] for c in item["tt_cores"]]
+            item["weight"] = tt_weight(item["reshape"], item["ranks"], item["tt_core_values"])
     return out
+
+
+def tt_weight(reshape: list[int], ranks: list[int], cores: list[list[float]]) -> list[float]:
+    """§10: T[j_1..j_d] = G_1[0,j_1,:] G_2[:,j_2,:] ... G_d[:,j_d,0], left to right in binary64, each
+    element rounded once to binary32; the elements in row-major order of (n_1..n_d), i.e. of shape."""
+    r = [1] + ranks + [1]
+    rows = [[1.0]]      # for every prefix j_1..j_k (row-major): the 1 x r_k row vector of the product so far
+    for k, n in enumerate(reshape):
+        a, b, g = r[k], r[k + 1], cores[k]
+        nxt = []
+        for vec in rows:
+            for j in range(n):
+                # G_k[:, j, :] is the a x b matrix at g[(x * n + j) * b + y]
+                nxt.append([sum(vec[x] * g[(x * n + j) * b + y] for x in range(a)) for y in range(b)])
+        rows = nxt
+    return [struct.unpack("<f", struct.pack("<f", vec[0]))[0] for vec in rows]
 
 
 def _prod(xs) -> int:

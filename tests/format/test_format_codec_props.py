@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 from bitarray import bitarray
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adt.runtime.format import AdtCodeTableError, AdtQuantizationError, HuffmanCode, code_lengths

@@ -59,7 +59,7 @@ def test_bad_magic(magic):
     assert_rejected(magic + PLAIN[4:], AdtMagicError)
 
 
-@pytest.mark.parametrize("major", [0, 2, 255])
+@pytest.mark.parametrize("major", [0, 3, 255])
 def test_other_major_version(major):
     assert_rejected(build(major=major), AdtVersionError)
     assert_rejected(PLAIN[:5].replace(b"\x01", bytes([major])), AdtVersionError)   # even when truncated
@@ -68,6 +68,8 @@ def test_other_major_version(major):
 def test_future_minor_version_is_read():
     f = read_adt(build(minor=7))
     assert f.version == (1, 7) and f.param("x").symbols.tolist() == [1, 2, 2, 3]
+    f = read_adt(build(major=2, minor=3))   # a 2.x file without tensor trains reads the same
+    assert f.version == (2, 3) and f.param("x").symbols.tolist() == [1, 2, 2, 3]
 
 
 def test_flipped_bits():
@@ -450,3 +452,97 @@ def test_every_byte_value_at_every_offset(vector):
             except AdtError:
                 pass
     assert ok < (len(src) - 4) * 255          # most substitutions are caught
+
+
+# -- tensor-train parameters (format 2.0, encoding 2) ----------------------------------------------
+# The plain vector's table and group hold 4 symbols in 5..6 bits; a TT "x" of shape (4,) reshaped (2, 2)
+# with rank 1 has cores (1, 2, 1) and (1, 2, 1): the same 4 values, so the same payload decodes.
+TT = C.tt_param("x", [4], 0, [2, 2], [1])
+
+
+def assert_tt_rejected(data: bytes, exc: type[AdtError]) -> AdtError:
+    """Rejected with exactly ``exc``, and the message names the parameter."""
+    err = assert_rejected(data, exc)
+    assert "'x'" in str(err), f"the message does not name the parameter: {err}"
+    return err
+
+
+def test_tt_parameter_reads_in_a_2_0_file():
+    f = read_adt(build(params=[TT], major=2))
+    p = f.param("x")
+    assert f.version == (2, 0) and p.encoding == 2 and p.core is None
+    assert p.reshape == (2, 2) and p.ranks == (1,) and [g.shape for g in p.factors] == [(1, 2, 1)] * 2
+    assert [g.reshape(-1).tolist() for g in p.factors] == [[1, 2], [2, 3]] and p.stored_count == 4
+
+
+def test_tt_in_a_1_0_file_needs_version_2():
+    err = assert_tt_rejected(build(params=[TT]), AdtTableError)
+    assert "version 2.0" in str(err)
+
+
+@pytest.mark.parametrize("param,exc", [
+    (C.tt_param("x", [4], 0, [], [], order=0), AdtLimitError),                  # order 0
+    (C.tt_param("x", [4], 0, [1] * 8 + [4], [1] * 8, order=9), AdtLimitError),  # order 9
+    (C.tt_param("x", [4], 0, [2, 2], [0]), AdtLimitError),                      # rank 0
+    (C.tt_param("x", [4], 0, [2, 2], [L.MAX_DIM + 1]), AdtLimitError),          # rank over 2^31-1
+    (C.tt_param("x", [4], 0, [2, 0], [1]), AdtLimitError),                      # reshape dim 0
+    (C.tt_param("x", [4], 0, [2, 3], [1]), AdtTableError),                      # reshape product 6 != 4
+    (C.tt_param("x", [4], 0, [2, 2], [1 << 27]), AdtLimitError),                # 2^28 + 2^28 values in all
+    (C.tt_param("x", [4], 0, [2, 2], [1 << 28]), AdtLimitError),                # core (1, 2, 2^28) alone over 2^28
+])
+def test_bad_tt_fields(param, exc):
+    assert_tt_rejected(build(params=[param], major=2), exc)
+
+
+def test_tt_core_sum_over_the_limit():
+    # three cores of 2^27 + 2, 2^27 + 2, 2 values: each under 2^28, together over it
+    r = (1 << 26) + 1
+    param = C.tt_param("x", [8], 0, [2, 2, 2], [r, 1])
+    err = assert_tt_rejected(build(params=[param], major=2), AdtLimitError)
+    assert "in all" in str(err)
+
+
+def test_order_1_tt_has_no_ranks():
+    f = read_adt(build(params=[C.tt_param("x", [4], 0, [4], [])], major=2))
+    assert f.param("x").ranks == () and f.param("x").factors[0].reshape(-1).tolist() == [1, 2, 2, 3]
+    # a rank written anyway is a byte the tensor table does not use
+    assert_rejected(build(params=[C.tt_param("x", [4], 0, [4], [1])], major=2), AdtSectionError)
+
+
+def test_truncated_tt_ranks():
+    tens = C.tensors([GROUP], [], [C.tt_param("x", [8], 0, [2, 2, 2], [1, 1])])
+    for cut in (1, 2):   # the last rank, then both, missing: the tensor table ends inside the field
+        assert_tt_rejected(C.assemble([(3, CODES), (4, tens[:-cut]), (5, PAY)], major=2), AdtTruncatedError)
+
+
+def test_payload_too_short_for_tt_cores():
+    # rank 2: cores (1, 2, 2) and (2, 2, 1), 8 values; 8 <= 8 bits of payload passes the count bound,
+    # then the codes (at least 1 bit each, here 6 bits for the first four) run out in core 1
+    param = C.tt_param("x", [4], 0, [2, 2], [2])
+    err = assert_tt_rejected(build(params=[param], major=2), AdtPayloadError)
+    assert "TT core 1" in str(err)
+    # ranks far beyond the payload: the symbol-count bound names the first core that cannot fit
+    param = C.tt_param("x", [4], 0, [2, 2], [1 << 12])
+    err = assert_tt_rejected(build(params=[param], major=2), AdtPayloadError)
+    assert "TT core 0" in str(err)
+
+
+def test_symbol_beyond_group_q_in_a_tt_core():
+    codes = C.varint(1) + C.table({1: 2, 2: 2, 3: 2, 4: 2})
+    err = assert_tt_rejected(build(codes=codes, params=[TT], pay=C.payload("00" + "01" + "10" + "11"), major=2),
+                             AdtPayloadError)
+    assert "TT core 1" in str(err)      # symbol 4 is the second value of core 1
+
+
+def test_major_version_3_with_a_tt_parameter():
+    assert_rejected(build(params=[TT], major=3), AdtVersionError)
+
+
+def test_hostile_tt_ranks_are_rejected_without_allocating():
+    # cores (1, 2^14, 2^13) and (2^13, 2^14, 1): 2^28 values in all, within the limits; the 1-byte
+    # payload cannot hold them, found before any array of the cores' size exists
+    param = C.tt_param("x", [1 << 28], 0, [1 << 14, 1 << 14], [1 << 13])
+    data = build(params=[param], major=2)
+    peak = _peak_of(lambda: pytest.raises(AdtError, read_adt, data))
+    assert peak < 1 << 20, f"peak {peak} bytes"
+    assert_tt_rejected(data, AdtPayloadError)

@@ -51,13 +51,18 @@ def test_limits_table_matches_limits_py():
     arch = rows["architecture, inflated"]
     assert _pow(L.MAX_ARCH_BYTES) in arch and str(L.MAX_DEFLATE_RATIO) in arch
     assert f"{L.MAX_ORDER}" in rows["order of a core, ndim of a shape"]
-    assert f"2^31-1" in rows["any dimension (shape, core dims, CP rank, reshape)"] and L.MAX_DIM == 2**31 - 1
+    assert "2^31-1" in rows["any dimension (shape, core dims, CP rank, reshape)"] and L.MAX_DIM == 2**31 - 1
+    assert f"1..{L.MAX_ORDER}" in rows["TT order (cores of a tensor train)"] and "2^31-1" in rows["TT rank"]
+    assert _pow(L.MAX_TENSOR_ELEMENTS) in rows["stored values of one TT core, and of a TT parameter's cores together"]
 
 
 def test_empty_file_size_and_version_stated():
     size = len((C.VECTORS / "empty.adt").read_bytes())
     assert f"**{size} bytes**" in SPEC
     assert f"version **{L.MAJOR_VERSION}.{L.MINOR_VERSION}**" in SPEC
+    # the majors a reader implements, and the version a TT parameter needs
+    assert L.READ_MAJORS == (1, 2) and "majors **1 and 2**" in SPEC and "major version, u8: 1 or 2" in SPEC
+    assert L.TT_MIN_MAJOR == 2 and "needs version 2.0" in SPEC and L.BASE_MAJOR == 1
 
 
 def test_worked_example_bytes_match_the_vector():

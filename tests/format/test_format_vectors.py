@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import adt_format_craft as C
-from adt.runtime.format import CORE_CP, ENC_PLAIN, read_adt
+from adt.runtime.format import CORE_CP, ENC_PLAIN, ENC_TT, read_adt
+from adt.runtime.rebuild import rebuild_weights
 
-NAMES = ["empty", "plain", "tucker_bias_meta", "scada_shared", "cp", "per_group", "arch"]
+NAMES = ["empty", "plain", "tucker_bias_meta", "scada_shared", "cp", "per_group", "arch", "tt"]
 
 
 def _generator():
@@ -55,11 +56,18 @@ def test_vector_decodes_to_expected_arrays(name):
             assert got.dtype == want.dtype and np.array_equal(got, want), key
             seen.add(key)
     assert [p.name for p in f.params] == [d["name"] for d in desc["params"]]
+    weights = rebuild_weights(f)
     for i, (p, d) in enumerate(zip(f.params, desc["params"])):
         assert list(p.shape) == d["shape"] and p.group == d["group"]
         if p.encoding == ENC_PLAIN:
             assert d["encoding"] == "plain"
             pairs = [(f"param{i}_symbols", p.symbols), (f"param{i}_values", f.values(p.symbols, p.group))]
+        elif p.encoding == ENC_TT:
+            assert d["encoding"] == "tt" and p.core is None
+            assert list(p.reshape) == d["reshape"] and list(p.ranks) == d["ranks"]
+            pairs = [(f"param{i}_weight", weights[p.name])]   # FORMAT.md §10, exact (see generate.py)
+            for j, g in enumerate(p.factors):
+                pairs += [(f"param{i}_core{j}_symbols", g), (f"param{i}_core{j}_values", f.values(g, p.group))]
         else:
             assert d["encoding"] == "tucker" and p.core == d["core"] and list(p.reshape) == d["reshape"]
             pairs = []
@@ -143,6 +151,14 @@ def test_spec_decoder_agrees_with_reader(name):
         if p["encoding"] == 0:
             assert p["symbols"] == ref.symbols.reshape(-1).tolist()
             assert f32bits(p["values"]) == [v.tobytes() for v in f.values(ref.symbols, ref.group).reshape(-1)]
+        elif p["encoding"] == 2:
+            assert ref.encoding == ENC_TT and mine["major"] == f.version[0] == 2
+            assert p["reshape"] == list(ref.reshape) and p["ranks"] == list(ref.ranks)
+            for gs, gv, g in zip(p["tt_cores"], p["tt_core_values"], ref.factors, strict=True):
+                assert gs == g.reshape(-1).tolist()
+                assert f32bits(gv) == [v.tobytes() for v in f.values(g, ref.group).reshape(-1)]
+            # the weight, rebuilt left to right from the spec's formula, against the runtime's order
+            assert f32bits(p["weight"]) == [v.tobytes() for v in rebuild_weights(f)[ref.name].reshape(-1)]
         else:
             assert p["reshape"] == list(ref.reshape)
             for fs, fv, m in zip(p["factors"], p["factor_values"], ref.factors, strict=True):

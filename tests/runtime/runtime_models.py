@@ -149,6 +149,48 @@ def make_adt(model, specs: dict, seed: int = 0, tables: str = "auto", metadata: 
     return w.to_bytes()
 
 
+def tt_mlp():
+    """A two-layer MLP whose weights are tensor trains (format 2.0) and whose biases are plain."""
+    nodes = [
+        make_node("Flatten", ["input"], ["1"]),
+        make_node("Gemm", ["1", "fc1.weight", "fc1.bias"], ["2"], transB=1),
+        make_node("Relu", ["2"], ["3"]),
+        make_node("Gemm", ["3", "fc2.weight", "fc2.bias"], ["output"], transB=1),
+    ]
+    specs = {
+        "fc1.weight": ("tt", (100, 784), (10, 10, 28, 28), (4, 6, 4)),
+        "fc1.bias": ("plain", (100,), 0.1),
+        "fc2.weight": ("tt", (10, 100), (10, 10, 10), (3, 3)),
+        "fc2.bias": ("plain", (10,), 0.1),
+    }
+    return _model(nodes, [_io("input", ["N", 1, 28, 28])], [_io("output", ["N", 10])]), specs
+
+
+def make_tt_adt(model, specs: dict, seed: int = 0) -> bytes:
+    """Like :func:`make_adt` for specs ``("tt", shape, reshape, ranks)`` and ``("plain", shape, scale)``:
+    random TT cores scaled so that each weight is O(1/sqrt(fan_in))."""
+    rng = np.random.default_rng(seed)
+    w = AdtWriter()
+    w.add_metadata("producer", "runtime tests")
+    if model is not None:
+        w.set_architecture(strip(model))
+    q, b = 256, 1.0
+    g = w.add_group(q, b)
+    for name, spec in specs.items():
+        if spec[0] == "tt":
+            _, shape, reshape, ranks = spec
+            r = (1,) + tuple(ranks) + (1,)
+            # a product of d cores summed over the ranks has variance s^(2d) * prod(ranks)
+            target = 1.0 / np.sqrt(prod(shape[1:]))
+            s = (target ** 2 / prod(ranks)) ** (1 / (2 * len(reshape)))
+            w.add_tt(name, shape, [quantize(rng.normal(0, s, (r[k], n, r[k + 1])), q, b)
+                                   for k, n in enumerate(reshape)], g)
+        else:
+            _, shape, scale = spec
+            w.add_plain(name, quantize(rng.normal(0, scale, shape), q, b), g)
+    return w.to_bytes()
+
+
 def dense_model(model: OnnxModel, weights: dict):
     """The architecture with ``weights`` as initializers, built with the onnx package (independent of
     the runtime's own wire-level assembly). Needs onnx: only the conformance tests call it."""
@@ -186,3 +228,44 @@ def python_child(prelude: str, code: str, env: dict | None = None, timeout: int 
     must hold before anything is imported (an import blocker, an address-space limit)."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(code)],
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def refused_before_allocating(data: bytes, match: str, error: type) -> tuple[float, int]:
+    """Load ``data`` expecting ``error`` matching ``match``; return (seconds, traced peak bytes) so that
+    the caller asserts the refusal came at once and allocated nothing of the parameter's size."""
+    import re
+    import time
+    import tracemalloc
+
+    import adt.runtime as rt
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        rt.load(data)
+    except error as exc:
+        if not re.search(match, str(exc)):
+            raise AssertionError(f"{error.__name__} {str(exc)!r} does not match {match!r}") from None
+    else:
+        raise AssertionError(f"loading the file did not raise {error.__name__}")
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return time.perf_counter() - t0, peak
+
+
+def rebuild_with_traced_peak(f):
+    """``(rebuild_plan(f), rebuild_weights(f) with no limit, traced peak bytes of that rebuild)``: what
+    the budget tests compare the plan's estimate against."""
+    import tracemalloc
+
+    from adt.runtime.rebuild import rebuild_plan, rebuild_weights
+
+    plan = rebuild_plan(f)
+    tracemalloc.start()
+    try:
+        weights = rebuild_weights(f, max_memory=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return plan, weights, peak

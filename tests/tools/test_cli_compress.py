@@ -80,7 +80,7 @@ def test_subprocess_errors_are_one_line(tmp_path, mnist_dir):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--method", "cp"], "--method"),
+    (["--method", "cp-als"], "--method"),
     (["--groups", "layer"], "--groups"),
     (["--init", "svd"], "--init"),
     (["--tables", "many"], "--tables"),

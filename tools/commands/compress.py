@@ -1,4 +1,5 @@
-"""``adt compress``: plan -> apply ADA/SCADA-Tucker -> train -> (QAT) -> quantize -> one .adt file.
+"""``adt compress``: plan -> (dense training, ADMM, MTD choice) -> factorize (ADA/SCADA-Tucker, CP, TT)
+-> train -> (QAT) -> quantize -> one .adt file. The methods are :mod:`adt.exporter.methods`.
 
 torch is imported at module level on purpose: in an install without the [export] extra the CLI
 catches the ModuleNotFoundError and names the extra to install.
@@ -17,15 +18,17 @@ import numpy as np
 import torch  # at module level on purpose: see the module docstring
 
 from adt.exporter import (
-    GROUPINGS, INITS, KINDS, METHODS, PRESET_INFO, PRESETS, QAT_SCHEDULES, SCHEDULES, LayerPlan, TrainConfig,
-    apply_ada_tucker, apply_scada_tucker, choose_b, count_params, evaluate, export_adt, load_overrides,
-    plan_model, qat_finetune, train,
+    GROUPINGS, INITS, KINDS, PRESET_INFO, PRESETS, QAT_SCHEDULES, SCHEDULES, LayerPlan, TrainConfig, choose_b,
+    count_params, evaluate, export_adt, load_overrides, qat_finetune, train,
 )
 from adt.exporter import distributed
 from adt.exporter.batchnorm import batchnorm_layers, recalibrate_batchnorm_
 from adt.exporter.datasets import Dataset, load_dataset
+from adt.exporter.admm import admm_train
 from adt.exporter.export import DEFAULT_CHECK_TOLERANCE, ExportOptions
+from adt.exporter.methods import METHOD_NAMES, Method, get_method
 from adt.exporter.models import MODELS
+from adt.exporter.mtd import MTD_PROXIES, plan_mtd
 from adt.exporter.onnx_graph import check_exportable
 from adt.exporter.planner import default_target, left_dense
 from adt.exporter.size_budget import fit_to_size, parse_size, plan_for_size
@@ -93,8 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keyword arguments for --model's class or function, Python literals: num_classes=10,width=0.5")
     m.add_argument("--input-shape", metavar="C,H,W",
                    help="one input sample's shape, when neither the model nor --data tells it (e.g. --epochs 0)")
-    m.add_argument("--method", choices=METHODS,
-                   help="ada (one core per layer) or scada (one shared core) (default: the preset's method, else ada)")
+    m.add_argument("--method", choices=METHOD_NAMES,
+                   help="ada: one Tucker core per layer, trained in Tucker form (ADA-Tucker); scada: one core shared "
+                        "by all layers (SCADA-Tucker); cp: CP per layer at the same budgets; mtd: Tucker or CP per "
+                        "layer, chosen on the trained dense model (--mtd-proxy), then fine-tuned; tt: tensor train per "
+                        "layer; admm-tucker / admm-tt: the dense model trained with ADMM toward the Tucker / TT ranks "
+                        "(--admm-epochs, --rho), decomposed, then fine-tuned. mtd and admm-* start from a trained "
+                        "dense model: --from-checkpoint or --dense-epochs (default: the preset's method, else ada)")
     m.add_argument("--preset", help=f"a named plan of adt.exporter.PRESETS (the paper's settings): {', '.join(PRESETS)}")
     m.add_argument("--target", help="model target: an int total of stored parameters, or a float compression "
                                     "ratio of stored values (e.g. 166.0); the planner chooses reshapes and cores")
@@ -105,13 +113,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--plan", metavar="FILE", help="per-layer plan overrides, a .json or .toml file "
                                                   "(layer -> {reshape, core, cp} | budget | ratio | \"dense\")")
     m.add_argument("--init", choices=INITS, default="scratch",
-                   help="scratch (Kaiming, the paper's setting) or hooi (HOSVD+HOOI of the current dense weights) "
+                   help="scratch (Kaiming, the paper's setting) or hooi (a decomposition of the current dense weights: "
+                        "HOSVD+HOOI for Tucker, CP-ALS for CP, TT-SVD for TT; mtd and admm-* always decompose) "
                         "(default scratch)")
     m.add_argument("--from-checkpoint", metavar="DENSE.pt",
                    help="load a trained dense state_dict into --model first (torch.load with weights_only=True: "
                         "a file that would run code is refused; use with --init hooi)")
     m.add_argument("--non-strict", action="store_true",
                    help="with --from-checkpoint: allow missing and unexpected keys (shapes must still match)")
+    m.add_argument("--dense-epochs", type=int, default=0,
+                   help="train the dense model this many epochs before compressing it (what mtd and admm-* decompose, "
+                        "when there is no --from-checkpoint) (default 0)")
+    m.add_argument("--mtd-proxy", choices=MTD_PROXIES, default="finetune",
+                   help="mtd: how a layer's Tucker and CP forms are compared at the same budget: reconstruction (weight "
+                        "error), taylor (first-order loss change) or finetune (loss after a short fine-tune of that layer "
+                        "alone) (default finetune)")
+    m.add_argument("--admm-epochs", type=int, default=3,
+                   help="admm-*: epochs of ADMM training of the dense model toward the plan's ranks (default 3)")
+    m.add_argument("--rho", type=float, default=0.03,
+                   help="admm-*: ADMM penalty of the first epoch, doubled every epoch up to 10 (default 0.03)")
+    m.add_argument("--admm-update-every", type=int, metavar="STEPS",
+                   help="admm-*: update the auxiliary Z (the projection of W + U) and the dual U every this many "
+                        "optimizer steps (default: once per epoch)")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="SPEC",
                    help="training and test data: an MNIST-style IDX folder, an .npz with x_train, y_train, x_test, "
@@ -199,7 +222,10 @@ def _check(args: argparse.Namespace) -> None:
     """Fail before any work on option values that argparse's ``choices`` cannot check."""
     if args.method is None:
         info = PRESET_INFO.get(args.preset or "", {}).get("method", "ada")
-        args.method = info if info in METHODS else "ada"
+        args.method = info if info in METHOD_NAMES else "ada"
+    if args.preset is not None and get_method(args.method).kind != "tucker":
+        raise CommandError(f"--preset plans are Tucker plans; --method {args.method} plans its own layers "
+                           "(give --target or --target-size)")
     if sum(x is not None for x in (args.preset, args.target, args.target_size)) > 1:
         raise CommandError("give one of --preset, --target and --target-size")
     if args.target_size is not None:
@@ -210,13 +236,15 @@ def _check(args: argparse.Namespace) -> None:
     args.input_shape_parsed = parse_shape(args.input_shape)
     if args.non_strict and not args.from_checkpoint:
         raise CommandError("--non-strict goes with --from-checkpoint")
-    for name in ("epochs", "qat_epochs"):
+    for name in ("epochs", "qat_epochs", "dense_epochs", "admm_epochs"):
         if getattr(args, name) < 0:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 0")
-    for name in ("batch_size", "decay_every", "subset", "threads", "max_steps"):
+    for name in ("batch_size", "decay_every", "subset", "threads", "max_steps", "admm_update_every"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if not args.rho > 0:
+        raise CommandError(f"--rho must be positive, got {args.rho}")
     if args.lr <= 0 or args.qat_lr <= 0 or args.lr_decay <= 0:
         raise CommandError("--lr, --qat-lr and --lr-decay must be positive")
     if args.weight_decay < 0:
@@ -279,46 +307,101 @@ def build_plan(args: argparse.Namespace, model, size_options: ExportOptions | No
             else:
                 plan[name] = LayerPlan.coerce(value, where=f"--plan {name}")
         return plan
-    scada = args.method == "scada"
+    method = get_method(args.method)
     if args.target_size is not None:
-        plan, estimate = plan_for_size(model, args.target_size_bytes, size_options, scada=scada, overrides=overrides,
+        plan, estimate = plan_for_size(model, args.target_size_bytes, size_options, method=method, overrides=overrides,
                                        seed=args.seed)
         warn(f"  --target-size {args.target_size}: {estimate.summary()}")
         return plan
     target = parse_target(args.target)
     if target is None and args.plan is None:
-        target = default_target(model)
+        target = default_target(model, scada=method.scada)
         warn(f"no --preset, --target, --target-size or --plan: using the default target {target:g}x stored values "
              "(adt.exporter.planner.default_target; pass --target or --target-size to choose)")
-    return plan_model(model, target, overrides, scada=scada)
+    return method.plan(model, target, overrides)
 
 
 CHANCE_MARGIN = 0.05  # accuracy within 5 points of 1 / classes counts as "near chance"
 
 
-def _apply(args: argparse.Namespace, model, plan: dict, data: Dataset | None, env, log, warn) -> dict | None:
-    """Apply ADA/SCADA-Tucker. After a HOOI init with data, re-estimate BatchNorm statistics on 20 training
-    batches (the old ones describe the uncompressed activations) and report test accuracy before and after;
-    warn when it is still near chance."""
-    apply = apply_scada_tucker if args.method == "scada" else apply_ada_tucker
-    if args.init != "hooi" or data is None:
-        apply(model, plan, init=args.init, seed=args.seed)
+def _apply(args: argparse.Namespace, method: Method, model, plan: dict, data: Dataset | None, env, log,
+           warn) -> dict | None:
+    """Factorize the model with ``method``. After a decomposition of trained weights (``--init hooi``; always
+    for mtd and admm-*) with data, re-estimate BatchNorm statistics on 20 training batches (the old ones
+    describe the uncompressed activations) and report test accuracy before and after; warn when it is still
+    near chance."""
+    init = "hooi" if method.needs_dense else args.init
+    if init != "hooi" or data is None:
+        method.apply(model, plan, init=init, seed=args.seed)
         return None
     out = {"dense": evaluate(model, data.test_loader)}
-    apply(model, plan, init=args.init, seed=args.seed)
+    method.apply(model, plan, init=init, seed=args.seed)
     out["hooi"] = evaluate(model, data.test_loader)
     if any(True for _ in batchnorm_layers(model)):
         out["recalibrated_batches"] = recalibrate_batchnorm_(model, data.train_loader, batches=20)
         out["hooi_bn_recalibrated"] = evaluate(model, data.test_loader)
     final = out.get("hooi_bn_recalibrated", out["hooi"])
-    log(f"  HOOI init: test accuracy dense {out['dense']:.4f} -> HOOI {out['hooi']:.4f}"
+    how = {"tucker": "HOOI", "cp": "CP-ALS", "mixed": "HOOI/CP-ALS", "tt": "TT-SVD"}[method.kind]
+    log(f"  {how} init: test accuracy dense {out['dense']:.4f} -> {how} {out['hooi']:.4f}"
         + (f" -> BatchNorm recalibrated {final:.4f}" if "hooi_bn_recalibrated" in out else ""))
     classes = data.num_classes
     if final < 1 / classes + CHANCE_MARGIN:
         out["near_chance"] = True
-        warn(f"warning: after HOOI the model is near chance ({final:.4f} for {classes} classes): train it "
+        warn(f"warning: after {how} the model is near chance ({final:.4f} for {classes} classes): train it "
              "(--epochs), ideally with the dense model as teacher (--distill 0.9 --from-checkpoint)")
     return out
+
+
+def _layer_kind(lp) -> str:
+    return "tt" if hasattr(lp, "ranks") else "cp" if getattr(lp, "cp", False) else "tucker"
+
+
+def _dense_training(args: argparse.Namespace, method: Method, model, data: Dataset | None, progress: bool,
+                    log) -> dict | None:
+    """--dense-epochs: train the dense model first. mtd and admm-* decompose a trained dense model: without
+    --from-checkpoint or --dense-epochs they are refused here, before any work."""
+    if method.needs_dense and not args.from_checkpoint and not args.dense_epochs:
+        raise CommandError(f"--method {method.name} decomposes a trained dense model: give --from-checkpoint "
+                           "DENSE.pt or --dense-epochs N")
+    if not args.dense_epochs:
+        return None
+    if data is None:
+        raise CommandError("--dense-epochs needs training data (--data)")
+    cfg = TrainConfig(epochs=args.dense_epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
+                      decay_every=args.decay_every, seed=args.seed, threads=args.threads, schedule=args.schedule,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, device=args.device,
+                      amp=args.amp)
+    res = train(model, data.train_loader, cfg, test_loader=None, progress=progress)
+    acc = evaluate(model, data.test_loader)
+    log(f"  dense model: {args.dense_epochs} epochs, test accuracy {acc:.4f}")
+    return {"epochs": args.dense_epochs, "steps": res.steps, "test_accuracy": acc}
+
+
+def _before_factorizing(args: argparse.Namespace, method: Method, model, plan: dict, data: Dataset | None,
+                        progress: bool, log) -> dict | None:
+    """admm-*: ADMM training of the dense weights toward ``plan``; mtd: the per-layer Tucker/CP choice."""
+    if method.admm:
+        if data is None:
+            raise CommandError(f"--method {method.name} trains with ADMM: it needs training data (--data)")
+        res = admm_train(model, data.train_loader, plan, projection="tt" if method.kind == "tt" else "tucker",
+                         rho=args.rho, update_every=args.admm_update_every, epochs=args.admm_epochs, lr=args.lr,
+                         seed=args.seed, device=args.device, progress=progress)
+        acc = evaluate(model, data.test_loader)
+        gaps = ", ".join(f"{k} {v[-1]:.3f}" for k, v in res.distance.items() if v)
+        log(f"  ADMM: {args.admm_epochs} epochs toward the {method.kind.upper()} ranks; dense test accuracy {acc:.4f}; "
+            f"||W - Proj(W)|| / ||W||: {gaps}")
+        return {"admm_epochs": args.admm_epochs, "rho": res.rhos, "distance": res.distance, "dense_test_accuracy": acc}
+    if method.name == "mtd":
+        loader = data.train_loader if data is not None else None
+        if loader is None and args.mtd_proxy != "reconstruction":
+            raise CommandError(f"--mtd-proxy {args.mtd_proxy} needs training data (--data)")
+        chosen, report = plan_mtd(model, plan, data=loader, proxy=args.mtd_proxy)
+        for name, kind in report.choices.items():
+            lp = chosen[name]
+            log(f"  MTD ({args.mtd_proxy}): {name} -> {kind} "
+                + (f"rank {lp.core[0]}" if lp.cp else "core " + "x".join(map(str, lp.core))))
+        return {"plan": chosen, "proxy": args.mtd_proxy, "choices": report.choices, "report": report.to_dict()}
+    return None
 
 
 def _labels(args: argparse.Namespace, data: Dataset | None) -> list[str] | None:
@@ -407,9 +490,19 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
         input_convention=None if args.compact_names or data is None else data.convention,
         labels=None if args.compact_names else labels,
         metadata=None if args.compact_names else {"train": f"epochs={args.epochs} lr={args.lr} seed={args.seed}"
-                                                           + (f" qat={args.qat_epochs}" if args.qat_epochs else "")},
+                                                           + (f" qat={args.qat_epochs}" if args.qat_epochs else "")
+                                                           + (f" dense={args.dense_epochs}" if args.dense_epochs else "")
+                                                           + (f" admm={args.admm_epochs} rho={args.rho}"
+                                                              if get_method(args.method).admm else "")},
+        method=args.method,
     )
+    method = get_method(args.method)
+    t0 = time.perf_counter()
+    dense_res = _dense_training(args, method, model, data, progress, log)
     plan = build_plan(args, model, options, warn)
+    method_report = _before_factorizing(args, method, model, plan, data, progress, log)
+    if method.name == "mtd":
+        plan = method_report["plan"]
     dense = left_dense(model, plan)
     for row in dense:
         if not row["type"].startswith("BatchNorm"):  # those are one line below
@@ -417,11 +510,10 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
     norms = sum(row["type"].startswith("BatchNorm") for row in dense)
     if norms:
         log(f"  left dense: {norms} BatchNorm layers (stored as per-channel scale and shift)")
-    init_report = _apply(args, model, plan, data, env, log, warn)
-    log(f"{um.name} {args.method}-tucker: {len(plan)} layers, {count_params(model)} stored parameters")
+    init_report = _apply(args, method, model, plan, data, env, log, warn)
+    log(f"{um.name} {args.method}: {len(plan)} layers, {count_params(model)} stored parameters")
 
     train_res = qat_res = None
-    t0 = time.perf_counter()
     if data is not None and args.epochs:
         cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lr_decay=args.lr_decay,
                           decay_every=args.decay_every, seed=args.seed, max_steps=args.max_steps,
@@ -456,6 +548,9 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
     out = report.to_dict()
     out.update(model=um.name, model_spec=args.model, method=args.method,
                plan={k: v.to_dict() for k, v in plan.items()},
+               layer_kinds={k: _layer_kind(v) for k, v in plan.items()},
+               dense_training=dense_res, method_report=method_report and {
+                   k: v for k, v in method_report.items() if k != "plan"},
                train_seconds=round(train_time, 2), train_steps=train_res.steps if train_res else 0,
                final_loss=(train_res.epoch_losses[-1] if train_res and train_res.epoch_losses else None),
                images_per_second=(train_res.images_per_second[-1] if train_res and train_res.images_per_second
@@ -489,6 +584,6 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
     if report.acc_float is not None:
         print(f"  test accuracy: float {report.acc_float:.4f}, quantized {report.acc_quantized:.4f} "
               f"(error {100 * (1 - report.acc_quantized):.2f}%)")
-    print(f"  training {train_time:.1f} s" + (f", {train_res.steps} steps" if train_res else "")
+    print(f"  training {train_time:.1f} s (dense training, ADMM and the MTD choice included)" + (f", {train_res.steps} steps" if train_res else "")
           + (f", {env.world_size} processes" if env.world_size > 1 else ""))
     return 0
