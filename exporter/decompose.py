@@ -54,8 +54,20 @@ def cp_als(t: np.ndarray, rank: int) -> tuple[np.ndarray, list[np.ndarray]]:
     import tensorly as tl
     from tensorly.decomposition import parafac
 
-    cp = parafac(tl.tensor(t), rank=rank, init="svd" if rank <= min(t.shape) else "random",
-                 n_iter_max=200, tol=1e-10, random_state=0, normalize_factors=True)
+    if t.ndim == 2 and rank <= min(t.shape):
+        # a matrix's best rank-r CP is its truncated SVD (Eckart-Young); ALS from the SVD has nothing to
+        # improve, and tensorly's error update can go NaN on an exact fit
+        u, sv, vt = np.linalg.svd(np.asarray(t, dtype=np.float64), full_matrices=False)
+        return sv[:rank].copy(), [u[:, :rank].copy(), vt[:rank].T.copy()]
+    kw = dict(rank=rank, init="svd" if rank <= min(t.shape) else "random", n_iter_max=200, tol=1e-10,
+              random_state=0, normalize_factors=True)
+    try:
+        cp = parafac(tl.tensor(t), **kw)
+    except np.linalg.LinAlgError:
+        # more terms than the tensor can tell apart (rank above what its modes identify) make ALS's
+        # normal equations singular; a tiny ridge (the Gram matrices of normalized factors are O(1))
+        # keeps them solvable and changes the fit by no more than the ridge
+        cp = parafac(tl.tensor(t), l2_reg=1e-6, **kw)
     return np.asarray(cp.weights, dtype=np.float64), [np.asarray(f, dtype=np.float64) for f in cp.factors]
 
 

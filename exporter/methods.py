@@ -19,8 +19,18 @@ method          layers in the file          how the layers get their values
 ==============  ==========================  ===============================================================
 
 A :class:`Method` knows how to plan a model at a stored-value target (:meth:`Method.plan`), its smallest
-plan (:meth:`Method.smallest`), how many values a plan stores (:meth:`Method.stored`) and how to
-parametrize a model with a plan (:meth:`Method.apply`). The plan is what sets the file's size, so the
+plan (:meth:`Method.smallest`), how many values a plan stores (:meth:`Method.stored`), what happens to
+the dense model between planning and factorizing (:meth:`Method.prepare`: ADMM training, MTD's choice)
+and how to parametrize a model with a plan (:meth:`Method.apply`). The API flow, which is what
+``adt compress`` runs::
+
+    method = get_method("admm-tt")
+    plan = method.plan(model, 50.0)                   # or plan_for_size(model, "20KB", method=method)[0]
+    plan, report = method.prepare(model, plan, train_loader, admm_epochs=2, rho=0.3)
+    method.apply(model, plan, seed=0)                  # TT-SVD of the ADMM-trained weights
+    train(model, train_loader, TrainConfig(epochs=1))  # fine-tune
+    export_adt(model, "net.adt", input_shape=(1, 28, 28), method=method.name)
+ The plan is what sets the file's size, so the
 size search (``--target-size``) works for every method through these four. ``needs_dense``: the method
 starts from a trained dense model (``--from-checkpoint`` or ``--dense-epochs``); ``admm``: that dense
 model is first trained with ADMM toward the plan. Training recipes (epochs, ADMM's rho) are the
@@ -30,13 +40,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from torch import nn
 
+from .admm import admm_train
 from .errors import PlanError
 from .factorize import apply_ada_tucker, apply_scada_tucker
-from .mtd import cp_plan_for_budget
+from .mtd import cp_plan_for_budget, plan_mtd
 from .planner import (
     MAX_MODE, MIN_NUMEL, LayerPlan, _is_dense, balanced_factorization, candidate_orders, layers_to_plan, model_params,
     plan_layer, plan_model, plan_params,
@@ -92,10 +103,34 @@ class Method:
             return sum(TTPlan.coerce(p, n).params for n, p in plan.items())
         return plan_params(plan, self.scada)
 
+    def prepare(self, model: nn.Module, plan: Mapping[str, Any], train_loader: Iterable | None = None, *,
+                mtd_proxy: str = "finetune", admm_epochs: int = 3, rho: float = 0.03,
+                admm_update_every: int | None = None, lr: float = 0.01, seed: int = 0, device: str = "cpu",
+                progress: bool = False) -> tuple[dict[str, Any], Any]:
+        """The step between planning and :meth:`apply`, on the dense ``model``: ``admm-*`` trains its dense
+        weights in place with ADMM toward ``plan`` (:func:`adt.exporter.admm.admm_train`; ``admm_epochs``,
+        ``rho``, ``admm_update_every``, ``lr``, ``seed``, ``device``) and returns ``(plan, AdmmResult)``;
+        ``mtd`` chooses Tucker or CP per layer (:func:`adt.exporter.mtd.plan_mtd` with ``mtd_proxy``) and
+        returns ``(mixed plan, MtdReport)``; the others return ``(plan, None)``. ``train_loader``: ``(x, y)``
+        batches (ADMM and the taylor/finetune proxies need it)."""
+        if self.admm:
+            if train_loader is None:
+                raise PlanError(f"method {self.name} trains with ADMM: it needs training data")
+            res = admm_train(model, train_loader, dict(plan), projection="tt" if self.kind == "tt" else "tucker",
+                             rho=rho, update_every=admm_update_every, epochs=admm_epochs, lr=lr, seed=seed,
+                             device=device, progress=progress)
+            return dict(plan), res
+        if self.name == "mtd":
+            return plan_mtd(model, dict(plan), data=train_loader, proxy=mtd_proxy)
+        return dict(plan), None
+
     def apply(self, model: nn.Module, plan: Mapping[str, Any], init: str = "scratch",
               seed: int | None = None) -> nn.Module:
         """Parametrize ``model`` in place. ``init``: ``scratch`` (random) or ``hooi`` (a decomposition of
-        the current weights: HOOI for Tucker, CP-ALS for CP, TT-SVD for TT)."""
+        the current weights: HOOI for Tucker, CP-ALS for CP, TT-SVD for TT); the methods that start from a
+        trained dense model (``needs_dense``) always decompose."""
+        if self.needs_dense:
+            init = "hooi"
         if self.kind == "tt":
             return apply_tt(model, dict(plan), init="svd" if init == "hooi" else init, seed=seed)
         apply = apply_scada_tucker if self.scada else apply_ada_tucker

@@ -107,10 +107,13 @@ class MtdReport:
 
 
 def cp_plan_for_budget(reshape: tuple[int, ...], budget: int) -> LayerPlan | None:
-    """CP plan of ``reshape`` with the largest rank r such that ``(sum(n_i) + 1) * r <= budget``;
-    None when not even rank 1 fits."""
+    """CP plan of ``reshape`` with the largest rank r such that ``(sum(n_i) + 1) * r <= budget``, capped at
+    the largest rank any tensor of that shape has (min over modes of the product of the other sizes: a
+    matrix's rank is at most its smaller side), beyond which terms only repeat; None when not even rank 1
+    fits."""
     reshape = tuple(int(n) for n in reshape)
-    r = int(budget) // (sum(reshape) + 1)
+    cap = min(math.prod(reshape) // n for n in reshape)
+    r = min(int(budget) // (sum(reshape) + 1), cap)
     return LayerPlan(reshape, (r,), cp=True) if r >= 1 else None
 
 

@@ -4,7 +4,9 @@ The file is the budget, every byte counted: header, metadata, architecture, code
 table and payload. Two steps, because the payload's size depends on values that do not exist yet
 when the plan is made (Huffman code lengths follow the trained values' distribution):
 
-1. :func:`plan_for_size`, before training, chooses reshapes and cores. It iterates plan -> file ->
+1. :func:`plan_for_size`, before training, chooses reshapes and cores (or TT ranks: every method of
+   :mod:`adt.exporter.methods` plans through the same search; "Tucker values" below means the values
+   of the factored layers, TT cores included). It iterates plan -> file ->
    bits per value -> plan: each candidate plan is applied to a copy of the model, its values are
    replaced by a proxy of trained ones (default ``"gaussian"``: normal values with each tensor's
    initial spread; ``"scratch"`` keeps the uniform initial values, ``"hooi"`` decomposes the current
@@ -120,7 +122,8 @@ def _budget(budget: int | str) -> int:
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Measure:
-    """One encoded file: its length, the bits of its Tucker values (cores and factors) and their count."""
+    """One encoded file: its length, the bits of its factored values (Tucker/CP cores and factors, TT
+    cores; "Tucker values" below) and their count."""
 
     file_bytes: int
     tucker_bits: int
@@ -188,7 +191,7 @@ class SizeEstimate:
         return self.estimated_bytes / self.budget_bytes
 
     def summary(self) -> str:
-        return (f"planned {self.stored_values:,} stored values ({self.tucker_values:,} in Tucker cores and factors "
+        return (f"planned {self.stored_values:,} stored values ({self.tucker_values:,} in factored layers "
                 f"at {self.bits_per_value:.2f} bits each on {self.proxy} proxy values, {self.dense_values:,} dense) "
                 f"for an estimated {self.estimated_bytes:,}-byte file ({self.ratio:.3f} of the "
                 f"{self.budget_bytes:,}-byte budget; {self.fixed_bytes:,.0f} fixed bytes)"
