@@ -35,6 +35,7 @@ MODULES = [
     ("research.benchmarks.admm_mnist", "--rho"),
     ("research.torchvision.families", "--ratio"),
     ("research.benchmarks.methods", "--admm-update-every"),
+    ("research.reproduce.pareto", "--results"),
 ]
 NEEDS_TORCH = {"research.reproduce.recipe", "research.reproduce.rounding", "research.reproduce.probe",
                "research.benchmarks.crosscheck_torch_runtime", "research.benchmarks.model_zoo",
