@@ -81,6 +81,20 @@ def balance(core: np.ndarray, factors: list[np.ndarray]) -> tuple[np.ndarray, li
     return core * (g / rc), [f * (g / r) for f, r in zip(factors, rms)]
 
 
+def balance_cp(weights: np.ndarray, factors: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rescale each CP term so that its weight and its factor columns have one entry RMS; the CP
+    product is unchanged. CP-ALS returns unit columns and puts every term's scale in its weight, which
+    can be 100x the others' (degenerate, cancelling terms): one quantizer then spends its levels on a
+    few weights, and Adam's steps, the same size for every entry, move the big ones too little and the
+    columns too much."""
+    w = np.asarray(weights, dtype=np.float64)
+    rms = [np.sqrt(np.mean(np.asarray(f, dtype=np.float64) ** 2, axis=0)) for f in factors]  # per term
+    if np.any(w == 0) or any(np.any(r == 0) for r in rms):
+        return weights, factors
+    g = np.exp((np.log(np.abs(w)) + sum(np.log(r) for r in rms)) / (len(factors) + 1))
+    return np.sign(w) * g, [f * (g / r) for f, r in zip(factors, rms)]
+
+
 def _mode_dot_all(t: np.ndarray, mats: Sequence[np.ndarray], skip: int | None = None) -> np.ndarray:
     """``t x_0 mats[0] ... x_{d-1} mats[d-1]`` (mats[j]: (rows, t.shape[j])), leaving mode ``skip``."""
     for j, m in enumerate(mats):

@@ -445,7 +445,7 @@ def hooi_init_(tw: TuckerWeight, weight: Tensor) -> float:
     """Fit ``tw`` to the dense ``weight`` (HOSVD + HOOI; CP: CP-ALS); return the relative error."""
     t = weight.detach().cpu().double().numpy().reshape(tw.reshape)
     if tw.cp:
-        _set_all(tw, *decompose.cp_als(t, tw.core.shape[0]))
+        _set_all(tw, *decompose.balance_cp(*decompose.cp_als(t, tw.core.shape[0])))
     else:
         _set_all(tw, *decompose.balance(*decompose.tucker_hooi(t, tw.core_dims)))
     return _rel_error(tw, weight)

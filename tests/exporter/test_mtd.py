@@ -186,3 +186,18 @@ def test_finetune_proxy_scores_the_loss_with_only_that_layer_decomposed():
         assert plan[n].cp == (r.choice == "cp")
     for k, v in m.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_balance_cp_keeps_the_product_and_equalizes_each_term():
+    import tensorly as tl
+
+    from adt.exporter import decompose
+
+    rng = np.random.default_rng(0)
+    t = rng.standard_normal((8, 9, 10))
+    w, f = decompose.cp_als(t, 6)
+    w2, f2 = decompose.balance_cp(w, f)
+    np.testing.assert_allclose(tl.cp_to_tensor((w2, f2)), tl.cp_to_tensor((w, f)), atol=1e-12)
+    assert np.abs(w).max() > 10 * np.abs(w2).max()          # ALS put each term's scale in its weight
+    for fi in f2:                                           # now weight and columns share one RMS per term
+        np.testing.assert_allclose(np.sqrt(np.mean(fi ** 2, axis=0)), np.abs(w2), rtol=1e-10)
