@@ -145,6 +145,35 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def _summary(rows: list[dict]) -> list[str]:
+    """Each method's rank by median error at every (network, budget), and how often it was first or within
+    the winner's seed range."""
+    cells = sorted({(r["net"], r["budget"]) for r in rows}, key=lambda c: (list(NETS).index(c[0]), c[1]))
+    if not cells:
+        return []
+    med = {(r["net"], r["budget"], r["method"]): _median([100 * x["error"] for x in rows
+                                                          if (x["net"], x["budget"], x["method"]) ==
+                                                          (r["net"], r["budget"], r["method"])]) for r in rows}
+    lines = ["## Summary: rank by median error at each network and budget (1 = lowest)", "",
+             "| method | " + " | ".join(f"{n} {b:,} B" for n, b in cells) + " | first | mean rank |",
+             "|---|" + "---|" * (len(cells) + 2)]
+    ranks: dict[str, list[int]] = {m: [] for m in METHODS}
+    for n, b in cells:
+        order = sorted((m for m in METHODS if (n, b, m) in med), key=lambda m: med[(n, b, m)])
+        for i, m in enumerate(order):
+            ranks[m].append(i + 1)
+    for m in METHODS:
+        if not ranks[m]:
+            continue
+        cols = []
+        for n, b in cells:
+            order = sorted((x for x in METHODS if (n, b, x) in med), key=lambda x: med[(n, b, x)])
+            cols.append(f"{order.index(m) + 1} ({med[(n, b, m)]:.2f}%)" if m in order else "-")
+        lines.append(f"| {m} | " + " | ".join(cols) + f" | {sum(r == 1 for r in ranks[m])} | "
+                     f"{statistics.mean(ranks[m]):.1f} |")
+    return lines + [""]
+
+
 def render(doc: dict) -> str:
     rows = [r for r in doc["runs"] if r.get("ok")]
     failed = [r for r in doc["runs"] if not r.get("ok")]
@@ -157,14 +186,16 @@ def render(doc: dict) -> str:
         f"training images with {cfg['epochs']} training epochs in all (ada, scada, cp, tt: all in factorized form "
         f"from a random init; mtd: {cfg['dense_epochs']} dense + the rest fine-tuning after the per-layer choice "
         f"(proxy `{cfg['mtd_proxy']}`; fine-tuning at lr {cfg['lr'] / 10:g}, `adt compress`'s default for a decomposed "
-        "trained model); admm-*: {cfg['dense_epochs']} dense + {cfg['admm_epochs']} ADMM "
+        f"trained model); admm-*: {cfg['dense_epochs']} dense + {cfg['admm_epochs']} ADMM "
         f"(rho {cfg['rho']}, doubled per epoch, Z/U updated every {cfg['admm_update_every']} steps) + the rest "
         f"fine-tuning at lr {cfg['lr'] / 10:g}), Q and reshapes chosen by the size search. "
         "`error` is the file's top-1 error on all 10,000 test images, run by the torch-free runtime (numpy engine) "
         "from the file alone; `ratio` is dense float32 bytes / file bytes, every byte counted; `size` is file bytes / "
-        "budget (the window is 0.97-1.00); `time` is training wall time on one CPU thread, dense training included "
-        "where a method needs it. Medians over seeds; error range in brackets. Short training: these are "
-        "comparisons under one recipe, not any paper's accuracies.", "",
+        "budget (the window is 0.97-1.00); `time` is training wall time on one CPU thread (two runs at once on the "
+        "2-core machine), dense training and ADMM included where a method needs them. Medians over seeds; `error range` "
+        "is the seeds' lowest to highest. Short training (about 160 optimizer steps): these compare the methods under "
+        "one recipe and budget; they are not any paper's accuracies, and every error here is far above what the same "
+        "networks reach with full training (results/mnist.md).", "",
         f"Machine: {cfg['machine']}.", "",
     ]
     for net, (_, budgets, what) in NETS.items():
@@ -200,6 +231,7 @@ def render(doc: dict) -> str:
                 lines.append("MTD's choices: " + "; ".join(
                     f"seed {r['seed']}: " + ", ".join(f"{k} {v}" for k, v in r["layer_kinds"].items()) for r in mtd))
                 lines.append("")
+    lines += _summary(rows)
     if failed:
         lines += ["## Runs that failed", ""]
         lines += [f"- {r['net']} {r['budget']:,} B {r['method']} seed {r['seed']}: {r['error']}" for r in failed]
