@@ -133,8 +133,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="admm-*: ADMM penalty of the first epoch, doubled every epoch up to 10 (default 0.03)")
     m.add_argument("--finetune-lr", type=float, metavar="LR",
                    help="mtd and admm-*: the learning rate of the --epochs after decomposing the trained model "
-                        "(default --lr / 10: at --lr a decomposition's factors train away from the function they "
-                        "hold; LeNet-5 with MTD's CP layers: 0.11 accuracy after an epoch at 0.01, 0.89 at 0.001)")
+                        "(default --lr / 10: at a from-scratch learning rate a decomposition of trained weights "
+                        "trains away from the function it holds)")
     m.add_argument("--admm-update-every", type=int, metavar="STEPS",
                    help="admm-*: update the auxiliary Z (the projection of W + U) and the dual U every this many "
                         "optimizer steps (default: once per epoch)")
@@ -226,7 +226,11 @@ def _check(args: argparse.Namespace) -> None:
     if args.method is None:
         info = PRESET_INFO.get(args.preset or "", {}).get("method", "ada")
         args.method = info if info in METHOD_NAMES else "ada"
-    if args.preset is not None and get_method(args.method).kind != "tucker":
+    method = get_method(args.method)
+    if method.needs_dense and not args.from_checkpoint and not args.dense_epochs:
+        raise CommandError(f"--method {method.name} decomposes a trained dense model: give --from-checkpoint "
+                           "DENSE.pt or --dense-epochs N")
+    if args.preset is not None and method.kind != "tucker":
         raise CommandError(f"--preset plans are Tucker plans; --method {args.method} plans its own layers "
                            "(give --target or --target-size)")
     if sum(x is not None for x in (args.preset, args.target, args.target_size)) > 1:
@@ -363,11 +367,8 @@ def _layer_kind(lp) -> str:
 
 def _dense_training(args: argparse.Namespace, method: Method, model, data: Dataset | None, progress: bool,
                     log) -> dict | None:
-    """--dense-epochs: train the dense model first. mtd and admm-* decompose a trained dense model: without
-    --from-checkpoint or --dense-epochs they are refused here, before any work."""
-    if method.needs_dense and not args.from_checkpoint and not args.dense_epochs:
-        raise CommandError(f"--method {method.name} decomposes a trained dense model: give --from-checkpoint "
-                           "DENSE.pt or --dense-epochs N")
+    """--dense-epochs: train the dense model first (what mtd and admm-* decompose without --from-checkpoint;
+    _check refuses them with neither)."""
     if not args.dense_epochs:
         return None
     if data is None:
@@ -488,6 +489,7 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
     if args.compact_names and data is not None and data.convention is not None:
         warn("  warning: --compact-names stores no metadata, so no input convention: devices must preprocess inputs "
              f"themselves ({data.convention.describe()}) or name it with `adt run --assume-convention`")
+    method = get_method(args.method)
     options = ExportOptions(
         input_shape=tuple(input_shape), q=q, b=b, groups=args.groups, b_rule=args.b_rule, rounding=args.rounding,
         tables=args.tables, compact_names=args.compact_names, auto_metadata=not args.compact_names,
@@ -498,12 +500,11 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
                                                            + (f" qat={args.qat_epochs}" if args.qat_epochs else "")
                                                            + (f" dense={args.dense_epochs}" if args.dense_epochs else "")
                                                            + (f" admm={args.admm_epochs} rho={args.rho}"
-                                                              if get_method(args.method).admm else "")
+                                                              if method.admm else "")
                                                            + (f" finetune_lr={args.finetune_lr or args.lr / 10:g}"
-                                                              if get_method(args.method).needs_dense else "")},
+                                                              if method.needs_dense else "")},
         method=args.method,
     )
-    method = get_method(args.method)
     t0 = time.perf_counter()
     dense_res = _dense_training(args, method, model, data, progress, log)
     plan = build_plan(args, model, options, warn)
