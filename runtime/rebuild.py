@@ -402,15 +402,8 @@ def tt_into(cores: Sequence[np.ndarray], out: np.ndarray, order: TTOrder | None 
     if len(g64) == 1:
         out[...] = g64[0].reshape(reshape)
         return out
-    seg: dict[tuple[int, int], np.ndarray] = {(k, k): g for k, g in enumerate(g64)}
     *inner, (a, b, c) = order.merges
-    for a_, b_, c_ in inner:
-        left, right = seg.pop((a_, b_)), seg.pop((b_ + 1, c_))
-        ra, rb = left.shape[0], left.shape[2]
-        # (r_a N_left, r_b) @ (r_b, N_right r_c) is already the (r_a, N_left N_right, r_c) layout: no transposes
-        res = left.reshape(-1, rb) @ right.reshape(rb, -1)
-        seg[a_, c_] = res.reshape(ra, -1, right.shape[2])
-        del left, right, res
+    seg = _tt_merge(g64, inner)
     rb = seg[a, b].shape[2]
     left, right = seg.pop((a, b)).reshape(-1, rb), seg.pop((b + 1, c)).reshape(rb, -1)
     flat = out.reshape(left.shape[0], right.shape[1])
@@ -428,13 +421,21 @@ def tt_to_tensor(cores: Sequence[np.ndarray]) -> np.ndarray:
     cheapest order (:func:`tt_contraction_order`)."""
     g64 = [np.asarray(g, dtype=np.float64) for g in cores]
     reshape, ranks = _tt_check(g64)
-    order = tt_contraction_order(reshape, ranks)
-    seg: dict[tuple[int, int], np.ndarray] = {(k, k): g for k, g in enumerate(g64)}
-    for a, b, c in order.merges:
-        left, right = seg.pop((a, b)), seg.pop((b + 1, c))
-        seg[a, c] = (left.reshape(-1, left.shape[2]) @ right.reshape(left.shape[2], -1)).reshape(
-            left.shape[0], -1, right.shape[2])
+    seg = _tt_merge(g64, tt_contraction_order(reshape, ranks).merges)
     return seg[0, len(g64) - 1].reshape(reshape)
+
+
+def _tt_merge(g64: Sequence[np.ndarray], merges: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int], np.ndarray]:
+    """The contracted segments left after running ``merges`` over the float64 cores (segment ``[a..c]``
+    keyed ``(a, c)``); each merged operand is dropped as soon as it is used."""
+    seg: dict[tuple[int, int], np.ndarray] = {(k, k): g for k, g in enumerate(g64)}
+    for a, b, c in merges:
+        left, right = seg.pop((a, b)), seg.pop((b + 1, c))
+        ra, rb = left.shape[0], left.shape[2]
+        # (r_a N_left, r_b) @ (r_b, N_right r_c) is already the (r_a, N_left N_right, r_c) layout: no transposes
+        seg[a, c] = (left.reshape(-1, rb) @ right.reshape(rb, -1)).reshape(ra, -1, right.shape[2])
+        del left, right
+    return seg
 
 
 # -- memory budget ----------------------------------------------------------------------------------

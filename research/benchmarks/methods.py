@@ -87,13 +87,10 @@ def _dense_checkpoint(net: str, seed: int, args: argparse.Namespace, work: Path)
 def _score(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     """Test accuracy of the file alone: torch-free runtime, numpy engine, the file's input convention."""
     import adt.runtime as rt
+    from adt.tools.scoring import count_correct, predict
 
     model = rt.load(str(path), engine="numpy")
-    x = model.preprocess(images)
-    correct = 0
-    for lo in range(0, len(x), 1000):
-        correct += int((np.asarray(model.run(x[lo:lo + 1000])).argmax(1) == labels[lo:lo + 1000]).sum())
-    return correct / len(x)
+    return count_correct(predict(model, model.preprocess(images)), labels) / len(images)
 
 
 def _run_one(net: str, budget: int, method: str, seed: int, args: argparse.Namespace, work: Path,

@@ -202,6 +202,14 @@ class AdtFile:
                 return p
         raise KeyError(name)
 
+    def kind(self, p: Param) -> str:
+        """How ``p`` is stored: ``"plain"``, ``"tucker"`` (dense core), ``"cp"`` (diagonal core) or ``"tt"``."""
+        if p.encoding == ENC_PLAIN:
+            return "plain"
+        if p.encoding == ENC_TT:
+            return "tt"
+        return "cp" if self.cores[p.core].kind == CORE_CP else "tucker"
+
     def values(self, symbols: np.ndarray, group: int) -> np.ndarray:
         """Dequantize symbols of ``group`` to float32 (FORMAT.md "Dequantization")."""
         g = self.groups[group]

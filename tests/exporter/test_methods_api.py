@@ -8,7 +8,7 @@ from torch import nn
 import adt.runtime as rt
 from adt.exporter import METHOD_NAMES, TrainConfig, export_adt, get_method, train
 from adt.exporter.data import tensor_loader
-from adt.runtime.format import CORE_CP, ENC_TT, ENC_TUCKER, read_adt
+from adt.runtime.format import read_adt
 
 torch.set_num_threads(1)
 
@@ -39,13 +39,7 @@ def _data(n=128, seed=0):
 
 def _stored_kinds(path):
     f = read_adt(path)
-    kinds = {}
-    for p in f.params:
-        if p.encoding == ENC_TT:
-            kinds[p.name] = "tt"
-        elif p.encoding == ENC_TUCKER:
-            kinds[p.name] = "cp" if f.cores[p.core].kind == CORE_CP else "tucker"
-    return f, kinds
+    return f, {p.name: f.kind(p) for p in f.params if f.kind(p) != "plain"}
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from adt.runtime.format import ENC_TT, ENC_TUCKER, CORE_CP, read_adt
+from adt.runtime.format import read_adt
 from adt.tools.cli import main
 
 TINY = ["--model", "lenet300", "--subset", "256", "--batch-size", "64", "--seed", "0", "--quiet", "--json",
@@ -19,13 +19,7 @@ def _run(capsys, argv):
 
 def _kinds(path):
     f = read_adt(path)
-    out = {}
-    for p in f.params:
-        if p.encoding == ENC_TT:
-            out[p.name] = "tt"
-        elif p.encoding == ENC_TUCKER:
-            out[p.name] = "cp" if f.cores[p.core].kind == CORE_CP else "tucker"
-    return f, out
+    return f, {p.name: f.kind(p) for p in f.params if f.kind(p) != "plain"}
 
 
 def test_tt_writes_tt_parameters_and_inspect_names_them(tmp_path, mnist_dir, capsys):
