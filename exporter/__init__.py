@@ -17,7 +17,8 @@ format 2.0 TT parameters), ``methods`` (the seven methods behind ``--method``: p
 ``data`` (MNIST loaders),
 ``distributed`` (device, mixed precision, DDP under torchrun), ``fit`` (the one training loop, accuracy), ``batchnorm`` (BatchNorm stored as scale and shift),
 ``quantplan`` (inventory, groups, Q and b),
-``qat`` (quantization-aware fine-tuning), ``onnx_graph`` (the weightless architecture),
+``rate`` (the differentiable estimate of a model's payload bits, for rate-aware QAT), ``qat``
+(quantization-aware fine-tuning), ``onnx_graph`` (the weightless architecture),
 ``export`` (the file and its report), ``datasets`` (the user's data: IDX, .npz, image folders,
 module:factory, with the input convention the file records), ``size_budget`` (plan and fit to a
 file-size budget).
@@ -51,6 +52,7 @@ from .tensor_train import (
     TT_INITS, TTPlan, TTWeight, apply_tt, plan_model_tt, plan_tt, tt_layers, tt_model_params, tt_plan_table,
 )
 from .qat import QAT_SCHEDULES, QatResult, qat_finetune
+from .rate import RateEstimate, soft_entropy_bits
 from .quantplan import DEFAULT_Q, GROUPINGS, KINDS, GroupSpec, QuantPlan, choose_b, make_quant_plan
 from .datasets import Dataset, load_dataset
 from .size_budget import SizeBudgetError, SizeEstimate, SizeFit, fit_to_size, parse_size, plan_for_size
@@ -72,7 +74,7 @@ __all__ = [
     "METHOD_NAMES", "Method", "get_method",
     "TTPlan", "TTWeight", "TT_INITS", "plan_tt", "plan_model_tt", "apply_tt", "tt_layers", "tt_model_params",
     "tt_plan_table",
-    "qat_finetune", "QatResult", "QAT_SCHEDULES",
+    "qat_finetune", "QatResult", "QAT_SCHEDULES", "RateEstimate", "soft_entropy_bits",
     "QuantPlan", "GroupSpec", "make_quant_plan", "choose_b", "GROUPINGS", "KINDS", "DEFAULT_Q",
     "export_adt", "ExportOptions", "ExportReport", "ExportCheck", "dequantized_weights",
     "mnist_loaders", "mnist_test_set", "tensor_loader",

@@ -26,6 +26,7 @@ from .factorize import tucker_layers
 from .fakequant import PlainFakeQuant, remove_plain_fake_quant
 from .fit import DistillLoss, EpochStats, TrainResult, batch_loss, describe_epoch, fit
 from .quantplan import QuantPlan, inventory, make_quant_plan, weight_name
+from .rate import RateEstimate
 from .tensor_train import tt_layers
 
 __all__ = ["QAT_SCHEDULES", "QatResult", "enable_fake_quant", "disable_fake_quant", "qat_finetune"]
@@ -69,13 +70,15 @@ class QatResult:
     last_lr: float | None = None  # the learning rate of the last step taken
     images: int = 0               # global images seen
     images_per_second: list[float] = field(default_factory=list)  # per epoch
+    rate_bits: list[float] = field(default_factory=list)  # rate-aware QAT: hard-symbol entropy bits, start and per epoch
 
 
 def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | None = None,
                  epochs: int = 2, lr: float = 1e-3, max_steps: int | None = None,
                  progress: bool = True, label_smoothing: float = 0.0, teacher: nn.Module | None = None,
                  distill_alpha: float = 0.9, distill_temperature: float = 4.0, schedule: str = "constant",
-                 device: str = "auto", amp: str | bool = "auto", **plan_kwargs: Any) -> QatResult:
+                 device: str = "auto", amp: str | bool = "auto", rate_weight: float = 0.0,
+                 rate_temperature: float = 0.5, **plan_kwargs: Any) -> QatResult:
     """Fine-tune ``model`` for ``epochs`` with Adam at ``lr`` through the file's quantizers.
 
     ``schedule``: "constant" (``lr`` throughout) or "cosine" (``lr`` annealed to 0 over all steps, per
@@ -91,6 +94,10 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
     b_rule, rounding of :func:`make_quant_plan`) on the current values. Export afterwards with
     ``export_adt(model, ..., plan=result.plan)``. The model is left with fake quantization OFF, on the CPU.
 
+    ``rate_weight``: rate-aware QAT: add ``rate_weight`` x the estimated payload bits of the stored
+    values (:class:`adt.exporter.rate.RateEstimate`, soft histogram at ``rate_temperature`` steps) to
+    every batch's loss, so training trades bits against loss; 0 (default) trains for the loss alone.
+
     ``device`` / ``amp``: as ``TrainConfig.device`` / ``TrainConfig.amp``. In a data-parallel run
     (torchrun, :func:`adt.exporter.distributed.init`) the model is wrapped in DDP and each rank takes
     its slice of every global batch of ``train_loader``, as in :func:`adt.exporter.fit.train`; only
@@ -98,6 +105,8 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
     """
     if epochs < 0:
         raise PlanError(f"QAT epochs must be >= 0, got {epochs}")
+    if not rate_weight >= 0:
+        raise PlanError(f"QAT rate weight must be >= 0, got {rate_weight}")
     if schedule not in QAT_SCHEDULES:
         raise PlanError(f"QAT schedule must be one of {QAT_SCHEDULES}, got {schedule!r}")
     env = distributed.current()
@@ -132,16 +141,25 @@ def qat_finetune(model: nn.Module, train_loader: Iterable, *, plan: QuantPlan | 
             distill = DistillLoss(distill_alpha, distill_temperature, label_smoothing)
             teacher.eval()
 
+        rate = RateEstimate(model, plan, rate_temperature) if rate_weight > 0 else None
+        if rate is not None:
+            result.rate_bits.append(rate.hard_bits())
         net = distributed.wrap(model, dev, env)
 
         def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return batch_loss(net, x, y, loss_fn, distill, teacher)
+            loss = batch_loss(net, x, y, loss_fn, distill, teacher)
+            if rate is not None:
+                loss = loss + rate_weight * rate().to(loss.dtype)
+            return loss
 
         def after_epoch(stats: EpochStats) -> None:
+            if rate is not None:
+                result.rate_bits.append(rate.hard_bits())
             if progress:
                 from tqdm.auto import tqdm
 
-                tqdm.write("qat " + describe_epoch(stats, epochs))
+                bits = f", symbols' entropy {result.rate_bits[-1] / 8:.0f} B" if rate is not None else ""
+                tqdm.write("qat " + describe_epoch(stats, epochs) + bits)
 
         state = TrainResult()
         result.last_lr = fit(net, train_loader, opt, loss_of, state, epochs=epochs, max_steps=max_steps,

@@ -77,15 +77,20 @@ def stage_train(args, names: list[str], seeds: list[int]) -> None:
 
 def stage_export(args, names: list[str], seeds: list[int], variants: list[str] | None) -> None:
     from research.reproduce.export import export_run
+    from research.reproduce.export import resolve_variant
     from research.reproduce.presets import default_variants
 
     for name in names:
         for seed in seeds:
             ckpt = args.out / "ckpt" / f"{name}-s{seed}.ckpt"
-            if not ckpt.exists():
-                print(f"[export] {name} seed {seed}: no checkpoint yet, skipped", flush=True)
-                continue
             for var in variants or default_variants(name):
+                start = resolve_variant(name, var).warm_start
+                if start is None and not ckpt.exists():
+                    print(f"[export] {name} seed {seed} {var}: no checkpoint yet, skipped", flush=True)
+                    continue
+                if start is not None and not (args.out / "adt" / f"{name}-s{seed}-{start}.adt").exists():
+                    print(f"[export] {name} seed {seed} {var}: no {start} file to start from, skipped", flush=True)
+                    continue
                 rec = export_run(name, seed, var, ckpt, args.out, args.data, subset=args.subset,
                                  test_subset=args.test_subset, threads=args.threads, progress=args.progress)
                 print(f"[export] {name} s{seed} {var}: {rec['file_bytes']} B, true ratio {rec['true_ratio']:.1f}x,"

@@ -24,7 +24,36 @@ from adt.tools.scoring import score_file
 from research.reproduce.presets import ALL_RUNS, VARIANTS, ExportVariant, paper_variant
 from research.reproduce.train import ensure_teacher, load_trained
 
-__all__ = ["resolve_variant", "export_run"]
+__all__ = ["resolve_variant", "export_run", "model_from_file"]
+
+
+def model_from_file(row: str, seed: int, path: Path) -> torch.nn.Module:
+    """The run's model carrying the dequantized values of the committed file ``path`` (a file of the
+    same row and seed): cores, factors and plain tensors are matched by table order and shape, so
+    the model computes what the file computes (checked by the caller's scores)."""
+    from adt.exporter.quantplan import inventory
+    from adt.runtime.format import read_adt
+    from research.reproduce.train import build_run_model
+
+    model = build_run_model(ALL_RUNS[row], seed)
+    f = read_adt(path)
+    inv = inventory(model)
+    if len(f.params) != len(inv.order) or len(f.cores) != len(inv.cores):
+        raise SystemExit(f"reproduce: {path} holds {len(f.params)} tensors / {len(f.cores)} cores, the model of "
+                         f"{row} stores {len(inv.order)} / {len(inv.cores)}")
+    with torch.no_grad():
+        for i, core in enumerate(inv.cores):
+            core.tensor.copy_(torch.from_numpy(f.core_values(i)).reshape(core.tensor.shape))
+        state = model.state_dict()
+        for name, p in zip(inv.order, f.params):
+            if name in inv.tucker:
+                for dst, sym in zip(inv.tucker[name].weight.factors, p.factors):
+                    dst.copy_(torch.from_numpy(f.values(sym, p.group)).reshape(dst.shape))
+            elif name in inv.tt:
+                raise SystemExit("reproduce: warm start from a TT file is not supported")
+            else:
+                state[name].copy_(torch.from_numpy(f.values(p.symbols, p.group)).reshape(state[name].shape))
+    return model.eval()
 
 
 def resolve_variant(row: str, name: str) -> ExportVariant:
@@ -48,27 +77,37 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         torch.set_num_threads(threads)
     spec = ALL_RUNS[row]
     var = resolve_variant(row, variant)
-    if var.qat_distill and not spec.teacher:
+    teacher_name = var.qat_teacher or spec.teacher
+    if var.qat_distill and not teacher_name:
         raise SystemExit(f"reproduce: variant {variant!r} distils during QAT, but run {row!r} has no teacher")
-    model, log = load_trained(spec, seed, ckpt)
+    if var.warm_start:  # the start file's values; the training facts of the run that made it
+        start = out / "adt" / f"{row}-s{seed}-{var.warm_start}.adt"
+        model = model_from_file(row, seed, start)
+        log = json.loads((out / "runs" / f"{row}-s{seed}-{var.warm_start}.json").read_text())
+        log.setdefault("threads", log.get("train_threads"))
+    else:
+        model, log = load_trained(spec, seed, ckpt)
     x_test, y_test = mnist_test_set(data_dir)
     if test_subset:
         x_test, y_test = x_test[:test_subset], y_test[:test_subset]
     acc_trained = evaluate(model, (x_test, y_test))  # the float model as trained, before any QAT
     t0 = time.perf_counter()
-    plan, qat_steps = None, 0
+    plan, qat_steps, rate_bits, qat_teacher_acc = None, 0, [], None
     if var.qat_epochs:
         torch.manual_seed(seed)
         train_loader, _ = mnist_loaders(data_dir, batch_size=spec.batch_size, subset=subset, seed=seed + 1000,
                                         test_subset=10)
         teacher = None
         if var.qat_distill:
-            teacher, _ = ensure_teacher(spec.teacher, data_dir, ckpt.parent)
+            teacher, teacher_log = ensure_teacher(teacher_name, data_dir, ckpt.parent)
+            qat_teacher_acc = teacher_log.get("float_test_acc")
         res = qat_finetune(model, train_loader, epochs=var.qat_epochs, lr=var.qat_lr, progress=progress,
                            label_smoothing=var.qat_label_smoothing, teacher=teacher, schedule=var.qat_schedule,
-                           distill_alpha=spec.distill_alpha, distill_temperature=spec.distill_temperature,
-                           q=var.q, b=var.b, groups=var.groups, b_rule=var.b_rule, rounding=var.rounding)
-        plan, qat_steps = res.plan, res.steps
+                           distill_alpha=spec.distill_alpha if var.qat_distill_alpha is None else var.qat_distill_alpha,
+                           distill_temperature=spec.distill_temperature,
+                           q=var.q, b=var.b, groups=var.groups, b_rule=var.b_rule, rounding=var.rounding,
+                           rate_weight=var.rate_weight, rate_temperature=var.rate_temperature)
+        plan, qat_steps, rate_bits = res.plan, res.steps, res.rate_bits
     qat_seconds = time.perf_counter() - t0
     path = out / "adt" / f"{row}-s{seed}-{variant}.adt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +126,14 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
         "teacher_float_test_acc": log.get("teacher_float_test_acc"),  # teachers differ between checkouts
         "distill_alpha": log.get("distill_alpha", 0.0), "distill_temperature": log.get("distill_temperature"),
         "train_seconds": log["train_seconds"], "train_threads": log.get("threads"), "train_subset": log.get("subset"),
+        "warm_start_file": f"adt/{row}-s{seed}-{var.warm_start}.adt" if var.warm_start else None,
+        "qat_teacher": teacher_name if var.qat_distill else None, "qat_teacher_float_test_acc": qat_teacher_acc,  # the teacher QAT distilled from (qat_distill)
+        "rate_bits_per_epoch": [round(b) for b in rate_bits],
         "qat_epochs": var.qat_epochs, "qat_steps": qat_steps, "qat_seconds": round(qat_seconds, 1),
         "stored_params": report.stored_values, "dense_params": report.dense_params,
-        "err_float": 100 * (1 - acc_trained), "err_float_latent_at_export": 100 * (1 - report.acc_float),
+        # a warm start's float model is the start run's; the start file's own error is err_start_file
+        "err_float": log["err_float"] if var.warm_start else 100 * (1 - acc_trained),
+        "err_start_file": 100 * (1 - acc_trained) if var.warm_start else None, "err_float_latent_at_export": 100 * (1 - report.acc_float),
         "err_exporter_quant": 100 * (1 - report.acc_quantized),
         "err_file": 100 * (1 - scored["acc"]), "test_images": scored["n"], "evaluator": scored["evaluator"],
         "score_seconds": round(time.perf_counter() - t1, 1),

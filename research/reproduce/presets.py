@@ -77,6 +77,13 @@ class ExportVariant:
     tables: str = "auto"
     note: str = ""
     extra: dict = field(default_factory=dict)
+    # Start from the values of this variant's committed file (results/adt/ROW-sSEED-VARIANT.adt),
+    # dequantized, instead of the training checkpoint (issue 22: no float checkpoint is committed).
+    warm_start: str | None = None
+    rate_weight: float = 0.0         # rate-aware QAT: weight of the estimated payload bits in the loss
+    rate_temperature: float = 0.5    # soft-histogram width, in quantizer steps
+    qat_teacher: str | None = None   # distil QAT from this TEACHERS run instead of the row's own teacher
+    qat_distill_alpha: float | None = None  # and with this weight (None: the row's distill_alpha)
 
 
 # The four Table 1 rows. Schedules: the paper's Adam lr 0.01 / 3 every 10-20 epochs, batch 256,
@@ -309,3 +316,26 @@ def paper_variant(row: str) -> ExportVariant:
     """The paper's quantizer for ``row``'s network (LeNet-5: Q=512 b=3; LeNet-300: Q=1500 b=5)."""
     p = PAPER_TABLE1.get(row) or PAPER_TABLE1["lenet5-ada"]
     return ExportVariant("paper", q=p["q"], b=p["b"], groups="single", note=f"paper Q={p['q']} b={p['b']}, no QAT")
+
+# Issue 22 (NOTES "Issue 22, part 2"): no float checkpoint is committed, so these variants start from
+# the row's committed "paper" file (the closest to the float model), dequantized, and fine-tune through
+# the file's quantizers while distilling from the dense teacher (alpha 0.9, T 4), cosine lr, nearest
+# rounding, groups by kind. Settings chosen from seed-0 probes (NOTES), declared before the seed runs.
+_WS = dict(groups="kind", rounding="nearest", qat_schedule="cosine", qat_distill=True)
+VARIANTS["ws-kd-q32"] = ExportVariant("ws-kd-q32", q={"cores": 32, "factors": 32, "other": 16}, qat_epochs=8,
+                                      qat_lr=1e-3, warm_start="paper-rn", **_WS,
+                                      note="from the paper-rn file: distilled QAT, Q 32/32/16, 8 epochs, lr 1e-3 cosine")
+VARIANTS["ws-kd-q24o8"] = ExportVariant("ws-kd-q24o8", q={"cores": 24, "factors": 24, "other": 8}, qat_epochs=8,
+                                        qat_lr=1e-3, warm_start="paper-rn", **_WS,
+                                        note="from the paper-rn file: distilled QAT, Q 24/24/8, 8 epochs, lr 1e-3 cosine")
+VARIANTS["ws-kd-q64-r1e-4"] = ExportVariant("ws-kd-q64-r1e-4", q={"cores": 64, "factors": 64, "other": 32},
+                                            qat_epochs=20, qat_lr=5e-4, warm_start="paper-rn", rate_weight=1e-4, **_WS,
+                                            note="from the paper-rn file: rate-aware distilled QAT (1e-4 per bit), "
+                                                 "Q 64/64/32, 20 epochs, lr 5e-4 cosine")
+# lenet300-scada-v2 was trained without a teacher and has only Eq. 13 floor "paper" files: QAT distils
+# from the dense LeNet-300 with the KD rows' weight.
+VARIANTS["ws-kd-q64"] = ExportVariant("ws-kd-q64", q={"cores": 64, "factors": 64, "other": 32}, qat_epochs=20,
+                                      qat_lr=5e-4, warm_start="paper", qat_teacher="lenet300-dense",
+                                      qat_distill_alpha=0.9, **_WS,
+                                      note="from the paper file: distilled QAT (dense LeNet-300, alpha 0.9), "
+                                           "Q 64/64/32, 20 epochs, lr 5e-4 cosine")

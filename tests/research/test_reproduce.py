@@ -207,3 +207,44 @@ def test_default_rows_export_the_paper_quantizer_and_their_best_variant():
         assert names[0] == "paper" and len(names) == 2
         assert all(resolve_variant(row, n).name == n for n in names)  # every default is a known variant
     assert default_variants("lenet5-ada") == ["paper", "kind-qat"]
+
+
+def test_warm_start_from_a_committed_file(tmp_path, mnist_dir, monkeypatch):
+    """A variant with warm_start begins from the dequantized values of the row's earlier file (issue 22: no
+    float checkpoint is committed): the model carries exactly the file's weights, and a rate-aware QAT from
+    there is exported and scored like any variant."""
+    from adt.exporter.factorize import frozen_copy
+    from adt.exporter.quantplan import inventory
+    from adt.runtime.rebuild import rebuild_weights
+    from research.reproduce.export import model_from_file
+    from research.reproduce.presets import VARIANTS, ExportVariant
+
+    rc = reproduce.main(["mnist", "--data", str(mnist_dir), "--rows", "lenet300-scada", "--epochs", "1",
+                         "--subset", "512", "--test-subset", "300", "--variants", "paper", "--out", str(tmp_path),
+                         "--stage", "train"])
+    assert rc == 0
+    rc = reproduce.main(["mnist", "--data", str(mnist_dir), "--rows", "lenet300-scada", "--test-subset", "300",
+                         "--variants", "paper", "--out", str(tmp_path), "--stage", "export"])
+    assert rc == 0
+    start = tmp_path / "adt" / "lenet300-scada-s0-paper.adt"
+    model = model_from_file("lenet300-scada", 0, start)
+    state = frozen_copy(model).state_dict()
+    weights = list(rebuild_weights(start).values())  # in table order, as the inventory lists the names
+    dense = [state[k] for k in inventory(model).order]
+    assert [tuple(w.shape) for w in weights] == [tuple(t.shape) for t in dense]
+    for w, t in zip(weights, dense):
+        np.testing.assert_allclose(t.numpy(), w, rtol=1e-5, atol=1e-6)
+
+    (tmp_path / "ckpt" / "lenet300-scada-s0.ckpt").unlink()  # the warm start needs no checkpoint
+    monkeypatch.setitem(VARIANTS, "ws-test", ExportVariant("ws-test", q=64, groups="kind", rounding="nearest",
+                                                           qat_epochs=1, qat_lr=1e-3, warm_start="paper",
+                                                           rate_weight=1e-3))
+    rc = reproduce.main(["mnist", "--data", str(mnist_dir), "--rows", "lenet300-scada", "--subset", "512",
+                         "--test-subset", "300", "--variants", "ws-test", "--out", str(tmp_path), "--stage", "export"])
+    assert rc == 0
+    paper = json.loads((tmp_path / "runs" / "lenet300-scada-s0-paper.json").read_text())
+    rec = json.loads((tmp_path / "runs" / "lenet300-scada-s0-ws-test.json").read_text())
+    assert rec["err_start_file"] == pytest.approx(paper["err_file"], abs=1e-9)
+    assert rec["err_float"] == paper["err_float"] and rec["warm_start_file"] == "adt/lenet300-scada-s0-paper.adt"
+    assert len(rec["rate_bits_per_epoch"]) == 2 and rec["qat_steps"] == 2
+    assert read_adt(tmp_path / rec["file"]).file_size == rec["file_bytes"]

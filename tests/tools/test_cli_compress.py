@@ -117,6 +117,7 @@ def test_values_outside_the_registries_are_usage_errors(argv, needle, tmp_path, 
     (["--preset", "lenet5-ada", "--distill", "0.9"], "--from-checkpoint"),
     (["--preset", "lenet5-ada", "--distill", "1.5"], "--distill"),
     (["--preset", "lenet5-ada", "--temperature", "0"], "--temperature"),
+    (["--preset", "lenet5-ada", "--qat-rate-weight=-1e-4"], "--qat-rate-weight"),
 ])
 def test_bad_options_one_line(argv, needle, tmp_path, mnist_dir, capsys):
     code = main(["compress", "--data", str(mnist_dir), "--epochs", "0", *argv, "-o", str(tmp_path / "x.adt")])
@@ -147,6 +148,25 @@ def test_compress_tiny_run(tmp_path, mnist_dir, capsys):
     assert sum(p.encoding == ENC_TUCKER for p in f.params) == 4
     assert [g.q for g in f.groups] == [256, 256, 32] and rep["rounding"] == "nearest"
     assert (tmp_path / "ck.pt").is_file()
+
+
+def test_compress_rate_aware_distilled_qat(tmp_path, mnist_dir, capsys):
+    """--qat-rate-weight reaches QAT (the report carries the symbols' entropy per epoch, which the rate term
+    lowers) and --distill's teacher teaches QAT too (a QAT from a dense checkpoint with --distill runs)."""
+    import torch
+
+    from adt.exporter.models import build_model
+    torch.manual_seed(0)
+    torch.save(build_model("lenet300").state_dict(), tmp_path / "dense.pt")
+    code = main(["compress", "--data", str(mnist_dir), "--model", "lenet300", "--preset", "lenet300-ada", "--epochs", "0",
+                 "--init", "hooi", "--from-checkpoint", str(tmp_path / "dense.pt"), "--distill", "0.9",
+                 "--subset", "512", "--qat-epochs", "2", "--qat-lr", "3e-3", "--q", "64", "--qat-rate-weight", "1e-3",
+                 "-o", str(tmp_path / "r.adt"), "--json"])
+    assert code == 0
+    rep = json.loads(capsys.readouterr().out)
+    bits = rep["qat_rate_bits"]
+    assert len(bits) == 3 and bits[-1] < 0.97 * bits[0]
+    assert rep["qat_steps"] == 4
 
 
 def test_compress_with_the_lenet300_recipe(tmp_path, mnist_dir, capsys):

@@ -174,7 +174,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--distill", type=float, default=0.0, metavar="ALPHA",
                    help="knowledge distillation weight in (0, 1]: the dense model of --from-checkpoint is the teacher, "
                         "loss = (1-ALPHA) CE + ALPHA T^2 KL(teacher || student) (default 0: off; ADT's LeNet-5 "
-                        "reproduction uses 0.9)")
+                        "reproduction uses 0.9); QAT (--qat-epochs) distils from the same teacher")
     d.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (default 4)")
     d.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     d.add_argument("--seed", type=int, default=0, help="seed for init, data order and subset (default 0)")
@@ -203,6 +203,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--qat-lr", type=float, default=1e-3, help="learning rate of quantization-aware fine-tuning (default 0.001)")
     e.add_argument("--qat-schedule", choices=QAT_SCHEDULES, default="constant",
                    help="QAT learning rate: constant, or cosine (annealed to 0 over the QAT steps) (default constant)")
+    e.add_argument("--qat-rate-weight", type=float, default=0.0, metavar="W",
+                   help="rate-aware QAT: add W x the estimated payload bits of the stored values (a soft histogram "
+                        "of each quantizer group's symbols) to the QAT loss, so fine-tuning trades bits for loss; "
+                        "try 1e-5..1e-4 (default 0: off). With --distill, QAT distils from the same teacher")
     e.add_argument("--tables", choices=TABLE_POLICIES, default="auto",
                    help="Huffman tables: shared, per_group or auto (the smaller file) (default auto)")
     e.add_argument("--compact-names", action="store_true",
@@ -256,6 +260,8 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError(f"--rho must be positive, got {args.rho}")
     if args.lr <= 0 or args.qat_lr <= 0 or args.lr_decay <= 0:
         raise CommandError("--lr, --qat-lr and --lr-decay must be positive")
+    if not args.qat_rate_weight >= 0:
+        raise CommandError(f"--qat-rate-weight must be >= 0, got {args.qat_rate_weight}")
     if args.weight_decay < 0:
         raise CommandError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if not 0 <= args.label_smoothing < 1:
@@ -539,7 +545,8 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
         qat_res = qat_finetune(model, data.train_loader, epochs=args.qat_epochs, lr=args.qat_lr, progress=progress,
                                schedule=args.qat_schedule, label_smoothing=args.label_smoothing, q=qat_q, b=b,
                                groups=args.groups, b_rule=args.b_rule, rounding=args.rounding, device=args.device,
-                               amp=args.amp)
+                               amp=args.amp, teacher=teacher, distill_alpha=args.distill if teacher is not None else 0.9,
+                               distill_temperature=args.temperature, rate_weight=args.qat_rate_weight)
     train_time = time.perf_counter() - t0
 
     options = replace(options, test_data=data.test_loader if data is not None else None,
@@ -563,7 +570,8 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
                final_loss=(train_res.epoch_losses[-1] if train_res and train_res.epoch_losses else None),
                images_per_second=(train_res.images_per_second[-1] if train_res and train_res.images_per_second
                                   else None),
-               qat_steps=qat_res.steps if qat_res else 0, init_report=init_report, world_size=env.world_size,
+               qat_steps=qat_res.steps if qat_res else 0,
+               qat_rate_bits=qat_res.rate_bits if qat_res else [], init_report=init_report, world_size=env.world_size,
                data=None if data is None else {"kind": data.kind, "source": str(data.source),
                                                "classes": data.num_classes, "input_shape": list(data.input_shape)},
                target_size=None if fit is None else {"budget_bytes": fit.budget_bytes, "file_bytes": report.file_bytes,
