@@ -6,7 +6,8 @@ straight-through gradient: Tucker cores and factors through ``TuckerWeight.core_
 ``factor_quant``, TT cores through ``TTWeight.quant``, plain parameters (biases, BatchNorm affine)
 through a small parametrization. The latent float values keep training; exporting them with the SAME
 plan gives exactly the values the forward pass used, so the accuracy after QAT is the accuracy of the file. BatchNorm layers stay in
-eval mode (their running statistics are stored, and QAT does not re-estimate them).
+eval mode (their running statistics are stored, and QAT does not re-estimate them). Rate-aware QAT
+(``rate_weight``) adds the estimated payload bits of :mod:`adt.exporter.rate` to the loss.
 
 Device, mixed precision and data-parallel runs follow :func:`adt.exporter.fit.train` (rules in
 :mod:`adt.exporter.distributed`); the quantizer stays float32 under autocast.
