@@ -38,6 +38,7 @@ from .data import mnist_test_set
 from .errors import ExportCheckError, ModelError, PlanError
 from .factorize import frozen_copy, tucker_layers
 from .fakequant import remove_plain_fake_quant
+from .qat import enable_fake_quant
 from .fit import evaluate
 from .onnx_graph import architecture_model, example_inputs, input_names, referenced_tensors
 from .quantplan import DEFAULT_Q, Inventory, QuantPlan, Quantized, inventory, make_quant_plan, quantize_model
@@ -89,7 +90,11 @@ class ExportOptions:
     stored as the metadata entries ``input_convention`` and ``labels`` (FORMAT.md §4.1) so that
     ``Model.predict`` and ``adt run --images`` need no flag. The check still runs on model-ready inputs.
     ``method``: the metadata entry ``method`` (how the file was made, e.g. ``"mtd"``, ``"admm-tt"``);
-    by default what its layers are (:func:`structural_method`)."""
+    by default what its layers are (:func:`structural_method`). ``qat``: the model was fine-tuned through
+    ``plan``'s quantizers (:func:`adt.exporter.qat.qat_finetune`), so the function it was trained as is the
+    fake-quantized one: the check's reference is then that model, not its latent float values, which
+    quantization-aware training does not keep close to the file (after 8 QAT epochs at Q 32 a SCADA LeNet-5's
+    latent floats differed from its trained function by 1.37x the outputs' scale, results/NOTES.md row 30)."""
 
     input_shape: Sequence[int] | None = None
     example_inputs: Sequence[Any] | None = None
@@ -112,6 +117,7 @@ class ExportOptions:
     input_convention: InputConvention | None = None
     labels: Sequence[str] | None = None
     method: str | None = None
+    qat: bool = False
 
 
 @dataclass
@@ -120,7 +126,8 @@ class ExportCheck:
     ``divergence``: max |file - float model| / max |float model|; ``agreement``: share of equal argmax
     over the batch (outputs of rank >= 2); ``engine_divergence``: the same against torch running the
     file's dequantized weights (tests the graph and engine, not the quantization); ``passed`` against
-    ``tolerance`` and :data:`ENGINE_TOLERANCE`."""
+    ``tolerance`` and :data:`ENGINE_TOLERANCE`. ``reference``: what "float model" was: the model's
+    float values, or (``ExportOptions.qat``) the model as quantization-aware training ran it."""
 
     inputs: str
     divergence: float
@@ -128,10 +135,11 @@ class ExportCheck:
     engine_divergence: float
     tolerance: float
     passed: bool
+    reference: str = "float model"
 
     def summary(self) -> str:
         agree = f", argmax agreement {self.agreement:.1%}" if self.agreement is not None else ""
-        return (f"file vs torch on {self.inputs}: max|diff|/max|torch| = {self.divergence:.3g} "
+        return (f"file vs torch ({self.reference}) on {self.inputs}: max|diff|/max|torch| = {self.divergence:.3g} "
                 f"(tolerance {self.tolerance:g}){agree}; vs torch with the file's weights {self.engine_divergence:.2g} "
                 f"(tolerance {ENGINE_TOLERANCE:g})")
 
@@ -328,6 +336,8 @@ def _setup(model: nn.Module, options: ExportOptions | None, fields_: Mapping[str
     if unknown:
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
     opts = replace(options or ExportOptions(), **fields_)
+    if opts.qat and opts.plan is None:
+        raise PlanError("qat=True says the model was trained through a quantization plan: pass that plan too")
     input_shape = opts.input_shape if opts.input_shape is not None else getattr(model, "input_shape", None)
     if input_shape is None and opts.example_inputs is None:
         raise ModelError("export needs input_shape (one sample's shape, e.g. (1, 28, 28)), model.input_shape "
@@ -528,7 +538,12 @@ def check_file(model: nn.Module, data: bytes, rename: Mapping[str, str], example
     weights = {name: table[t] for name, t in rename.items() if t in table}
     tx = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in xs)
     with torch.no_grad():
-        ref = frozen_copy(_without_fake_quant(model))(*tx).double().numpy()
+        if opts.qat and opts.plan is not None:  # the function QAT trained: its fake quantizers on
+            trained = _without_fake_quant(model)
+            enable_fake_quant(trained, opts.plan)
+            ref = trained.eval()(*tx).double().numpy()
+        else:
+            ref = frozen_copy(_without_fake_quant(model))(*tx).double().numpy()
         deq = quantized_model(model, weights)(*tx).double().numpy()
 
     def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -542,7 +557,8 @@ def check_file(model: nn.Module, data: bytes, rename: Mapping[str, str], example
     agree = float((out.argmax(1) == ref.argmax(1)).mean()) if out.ndim >= 2 and out.shape == ref.shape else None
     tol = float(opts.check_tolerance)
     passed = bool(np.isfinite(div) and div <= tol and engine <= ENGINE_TOLERANCE)
-    return ExportCheck(what, div, agree, engine, tol, passed)
+    reference = "as trained, with the QAT plan's fake quantizers" if opts.qat else "float model"
+    return ExportCheck(what, div, agree, engine, tol, passed, reference)
 
 
 def dequantized_weights(model: nn.Module | Inventory, plan: QuantPlan,

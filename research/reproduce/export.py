@@ -112,7 +112,7 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
     path = out / "adt" / f"{row}-s{seed}-{variant}.adt"
     path.parent.mkdir(parents=True, exist_ok=True)
     report = export_adt(model, path, input_shape=MODELS[spec.model].input_shape, q=var.q, b=var.b, groups=var.groups,
-                        b_rule=var.b_rule, rounding=var.rounding, plan=plan, tables=var.tables, compact_names=var.compact_names,
+                        b_rule=var.b_rule, rounding=var.rounding, plan=plan, qat=plan is not None, tables=var.tables, compact_names=var.compact_names,
                         auto_metadata=not var.compact_names, model_name=spec.model,
                         test_data=(x_test, y_test))
     t1 = time.perf_counter()

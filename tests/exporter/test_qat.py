@@ -139,3 +139,24 @@ def test_qat_progress_shows_throughput_and_eta(capsys):
     assert [s.split(":")[0] for s in lines] == ["qat epoch 1/2", "qat epoch 2/2"]
     assert all(" img/s, ETA " in s for s in lines) and lines[-1].endswith("ETA 0:00")
     assert res.images == 2 * 48 and len(res.images_per_second) == 2
+
+
+def test_export_check_of_a_qat_model_compares_with_the_function_it_was_trained_as(tmp_path):
+    """ExportOptions.qat: the check's reference is the fake-quantized model QAT trained, not the latent floats.
+    A coarse Q moves the latent model's outputs far more than a tiny tolerance allows (refused without
+    qat=True); the file equals the trained function to float rounding (passes with qat=True)."""
+    from adt.exporter.errors import ExportCheckError
+
+    m = model()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    res = qat_finetune(m, [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)], epochs=2, lr=1e-2,
+                       progress=False, q=16, groups="kind", rounding="nearest")
+    with pytest.raises(ExportCheckError, match="float model"):
+        export_adt(m, tmp_path / "a.adt", input_shape=(1, 28, 28), plan=res.plan, check_tolerance=1e-3)
+    assert not (tmp_path / "a.adt").exists()
+    rep = export_adt(m, tmp_path / "b.adt", input_shape=(1, 28, 28), plan=res.plan, qat=True, check_tolerance=1e-3)
+    assert rep.check.passed and rep.check.divergence < 1e-4 and "QAT" in rep.check.reference
+    with pytest.raises(PlanError, match="plan"):
+        export_adt(m, tmp_path / "c.adt", input_shape=(1, 28, 28), qat=True)

@@ -550,7 +550,7 @@ def _run(args: argparse.Namespace, q, b, env) -> int:
     train_time = time.perf_counter() - t0
 
     options = replace(options, test_data=data.test_loader if data is not None else None,
-                      plan=qat_res.plan if qat_res else None)
+                      plan=qat_res.plan if qat_res else None, qat=qat_res is not None)
     fit = None
     if args.target_size is not None:
         fit = fit_to_size(model, args.target_size_bytes, options)
