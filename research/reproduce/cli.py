@@ -76,8 +76,7 @@ def stage_train(args, names: list[str], seeds: list[int]) -> None:
 
 
 def stage_export(args, names: list[str], seeds: list[int], variants: list[str] | None) -> None:
-    from research.reproduce.export import export_run
-    from research.reproduce.export import resolve_variant
+    from research.reproduce.export import export_run, resolve_variant
     from research.reproduce.presets import default_variants
 
     for name in names:

@@ -90,7 +90,7 @@ def export_run(row: str, seed: int, variant: str, ckpt: Path, out: Path, data_di
     x_test, y_test = mnist_test_set(data_dir)
     if test_subset:
         x_test, y_test = x_test[:test_subset], y_test[:test_subset]
-    acc_trained = evaluate(model, (x_test, y_test))  # the float model as trained, before any QAT
+    acc_trained = evaluate(model, (x_test, y_test))  # the model before any QAT (a warm start: its start file)
     t0 = time.perf_counter()
     plan, qat_steps, rate_bits, qat_teacher_acc = None, 0, [], None
     if var.qat_epochs:

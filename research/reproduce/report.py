@@ -97,7 +97,10 @@ def _goal_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
     meets the error at any size."""
     L = ["", "## Issue 22 goals (every file within the size, median file error within the goal)", "",
          "Only groups of at least 3 seeds. A warm-started export (issue 22: QAT from the row's committed "
-         "`paper` file) was tuned on seed 0, so its median over the other seeds is shown too.", "",
+         "`paper` file) was tuned on seed 0, so its median over the other seeds is shown too. Protocols: "
+         "`results/NOTES.md` rows 29-30; re-run one group with `python -m research.reproduce mnist --stage "
+         "export --rows ROW --seeds 0,1,2,3,4,5 --variants EXPORT` (warm starts need no checkpoint; the "
+         "others need the row's training stage first).", "",
          "| goal | row / export | seeds | largest file B | median err % | median err % without seed 0 | verdict |",
          "|---|---|---|---|---|---|---|"]
     for label, model, method, cap, err in ISSUE22_GOALS:
