@@ -396,7 +396,9 @@ def test_torchscript_is_converted_and_lifted(tmp_path):
 
 def test_torchscript_without_input_shape_or_with_untrainable_weights_is_refused(tmp_path):
     path = tmp_path / "net.ts"
-    torch.jit.save(torch.jit.script(trained_small_net()), str(path))
+    # traced, not scripted: the previous test scripts this class already, and a second torch.jit.script of
+    # it failed once in a clean-clone CI run inside torch's own Conv2d compile (a TorchScript flake)
+    torch.jit.save(torch.jit.trace(trained_small_net(), (torch.randn(2, 3, 12, 12),)), str(path))
     with pytest.raises(ModelError, match="TorchScript file keeps no example input"):
         resolve_model(str(path))
 
