@@ -15,6 +15,7 @@ gives the entropy of the symbols the file would store now, for logging.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from adt.runtime.format import quantize
+from adt.runtime.format import dequantize, entropy_bits, quantize
 
 from .errors import PlanError
 from .factorize import tucker_layers
@@ -32,27 +33,32 @@ from .tensor_train import tt_layers
 __all__ = ["soft_entropy_bits", "RateEstimate"]
 
 
-def _levels(q: int, b: float, like: Tensor) -> Tensor:
-    """The Eq. 13 reconstruction levels ``-b + s * 2b/q`` (s = 0..q-1), as in fake_quant_ste."""
-    b64 = float(torch.tensor(b, dtype=torch.float32))
-    return (-b64 + torch.arange(q, dtype=torch.float64) * (2.0 * b64 / q)).to(like)
-
-
 def soft_entropy_bits(x: Tensor, q: int, b: float, temperature: float = 0.5) -> Tensor:
     """``N * H(P)`` in bits, where ``P`` is the soft histogram of the N values of ``x`` over the
     ``q`` levels of the Eq. 13 grid on [-b, b]: value i goes to level k with weight
-    ``softmax_k(-((x_i - c_k) / (temperature * step))^2 / 2)``. Differentiable in ``x``."""
+    ``softmax_k(-((x_i - c_k) / (temperature * step))^2 / 2)``. Differentiable in ``x``.
+
+    Only the levels within ``6 * temperature + 1`` steps of each value's nearest level take part (the
+    rest weigh under e^-18 of the nearest), so memory and time grow with N, not N x Q."""
     if temperature <= 0:
         raise PlanError(f"rate temperature must be > 0, got {temperature}")
-    flat = x.reshape(-1, 1)
-    if flat.numel() == 0:
+    flat = x.reshape(-1)
+    n = flat.numel()
+    if n == 0:
         return x.new_zeros(())
-    levels = _levels(q, b, flat)
-    step = 2.0 * float(b) / q
-    logits = -0.5 * ((flat - levels.reshape(1, -1)) / (temperature * step)) ** 2
-    p = torch.softmax(logits, dim=1).mean(dim=0)
+    # the file's own levels (FORMAT.md "Dequantization"), float64 like fake_quant_ste
+    levels = torch.from_numpy(dequantize(np.arange(q), q, b).astype(np.float64)).to(flat.device)
+    step = 2.0 * float(np.float32(b)) / q
+    half = int(math.ceil(6 * temperature)) + 1
+    nearest = torch.round((flat.detach().double() - float(levels[0])) / step).clamp(0, q - 1).long()
+    idx = nearest.unsqueeze(1) + torch.arange(-half, half + 1, device=flat.device)
+    inside = (idx >= 0) & (idx < q)
+    idx = idx.clamp(0, q - 1)
+    dist = (flat.unsqueeze(1).double() - levels[idx]) / (temperature * step)
+    weights = torch.softmax((-0.5 * dist ** 2).masked_fill(~inside, float("-inf")), dim=1)
+    p = torch.zeros(q, dtype=weights.dtype, device=flat.device).index_add_(0, idx.reshape(-1), weights.reshape(-1)) / n
     h = -(p * torch.log2(p.clamp_min(1e-12))).sum()
-    return flat.shape[0] * h
+    return (n * h).to(x.dtype)
 
 
 @dataclass
@@ -117,10 +123,7 @@ class RateEstimate:
         total = 0.0
         for g in self.groups:
             x = np.concatenate([t.detach().cpu().float().numpy().reshape(-1) for t in g.tensors])
-            sym = quantize(x, g.q, g.b, g.rounding)
-            counts = np.bincount(sym.astype(np.int64), minlength=g.q)
-            p = counts[counts > 0] / x.size
-            total += float(-(p * np.log2(p)).sum() * x.size)
+            total += entropy_bits(quantize(x, g.q, g.b, g.rounding)) * x.size
         return total
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from adt.runtime.format import CORE_CP, ENC_PLAIN, ENC_TT, SECTION_ARCH, SECTION_META, AdtFile, byte_breakdown, read_adt
+from adt.runtime.format import (CORE_CP, ENC_PLAIN, ENC_TT, SECTION_ARCH, SECTION_META, AdtFile, byte_breakdown,
+                                entropy_bits, read_adt)
 from adt.runtime.preprocess import INPUT_KEY, LABELS_KEY, AdtPreprocessError, read_convention, read_labels
 
 __all__ = ["build_report", "render_text", "plot_report", "entropy_bits", "safe_text"]
@@ -28,16 +29,6 @@ LABELS_SHOWN = 20    # class names listed by render_text (the JSON report has th
 
 
 # -- small helpers -------------------------------------------------------------------------------
-def entropy_bits(symbols: np.ndarray) -> float:
-    """Empirical (order-0) entropy of ``symbols`` in bits per symbol; 0 for an empty array."""
-    s = np.asarray(symbols).reshape(-1)
-    if s.size == 0:
-        return 0.0
-    counts = np.bincount(s.astype(np.int64))
-    p = counts[counts > 0] / s.size
-    return float(-(p * np.log2(p)).sum())
-
-
 def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
 

@@ -2,7 +2,7 @@
 
 Torch-free by design: this package ships to the device with the runtime.
 """
-from .accounting import ByteBreakdown, SectionBytes, byte_breakdown
+from .accounting import ByteBreakdown, SectionBytes, byte_breakdown, entropy_bits
 from .container import (
     ARCH_ONNX_DEFLATE, ARCH_ONNX_DEFLATE_DICT1, CORE_CP, CORE_TUCKER, ENC_PLAIN, ENC_TT, ENC_TUCKER,
     QUANT_EQ13, REQUIRED_SECTIONS, SECTION_ARCH, SECTION_CODES, SECTION_META, SECTION_NAMES, SECTION_PAYLOAD,
@@ -27,7 +27,7 @@ __all__ = [
     "ENC_TUCKER", "QUANT_EQ13", "REQUIRED_SECTIONS", "SECTION_ARCH", "SECTION_CODES", "SECTION_META", "SECTION_NAMES",
     "SECTION_PAYLOAD", "SECTION_TENSORS",
     # reading, writing, accounting
-    "read_adt", "AdtWriter", "TABLE_POLICIES", "write_atomic", "byte_breakdown", "ByteBreakdown", "SectionBytes",
+    "read_adt", "AdtWriter", "TABLE_POLICIES", "write_atomic", "byte_breakdown", "ByteBreakdown", "SectionBytes", "entropy_bits",
     # quantizer and codec
     "ROUNDINGS", "check_quantizer", "check_rounding", "quantize", "dequantize", "fake_quantize",
     "HuffmanCode", "code_lengths",

@@ -16,10 +16,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .container import ENC_PLAIN, AdtFile, SectionKind
 from .limits import MAGIC
 
-__all__ = ["MAGIC_VERSION_BYTES", "PAYLOAD_PARTS", "ByteBreakdown", "SectionBytes", "byte_breakdown", "is_bias"]
+__all__ = ["MAGIC_VERSION_BYTES", "PAYLOAD_PARTS", "ByteBreakdown", "SectionBytes", "byte_breakdown", "is_bias",
+           "entropy_bits"]
+
+
+def entropy_bits(symbols: np.ndarray) -> float:
+    """Empirical (order-0) entropy of ``symbols`` in bits per symbol; 0 for an empty array."""
+    s = np.asarray(symbols).reshape(-1)
+    if s.size == 0:
+        return 0.0
+    counts = np.bincount(s.astype(np.int64))
+    p = counts[counts > 0] / s.size
+    return float(-(p * np.log2(p)).sum())
 
 #: ``b"ADT\x1a"`` + major + minor: the fixed part of the header before the section table.
 MAGIC_VERSION_BYTES = len(MAGIC) + 2

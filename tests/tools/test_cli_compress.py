@@ -118,6 +118,7 @@ def test_values_outside_the_registries_are_usage_errors(argv, needle, tmp_path, 
     (["--preset", "lenet5-ada", "--distill", "1.5"], "--distill"),
     (["--preset", "lenet5-ada", "--temperature", "0"], "--temperature"),
     (["--preset", "lenet5-ada", "--qat-rate-weight=-1e-4"], "--qat-rate-weight"),
+    (["--preset", "lenet5-ada", "--qat-rate-weight", "1e-4"], "--qat-epochs"),
 ])
 def test_bad_options_one_line(argv, needle, tmp_path, mnist_dir, capsys):
     code = main(["compress", "--data", str(mnist_dir), "--epochs", "0", *argv, "-o", str(tmp_path / "x.adt")])

@@ -262,6 +262,8 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError("--lr, --qat-lr and --lr-decay must be positive")
     if not args.qat_rate_weight >= 0:
         raise CommandError(f"--qat-rate-weight must be >= 0, got {args.qat_rate_weight}")
+    if args.qat_rate_weight and not args.qat_epochs:
+        raise CommandError("--qat-rate-weight acts during QAT: give --qat-epochs N too")
     if args.weight_decay < 0:
         raise CommandError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if not 0 <= args.label_smoothing < 1:
